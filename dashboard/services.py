@@ -1,0 +1,91 @@
+"""Django-side glue for the gateway client: building clients from ``Gateway`` rows and
+recording what a connection attempt taught us. Celery tasks, commands and the listener call
+these; none of them touch :mod:`dashboard.gateway` internals."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.conf import settings
+
+from .gateway import (
+    DeviceIdentity,
+    GatewayClient,
+    GatewayError,
+    SyncGatewayClient,
+    assess,
+    is_loopback_url,
+)
+from .models import Gateway
+
+log = logging.getLogger("agentflow.gateway")
+
+
+def client_options(gateway: Gateway, **overrides: Any) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "name": gateway.name,
+        "request_timeout": settings.GATEWAY_REQUEST_TIMEOUT,
+        "connect_timeout": settings.GATEWAY_CONNECT_TIMEOUT,
+        "scopes": settings.GATEWAY_SCOPES,
+    }
+    # Loopback gateways accept a device-less backend client; anything remote needs a paired
+    # device identity, kept per gateway so the pairing survives restarts.
+    if not is_loopback_url(gateway.url):
+        options["device"] = DeviceIdentity.load_or_create(
+            settings.GATEWAY_DEVICE_DIR / f"gateway-{gateway.pk}.json"
+        )
+    options.update(overrides)
+    return options
+
+
+def async_client(gateway: Gateway, **overrides: Any) -> GatewayClient:
+    return GatewayClient(gateway.url, gateway.token or None, **client_options(gateway, **overrides))
+
+
+@contextmanager
+def connected(gateway: Gateway, **overrides: Any) -> Iterator[SyncGatewayClient]:
+    """A connected synchronous client; the connection outcome is recorded on the gateway."""
+    client = SyncGatewayClient(gateway.url, gateway.token or None, **client_options(gateway, **overrides))
+    try:
+        try:
+            hello = client.connect()
+        except GatewayError as exc:
+            gateway.mark_failed(exc)
+            raise
+        if gateway.status != Gateway.Status.CONNECTED or gateway.version != hello.server_version:
+            gateway.mark_connected(hello, assess(hello))
+        yield client
+    finally:
+        client.close()
+
+
+def probe(gateway: Gateway, timeout: float = 5.0) -> float:
+    """Connect and time one ``config.get``; record status and latency. Returns latency in ms."""
+    client = SyncGatewayClient(
+        gateway.url, gateway.token or None, **client_options(gateway, connect_timeout=timeout)
+    )
+    try:
+        hello = client.connect()
+        started = time.perf_counter()
+        client.config_get(timeout=timeout, attempts=1)
+        latency_ms = (time.perf_counter() - started) * 1000
+    except GatewayError as exc:
+        gateway.mark_failed(exc)
+        raise
+    finally:
+        client.close()
+    gateway.mark_connected(hello, assess(hello), latency_ms=latency_ms)
+    return latency_ms
+
+
+def register_gateway(name: str, url: str, token: str) -> tuple[Gateway, bool]:
+    """Create or update the gateway ``name`` (used by ``make run`` and ops scripts)."""
+    gateway, created = Gateway.objects.get_or_create(name=name, defaults={"url": url, "token": token})
+    if not created and (gateway.url != url or gateway.token != token or not gateway.enabled):
+        gateway.url, gateway.token, gateway.enabled = url, token, True
+        gateway.save(update_fields=["url", "token", "enabled", "updated_at"])
+    return gateway, created

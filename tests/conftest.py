@@ -1,0 +1,91 @@
+"""Shared test harness: a real OpenClaw gateway (session-scoped), real Redis, a small cast.
+
+Nothing here skips: when the gateway cannot be installed or started, the tests that need it
+error out with the reason, so CI can never pass without having exercised it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from demo.gateway import DemoGateway, ensure_installed
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "openclaw" / "examples"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "frames"
+
+
+def load_frame(name: str):
+    """A captured frame from the protocol reference (copied into tests/fixtures/frames)."""
+    return json.loads((FIXTURES / name).read_text())
+
+
+def free_port_block(span: int = 200) -> int:
+    """A port P with P and P+150 (the stub model) free, spaced away from other gateways."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + span > 65000:
+            continue
+        try:
+            for candidate in (port, port + 150):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free loopback port block found")
+
+
+@pytest.fixture(scope="session")
+def openclaw(tmp_path_factory) -> DemoGateway:
+    """The real, pinned OpenClaw gateway on loopback with three agents and the stub model."""
+    ensure_installed()
+    gateway = DemoGateway(
+        tmp_path_factory.mktemp("openclaw"), free_port_block(), token=secrets.token_hex(16)
+    )
+    gateway.start(timeout=120)
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture
+def live_openclaw(openclaw: DemoGateway) -> DemoGateway:
+    """The session gateway, restarted first if an earlier test stopped it."""
+    if not openclaw.is_running():
+        openclaw.start(timeout=120)
+    return openclaw
+
+
+@pytest.fixture
+def gateway_row(db, live_openclaw):
+    from dashboard.models import Gateway
+
+    return Gateway.objects.create(name="test-gw", url=live_openclaw.url, token=live_openclaw.token)
+
+
+@pytest.fixture
+def redis_client():
+    from dashboard.redis import get_redis
+
+    client = get_redis()
+    client.ping()
+    yield client
+    for key in client.scan_iter(f"{settings.REDIS_PREFIX}:*"):
+        client.delete(key)
+
+
+@pytest.fixture
+def operator(db, django_user_model):
+    return django_user_model.objects.create_user("operator", password="operator-pass")
+
+
+@pytest.fixture
+def admin_user(db, django_user_model):
+    return django_user_model.objects.create_superuser("boss", password="boss-pass")
