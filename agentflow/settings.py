@@ -135,7 +135,9 @@ else:
             "OPTIONS": {
                 # WAL + a busy timeout lets readers work while a writer holds the lock;
                 # IMMEDIATE avoids the upgrade deadlock of deferred transactions.
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
+                "init_command": (
+                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;"
+                ),
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
             },
@@ -242,6 +244,19 @@ GATEWAY_REQUEST_TIMEOUT = float(env_str("AGENTFLOW_GATEWAY_TIMEOUT", "10"))
 GATEWAY_CONNECT_TIMEOUT = float(env_str("AGENTFLOW_GATEWAY_CONNECT_TIMEOUT", "10"))
 # Scopes requested at connect. Add operator.admin to allow config edits (config.patch).
 GATEWAY_SCOPES = tuple(env_list("AGENTFLOW_GATEWAY_SCOPES", "operator.read,operator.write"))
+
+# Session status thresholds (BATCH-001): activity within ACTIVE seconds -> active, IDLE -> idle.
+AGENTFLOW_SESSION_ACTIVE_SECONDS = env_int("AGENTFLOW_SESSION_ACTIVE_SECONDS", 60)
+AGENTFLOW_SESSION_IDLE_SECONDS = env_int("AGENTFLOW_SESSION_IDLE_SECONDS", 300)
+# History retention (BATCH-004).
+AGENTFLOW_CONFIG_RETENTION_DAYS = env_int("AGENTFLOW_CONFIG_RETENTION_DAYS", 30)
+AGENTFLOW_CHAT_RETENTION_DAYS = env_int("AGENTFLOW_CHAT_RETENTION_DAYS", 7)
+AGENTFLOW_BATCH_RUN_RETENTION_DAYS = env_int("AGENTFLOW_BATCH_RUN_RETENTION_DAYS", 7)
+AGENTFLOW_CLEANUP_BATCH_SIZE = env_int("AGENTFLOW_CLEANUP_BATCH_SIZE", 10000)
+# Chat messages longer than this are stored truncated (with a marker); 2 MiB by default.
+AGENTFLOW_CHAT_MAX_CHARS = env_int("AGENTFLOW_CHAT_MAX_CHARS", 2 * 1024 * 1024)
+# How long an open chat panel stays registered for BATCH-003 without a refresh from its page.
+AGENTFLOW_CHAT_PANEL_TTL = env_int("AGENTFLOW_CHAT_PANEL_TTL", 30)
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {

@@ -32,12 +32,30 @@ class GatewayForm(forms.ModelForm):
 @admin.register(Gateway)
 class GatewayAdmin(admin.ModelAdmin):
     form = GatewayForm
-    list_display = ["name", "url", "enabled", "status", "latency_ms", "version", "has_token", "last_checked_at"]
+    list_display = [
+        "name",
+        "url",
+        "enabled",
+        "status",
+        "latency_ms",
+        "version",
+        "has_token",
+        "last_checked_at",
+    ]
     list_filter = ["enabled", "status"]
     search_fields = ["name", "url"]
     readonly_fields = [
-        "status", "status_reason", "last_error_code", "version", "protocol", "scopes", "latency_ms",
-        "last_connected_at", "last_checked_at", "created_at", "updated_at",
+        "status",
+        "status_reason",
+        "last_error_code",
+        "version",
+        "protocol",
+        "scopes",
+        "latency_ms",
+        "last_connected_at",
+        "last_checked_at",
+        "created_at",
+        "updated_at",
     ]
     fieldsets = [
         (None, {"fields": ["name", "url", "token", "enabled"]}),
@@ -61,7 +79,13 @@ class AgentAdmin(admin.ModelAdmin):
 @admin.register(AgentSession)
 class AgentSessionAdmin(admin.ModelAdmin):
     list_display = [
-        "session_key", "agent", "status", "has_active_run", "total_tokens", "gw_updated_at", "gateway",
+        "session_key",
+        "agent",
+        "status",
+        "has_active_run",
+        "total_tokens",
+        "gw_updated_at",
+        "gateway",
     ]
     list_filter = ["gateway", "status", "has_active_run", "kind"]
     search_fields = ["session_key", "session_id", "title", "agent_key"]

@@ -41,3 +41,29 @@ def send(group: str, kind: str, **data: Any) -> None:
 
 def gateway_status(gateway_id: int, status: str) -> None:
     send(gateway_group(gateway_id), "gateway.status", gateway_id=gateway_id, status=status)
+
+
+def sessions_changed(gateway_id: int, changes: list[dict[str, Any]]) -> None:
+    """One message for a whole poll's changes (not one per session)."""
+    send(gateway_group(gateway_id), "sessions.changed", gateway_id=gateway_id, changes=changes)
+
+
+def config_changed(gateway_id: int, history_id: int | None) -> None:
+    send(gateway_group(gateway_id), "config.changed", gateway_id=gateway_id, history_id=history_id)
+
+
+def chat_messages(gateway_id: int, session_key: str, message_ids: list[int]) -> None:
+    send(
+        chat_group(gateway_id, session_key),
+        "chat.messages",
+        gateway_id=gateway_id,
+        session_key=session_key,
+        message_ids=message_ids,
+    )
+
+
+ALERTS_GROUP = "alerts"
+
+
+def alert_raised() -> None:
+    send(ALERTS_GROUP, "alert.raised")

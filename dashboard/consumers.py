@@ -35,7 +35,9 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         return
 
     async def gateway_status(self, event: dict[str, Any]) -> None:
-        await self.send_json({"type": event["kind"], "gateway_id": event["gateway_id"], "status": event["status"]})
+        await self.send_json(
+            {"type": event["kind"], "gateway_id": event["gateway_id"], "status": event["status"]}
+        )
 
     @database_sync_to_async
     def _gateway_ids(self) -> list[int]:

@@ -25,16 +25,22 @@ async def handle(gateway_id: int, event: Event) -> None:
         return
     if event.event == "sessions.changed":
         await broadcast.asend(
-            broadcast.gateway_group(gateway_id), "session.pulse", gateway_id=gateway_id,
-            session_key=str(payload.get("sessionKey", "")), agent_id=str(payload.get("agentId", "")),
+            broadcast.gateway_group(gateway_id),
+            "session.pulse",
+            gateway_id=gateway_id,
+            session_key=str(payload.get("sessionKey", "")),
+            agent_id=str(payload.get("agentId", "")),
             reason=str(payload.get("reason", "")),
         )
         return
     if event.event == "agent" and payload.get("stream") == "lifecycle":
         data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
         await broadcast.asend(
-            broadcast.gateway_group(gateway_id), "agent.run", gateway_id=gateway_id,
-            agent_id=str(payload.get("agentId", "")), session_key=str(payload.get("sessionKey", "")),
+            broadcast.gateway_group(gateway_id),
+            "agent.run",
+            gateway_id=gateway_id,
+            agent_id=str(payload.get("agentId", "")),
+            session_key=str(payload.get("sessionKey", "")),
             phase=str(data.get("phase", "")),
         )
         return

@@ -9,6 +9,7 @@ A gateway whose token is rejected is not retried until its token or URL changes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -43,10 +44,8 @@ class FleetListener:
         try:
             while not stop.is_set():
                 await self.reconcile()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.refresh_interval)
-                except TimeoutError:
-                    pass
         finally:
             await self.stop_all()
 
@@ -82,8 +81,12 @@ class FleetListener:
         async def on_connect(c: GatewayClient, hello: HelloInfo) -> None:
             compat = assess(hello)
             await sync_to_async(gateway.mark_connected)(hello, compat)
-            await broadcast.asend(broadcast.gateway_group(gateway.pk), "gateway.status", gateway_id=gateway.pk,
-                                  status=gateway.status)
+            await broadcast.asend(
+                broadcast.gateway_group(gateway.pk),
+                "gateway.status",
+                gateway_id=gateway.pk,
+                status=gateway.status,
+            )
             if "sessions.subscribe" in hello.methods:
                 await c.sessions_subscribe()
             await events.on_connected(gateway.pk)
@@ -102,13 +105,21 @@ class FleetListener:
             await client.run()
         except (AuthError, ProtocolMismatchError) as exc:
             await self._record_failure(gateway, exc)
-            log.error("gateway %s: %s [code=%s]; waiting for the admin to change its token or URL",
-                      gateway.name, exc.operator_message, exc.log_code)
+            log.error(
+                "gateway %s: %s [code=%s]; waiting for the admin to change its token or URL",
+                gateway.name,
+                exc.operator_message,
+                exc.log_code,
+            )
             await asyncio.Event().wait()  # until reconcile() sees a new fingerprint and cancels us
 
     async def _record_failure(self, gateway: Gateway, error: GatewayError) -> None:
         previous = gateway.status
         await sync_to_async(gateway.mark_failed)(error)
         if gateway.status != previous:
-            await broadcast.asend(broadcast.gateway_group(gateway.pk), "gateway.status", gateway_id=gateway.pk,
-                                  status=gateway.status)
+            await broadcast.asend(
+                broadcast.gateway_group(gateway.pk),
+                "gateway.status",
+                gateway_id=gateway.pk,
+                status=gateway.status,
+            )

@@ -23,9 +23,13 @@ def register(collector: Collector) -> None:
 
 class FleetCollector(Collector):
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("gateway_up", "1 if the gateway is connected (or read-only)", labels=["gateway"])
+        up = GaugeMetricFamily(
+            "gateway_up", "1 if the gateway is connected (or read-only)", labels=["gateway"]
+        )
         status = GaugeMetricFamily("gateway_status", "Current gateway status", labels=["gateway", "status"])
-        latency = GaugeMetricFamily("gateway_latency_seconds", "Last measured gateway latency", labels=["gateway"])
+        latency = GaugeMetricFamily(
+            "gateway_latency_seconds", "Last measured gateway latency", labels=["gateway"]
+        )
         for gw in Gateway.objects.enabled():
             up.add_metric([gw.name], 1 if gw.is_healthy else 0)
             status.add_metric([gw.name, gw.status], 1)

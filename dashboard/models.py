@@ -127,7 +127,11 @@ class Agent(models.Model):
     model = models.CharField(max_length=200, blank=True)
     is_default = models.BooleanField(default=False)
     parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children",
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="children",
         help_text="The agent above this one in the org chart (none: directly under the gateway).",
     )
     updated_at = models.DateTimeField(auto_now=True)
@@ -147,7 +151,9 @@ class AgentSession(models.Model):
         OFFLINE = "offline", "Offline"
 
     gateway = models.ForeignKey(Gateway, on_delete=models.CASCADE, related_name="sessions")
-    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="sessions")
+    agent = models.ForeignKey(
+        Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="sessions"
+    )
     session_key = models.CharField(max_length=500)
     session_id = models.CharField(max_length=200, blank=True)
     agent_key = models.CharField("agent id", max_length=200, blank=True)
@@ -222,9 +228,7 @@ class ChatHistory(models.Model):
         ordering = ["timestamp", "id"]
         verbose_name_plural = "chat history"
         constraints = [
-            models.UniqueConstraint(
-                fields=["gateway", "session_key", "message_id"], name="uniq_chat_message"
-            )
+            models.UniqueConstraint(fields=["gateway", "session_key", "message_id"], name="uniq_chat_message")
         ]
         indexes = [
             models.Index(fields=["gateway", "session_key", "timestamp"], name="chat_session_time"),
@@ -233,3 +237,76 @@ class ChatHistory(models.Model):
 
     def __str__(self) -> str:
         return f"{self.session_key} {self.role}: {self.text[:60]}"
+
+
+class HealthSample(models.Model):
+    """One BATCH-005 measurement; an hour of these draws the gateway's latency sparkline."""
+
+    gateway = models.ForeignKey(Gateway, on_delete=models.CASCADE, related_name="health_samples")
+    checked_at = models.DateTimeField(default=timezone.now)
+    connected = models.BooleanField()
+    latency_ms = models.FloatField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-checked_at"]
+        indexes = [models.Index(fields=["gateway", "-checked_at"], name="health_gw_time")]
+
+    def __str__(self) -> str:
+        return f"{self.gateway} {self.checked_at:%H:%M:%S} {'up' if self.connected else 'down'}"
+
+
+class AlertQuerySet(models.QuerySet["Alert"]):
+    def open(self) -> AlertQuerySet:
+        return self.filter(resolved_at__isnull=True)
+
+
+class Alert(models.Model):
+    """Something an operator must see on the dashboard (e.g. a failed history cleanup)."""
+
+    class Level(models.TextChoices):
+        WARNING = "warning", "Warning"
+        ERROR = "error", "Error"
+
+    level = models.CharField(max_length=10, choices=Level.choices, default=Level.ERROR)
+    source = models.CharField(max_length=50)
+    message = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AlertQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"[{self.source}] {self.message[:80]}"
+
+
+class ApiToken(models.Model):
+    """A bearer token for the read-only JSON API. Only its SHA-256 is stored."""
+
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, editable=False)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def hash(raw: str) -> str:
+        import hashlib
+
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, user: Any, name: str) -> tuple[ApiToken, str]:
+        """Create a token; the raw value is returned once and never stored."""
+        import secrets
+
+        raw = "af_" + secrets.token_urlsafe(32)
+        token = cls.objects.create(user=user, name=name, prefix=raw[:10], token_hash=cls.hash(raw))
+        return token, raw

@@ -16,6 +16,7 @@ from .gateway import (
     DeviceIdentity,
     GatewayClient,
     GatewayError,
+    HelloInfo,
     SyncGatewayClient,
     assess,
     is_loopback_url,
@@ -51,16 +52,25 @@ def connected(gateway: Gateway, **overrides: Any) -> Iterator[SyncGatewayClient]
     """A connected synchronous client; the connection outcome is recorded on the gateway."""
     client = SyncGatewayClient(gateway.url, gateway.token or None, **client_options(gateway, **overrides))
     try:
-        try:
-            hello = client.connect()
-        except GatewayError as exc:
-            gateway.mark_failed(exc)
-            raise
+        hello = _connect_with_retries(client, gateway)
         if gateway.status != Gateway.Status.CONNECTED or gateway.version != hello.server_version:
             gateway.mark_connected(hello, assess(hello))
         yield client
     finally:
         client.close()
+
+
+def _connect_with_retries(client: SyncGatewayClient, gateway: Gateway, attempts: int = 3) -> HelloInfo:
+    """Connect, retrying retryable failures (refused, dropped, unavailable) up to ``attempts`` times."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return client.connect()
+        except GatewayError as exc:
+            if not exc.retryable or attempt == attempts:
+                gateway.mark_failed(exc)
+                raise
+            time.sleep(min(client.client.backoff.delay(attempt - 1), 2.0))
+    raise AssertionError("unreachable")
 
 
 def probe(gateway: Gateway, timeout: float = 5.0) -> float:

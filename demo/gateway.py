@@ -168,7 +168,14 @@ def _install_lock(cache: Path) -> Iterator[None]:
     # at the same moment); the kernel drops it if the holder dies, so a crash never leaves a stale lock.
     cache.mkdir(parents=True, exist_ok=True)
     with (cache / ".install.lock").open("a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            # Say why we seem to hang: the other install can take ~40 s.
+            print(
+                f"waiting for another process to finish installing into {cache}…", file=sys.stderr, flush=True
+            )
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
         finally:

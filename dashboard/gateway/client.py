@@ -192,7 +192,9 @@ class GatewayClient:
                     if self._closing or (stop and stop.is_set()):
                         break
                     self.stats["reconnects"] += 1
-                    self._fail(self.last_error or ConnectionLostError("the connection to the gateway was lost"))
+                    self._fail(
+                        self.last_error or ConnectionLostError("the connection to the gateway was lost")
+                    )
                 except (AuthError, ProtocolMismatchError) as exc:
                     if isinstance(exc, PairingRequiredError):
                         self._fail(exc)
@@ -257,8 +259,14 @@ class GatewayClient:
                 wait = exc.retry_after_ms / 1000 if exc.retry_after_ms else self.backoff.delay(attempt - 1)
                 if wait > self.max_retry_wait:
                     raise
-                log.info("gateway %s: %s failed (%s); retry %d in %.2fs", self.name, method, exc.log_code,
-                         attempt, wait)
+                log.info(
+                    "gateway %s: %s failed (%s); retry %d in %.2fs",
+                    self.name,
+                    method,
+                    exc.log_code,
+                    attempt,
+                    wait,
+                )
                 await asyncio.sleep(wait)
         raise AssertionError("unreachable")
 
@@ -273,7 +281,9 @@ class GatewayClient:
     async def agents_list(self, **kw: Any) -> dict[str, Any]:
         return await self.call("agents.list", {}, **kw)
 
-    async def sessions_list(self, *, page_size: int = 200, max_pages: int = 1000, **filters: Any) -> list[dict]:
+    async def sessions_list(
+        self, *, page_size: int = 200, max_pages: int = 1000, **filters: Any
+    ) -> list[dict]:
         """Every session row, following ``nextOffset`` across pages."""
         rows: list[dict] = []
         offset: int | None = None
@@ -283,7 +293,9 @@ class GatewayClient:
                 params["offset"] = offset
             page = await self.call("sessions.list", params)
             if not isinstance(page, dict):
-                raise MalformedFrameError("sessions.list returned a non-object payload", method="sessions.list")
+                raise MalformedFrameError(
+                    "sessions.list returned a non-object payload", method="sessions.list"
+                )
             batch = page.get("sessions") or []
             rows.extend(row for row in batch if isinstance(row, dict))
             next_offset = page.get("nextOffset")
@@ -308,7 +320,9 @@ class GatewayClient:
             params["note"] = note
         return await self.call("config.patch", params, **kw)
 
-    async def chat_history(self, session_key: str, *, limit: int | None = None, **params: Any) -> dict[str, Any]:
+    async def chat_history(
+        self, session_key: str, *, limit: int | None = None, **params: Any
+    ) -> dict[str, Any]:
         body = {"sessionKey": session_key, **params}
         if limit is not None:
             body["limit"] = limit
@@ -417,7 +431,9 @@ class GatewayClient:
             await ws.close()
             raise GatewayTimeout(f"handshake did not finish in {self.connect_timeout:.0f} s") from None
         except ConnectionClosed as exc:
-            raise ConnectionLostError(f"the gateway closed the connection during the handshake ({exc})") from None
+            raise ConnectionLostError(
+                f"the gateway closed the connection during the handshake ({exc})"
+            ) from None
         except BaseException:
             await ws.close()
             raise
@@ -433,8 +449,13 @@ class GatewayClient:
         self._spawn(self._watchdog(ws, hello.policy.tick_interval_ms / 1000))
         self._connected.set()
         self._set_state(CONNECTED)
-        log.info("gateway %s: connected (server %s, protocol %s, scopes %s)", self.name, hello.server_version,
-                 hello.protocol, ",".join(hello.scopes))
+        log.info(
+            "gateway %s: connected (server %s, protocol %s, scopes %s)",
+            self.name,
+            hello.server_version,
+            hello.protocol,
+            ",".join(hello.scopes),
+        )
         return hello
 
     async def _handshake(self, ws: ClientConnection) -> HelloInfo:
@@ -476,8 +497,9 @@ class GatewayClient:
             return parse_frame(raw)
         except MalformedFrameError as exc:
             self.stats["malformed_frames"] += 1
-            log.warning("gateway %s: ignored a frame: %s [code=%s] %.120r", self.name, exc.message,
-                        exc.log_code, raw)
+            log.warning(
+                "gateway %s: ignored a frame: %s [code=%s] %.120r", self.name, exc.message, exc.log_code, raw
+            )
             return None
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
@@ -612,4 +634,3 @@ def _describe_connect_error(url: str, exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return f"cannot connect to {url}: {exc.strerror}"
     return f"cannot connect to {url}: {exc}"
-

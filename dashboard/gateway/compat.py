@@ -58,6 +58,6 @@ def assess(hello: HelloInfo) -> Compatibility:
     if missing_write:
         read_only = True
         reasons.append("the gateway does not offer " + ", ".join(missing_write))
-    can_edit_config = hello.has_scope("operator.admin") and ADMIN_METHODS <= hello.methods
+    can_edit_config = hello.has_scope("operator.admin") and hello.methods >= ADMIN_METHODS
     mode = DEGRADED if degraded else READ_ONLY if read_only else OK
     return Compatibility(mode, tuple(reasons), can_edit_config=can_edit_config)

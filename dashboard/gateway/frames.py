@@ -30,7 +30,7 @@ def parse_frame(text: str | bytes) -> Response | Event:
     """Parse one text frame; raise :class:`MalformedFrameError` for anything unusable."""
     try:
         data = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurd nesting
         raise MalformedFrameError(f"frame is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise MalformedFrameError("frame is not a JSON object")

@@ -22,11 +22,14 @@ class Command(BaseCommand):
                 latency = probe(gateway, timeout=timeout)
             except GatewayError as exc:
                 failures += 1
-                self.stdout.write(f"{gateway.name}: {gateway.get_status_display()} [{exc.log_code}] "
-                                  f"{exc.operator_message}")
+                self.stdout.write(
+                    f"{gateway.name}: {gateway.get_status_display()} [{exc.log_code}] {exc.operator_message}"
+                )
             else:
-                self.stdout.write(f"{gateway.name}: {gateway.get_status_display()}, {latency:.1f} ms, "
-                                  f"version {gateway.version}"
-                                  + (f" ({gateway.status_reason})" if gateway.status_reason else ""))
+                self.stdout.write(
+                    f"{gateway.name}: {gateway.get_status_display()}, {latency:.1f} ms, "
+                    f"version {gateway.version}"
+                    + (f" ({gateway.status_reason})" if gateway.status_reason else "")
+                )
         if failures:
             raise SystemExit(1)

@@ -28,9 +28,11 @@ class Command(BaseCommand):
         password = password or secrets.token_urlsafe(12)
         User.objects.create_superuser(username=username, email="", password=password)
         if generated:
-            self.stdout.write(self.style.WARNING(
-                f"Created admin user {username!r} with password: {password}\n"
-                "  (shown once; set AGENTFLOW_ADMIN_PASSWORD to choose it, or `manage.py changepassword`)"
-            ))
+            self.stdout.write(
+                self.style.WARNING(
+                    f"Created admin user {username!r} with password: {password}\n"
+                    "  (shown once; set AGENTFLOW_ADMIN_PASSWORD to choose it, or `manage.py changepassword`)"
+                )
+            )
         else:
             self.stdout.write(f"Created admin user {username!r} (password from AGENTFLOW_ADMIN_PASSWORD).")

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -19,7 +20,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, name, url, token_file, **options):
-        token = open(token_file).read().strip() if token_file else os.environ.get("AGENTFLOW_GATEWAY_TOKEN", "")
+        token = (
+            Path(token_file).read_text().strip()
+            if token_file
+            else os.environ.get("AGENTFLOW_GATEWAY_TOKEN", "")
+        )
         if not url:
             raise CommandError("No gateway URL: pass --url or set AGENTFLOW_GATEWAY_URL.")
         if not url.startswith(("ws://", "wss://")):
@@ -27,4 +32,6 @@ class Command(BaseCommand):
         if not token:
             raise CommandError("No gateway token: pass --token-file or set AGENTFLOW_GATEWAY_TOKEN.")
         gateway, created = register_gateway(name, url, token)
-        self.stdout.write(f"Gateway {gateway.name!r} {'registered' if created else 'up to date'}: {gateway.url}")
+        self.stdout.write(
+            f"Gateway {gateway.name!r} {'registered' if created else 'up to date'}: {gateway.url}"
+        )

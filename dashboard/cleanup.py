@@ -1,0 +1,110 @@
+"""History cleanup (BATCH-004): delete expired rows in bounded batches.
+
+Each batch is its own short transaction, so on SQLite no single write holds the database
+lock for long and dashboard readers (WAL) keep working; on PostgreSQL no long row locks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+from django.db.models import Model
+from django.utils import timezone
+
+from .models import ChatHistory, ConfigHistory, HealthSample
+
+
+@dataclass
+class CleanupResult:
+    config: int = 0
+    chat: int = 0
+    other: int = 0
+    batches: int = 0
+    max_batch_ms: float = 0.0
+
+
+def delete_before(
+    model: type[Model],
+    field: str,
+    cutoff: datetime,
+    *,
+    batch_size: int,
+    dry_run: bool = False,
+    progress: Callable[[int], None] | None = None,
+    stats: CleanupResult | None = None,
+) -> int:
+    """Delete rows of ``model`` with ``field < cutoff``, ``batch_size`` rows per transaction."""
+    qs = model._default_manager.filter(**{f"{field}__lt": cutoff})
+    if dry_run:
+        return qs.count()
+    table = model._meta.db_table
+    column = model._meta.get_field(field).column
+    pk = model._meta.pk.column
+    qn = connection.ops.quote_name
+    # Walk the time index in pk-batches: the subquery picks the next batch_size ids through the
+    # index, the outer DELETE removes exactly those. Raw SQL: the ORM has no DELETE ... LIMIT.
+    # Identifiers come from model metadata; values are query parameters.
+    sql = (
+        f"DELETE FROM {qn(table)} WHERE {qn(pk)} IN "  # noqa: S608
+        f"(SELECT {qn(pk)} FROM {qn(table)} WHERE {qn(column)} < %s LIMIT %s)"
+    )
+    total = 0
+    while True:
+        started = time.perf_counter()
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, [cutoff, batch_size])
+            deleted = cursor.rowcount
+        elapsed = (time.perf_counter() - started) * 1000
+        if stats is not None:
+            stats.batches += 1
+            stats.max_batch_ms = max(stats.max_batch_ms, elapsed)
+        total += deleted
+        if progress and deleted:
+            progress(total)
+        if deleted < batch_size:
+            return total
+
+
+def cleanup_history(
+    *,
+    config_days: int,
+    chat_days: int,
+    batch_size: int,
+    dry_run: bool = False,
+    progress: Callable[[str, int], None] | None = None,
+    now: datetime | None = None,
+) -> CleanupResult:
+    now = now or timezone.now()
+    result = CleanupResult()
+    result.config = delete_before(
+        ConfigHistory,
+        "created_at",
+        now - timedelta(days=config_days),
+        batch_size=batch_size,
+        dry_run=dry_run,
+        progress=(lambda n: progress("config", n)) if progress else None,
+        stats=result,
+    )
+    result.chat = delete_before(
+        ChatHistory,
+        "timestamp",
+        now - timedelta(days=chat_days),
+        batch_size=batch_size,
+        dry_run=dry_run,
+        progress=(lambda n: progress("chat", n)) if progress else None,
+        stats=result,
+    )
+    # Health samples feed a one-hour sparkline; keep a day for context.
+    result.other = delete_before(
+        HealthSample,
+        "checked_at",
+        now - timedelta(days=1),
+        batch_size=batch_size,
+        dry_run=dry_run,
+        stats=result,
+    )
+    return result

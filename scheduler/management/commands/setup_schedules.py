@@ -1,0 +1,16 @@
+from django.core.management.base import BaseCommand
+
+from scheduler.schedules import ensure_schedules
+
+
+class Command(BaseCommand):
+    help = "Create the five batch schedules in django-celery-beat (idempotent; --reset restores defaults)."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--reset", action="store_true", help="Overwrite operator changes with the defaults."
+        )
+
+    def handle(self, *args, reset, **options):
+        for name, created in ensure_schedules(reset=reset):
+            self.stdout.write(f"{name}: {'created' if created else 'reset' if reset else 'exists'}")

@@ -1,0 +1,253 @@
+"""Login and the admin: the dashboard is private, the gateway token is write-only, the list pages
+for the synced data render with their search and filters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from django.urls import reverse
+
+from dashboard.models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway
+
+STORED_TOKEN = "stored-admin-token-0b9e61"  # markers to look for in responses
+NEW_TOKEN = "replacement-admin-token-5aa2d0"
+
+
+@pytest.fixture
+def staff_client(client, admin_user):
+    client.force_login(admin_user)
+    return client
+
+
+@pytest.fixture
+def gateway(db) -> Gateway:
+    return Gateway.objects.create(
+        name="prod-eu", url="ws://127.0.0.1:18789/", token=STORED_TOKEN, status=Gateway.Status.CONNECTED
+    )
+
+
+def change_form(gateway: Gateway, **overrides) -> dict[str, str]:
+    data = {"name": gateway.name, "url": gateway.url, "token": "", "enabled": "on", "_save": "Save"}
+    data.update(overrides)
+    return data
+
+
+# --- login --------------------------------------------------------------------------------------
+
+
+def test_the_overview_redirects_anonymous_visitors_to_the_login_page(client, db):
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response["Location"] == f"{reverse('login')}?next=/"
+
+
+def test_the_login_page_itself_is_public(client, db):
+    assert client.get(reverse("login")).status_code == 200
+
+
+def test_healthz_does_not_require_a_login(client, db, redis_client):
+    assert client.get("/healthz").status_code == 200
+
+
+def test_a_logged_in_operator_sees_the_overview_without_the_token(client, operator, gateway):
+    client.force_login(operator)
+    response = client.get("/")
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert "prod-eu" in content
+    assert STORED_TOKEN not in content
+
+
+def test_an_operator_without_staff_rights_cannot_open_the_admin(client, operator, gateway):
+    client.force_login(operator)
+    response = client.get(reverse("admin:dashboard_gateway_change", args=[gateway.pk]))
+    assert response.status_code == 302
+    assert reverse("admin:login") in response["Location"]
+
+
+# --- gateway token ------------------------------------------------------------------------------
+
+
+def test_the_gateway_change_page_never_renders_the_token(staff_client, gateway):
+    response = staff_client.get(reverse("admin:dashboard_gateway_change", args=[gateway.pk]))
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert 'type="password"' in content
+    assert "Leave blank to keep the current token." in content
+    assert STORED_TOKEN not in content
+
+
+def test_the_gateway_list_shows_whether_a_token_is_set_but_not_the_token(staff_client, gateway):
+    Gateway.objects.create(name="no-token", url="ws://127.0.0.1:1/")
+    response = staff_client.get(reverse("admin:dashboard_gateway_changelist"))
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert "Token set" in content
+    assert 'alt="True"' in content and 'alt="False"' in content
+    assert STORED_TOKEN not in content
+
+
+def test_a_blank_token_keeps_the_stored_one(staff_client, gateway):
+    url = reverse("admin:dashboard_gateway_change", args=[gateway.pk])
+    response = staff_client.post(url, change_form(gateway, url="ws://127.0.0.1:18790/"))
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    gateway.refresh_from_db()
+    assert gateway.token == STORED_TOKEN
+    assert gateway.url == "ws://127.0.0.1:18790/"
+
+
+def test_a_new_token_replaces_the_stored_one(staff_client, gateway):
+    url = reverse("admin:dashboard_gateway_change", args=[gateway.pk])
+    response = staff_client.post(url, change_form(gateway, token=NEW_TOKEN))
+    assert response.status_code == 302
+    gateway.refresh_from_db()
+    assert gateway.token == NEW_TOKEN
+    page = staff_client.get(url).content.decode()
+    assert NEW_TOKEN not in page and STORED_TOKEN not in page
+
+
+def test_saving_the_form_does_not_reset_the_recorded_status(staff_client, gateway):
+    url = reverse("admin:dashboard_gateway_change", args=[gateway.pk])
+    staff_client.post(url, change_form(gateway, token=NEW_TOKEN))
+    gateway.refresh_from_db()
+    assert gateway.status == Gateway.Status.CONNECTED
+
+
+@pytest.mark.parametrize("bad_url", ["http://127.0.0.1:18789/", "127.0.0.1:18789", "https://gw.example.test/"])
+def test_a_url_that_is_not_a_websocket_url_is_rejected_with_a_clear_error(staff_client, gateway, bad_url):
+    url = reverse("admin:dashboard_gateway_change", args=[gateway.pk])
+    response = staff_client.post(url, change_form(gateway, url=bad_url, token=NEW_TOKEN))
+    assert response.status_code == 200  # the form comes back with the error
+    assert response.context["adminform"].form.errors["url"] == [
+        "The gateway URL must start with ws:// or wss://"
+    ]
+    content = response.content.decode()
+    assert "The gateway URL must start with ws:// or wss://" in content
+    assert NEW_TOKEN not in content  # the typed token is not echoed back either
+    assert STORED_TOKEN not in content
+    gateway.refresh_from_db()
+    assert gateway.url == "ws://127.0.0.1:18789/"
+    assert gateway.token == STORED_TOKEN
+
+
+def test_a_wss_url_with_surrounding_spaces_is_accepted_and_trimmed(staff_client, gateway):
+    url = reverse("admin:dashboard_gateway_change", args=[gateway.pk])
+    response = staff_client.post(url, change_form(gateway, url="  wss://gw.example.test/  "))
+    assert response.status_code == 302
+    gateway.refresh_from_db()
+    assert gateway.url == "wss://gw.example.test/"
+
+
+def test_adding_a_gateway_stores_its_token(staff_client, db):
+    response = staff_client.post(
+        reverse("admin:dashboard_gateway_add"),
+        {"name": "new-gw", "url": "ws://127.0.0.1:18789/", "token": NEW_TOKEN, "enabled": "on", "_save": "Save"},
+    )
+    assert response.status_code == 302
+    gateway = Gateway.objects.get(name="new-gw")
+    assert gateway.token == NEW_TOKEN
+    assert gateway.status == Gateway.Status.UNKNOWN
+
+
+def test_the_gateway_list_searches_and_filters(staff_client, gateway):
+    Gateway.objects.create(name="staging", url="ws://10.0.0.9:18789/", enabled=False)
+    changelist = reverse("admin:dashboard_gateway_changelist")
+    response = staff_client.get(changelist, {"q": "prod"})
+    assert response.status_code == 200
+    assert [g.name for g in response.context["cl"].result_list] == ["prod-eu"]
+    response = staff_client.get(changelist, {"enabled__exact": "0"})
+    assert [g.name for g in response.context["cl"].result_list] == ["staging"]
+    response = staff_client.get(changelist, {"status__exact": "connected"})
+    assert [g.name for g in response.context["cl"].result_list] == ["prod-eu"]
+
+
+# --- synced data list pages ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def synced(gateway):
+    other = Gateway.objects.create(name="prod-us", url="ws://127.0.0.1:18800/", token=STORED_TOKEN)
+    main = Agent.objects.create(gateway=gateway, agent_id="main", name="Main Agent", emoji="🦀", is_default=True)
+    writer = Agent.objects.create(gateway=gateway, agent_id="writer", name="Writer", parent=main)
+    Agent.objects.create(gateway=other, agent_id="researcher", name="Researcher")
+    when = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    AgentSession.objects.create(
+        gateway=gateway, agent=main, session_key="agent:main:alpha", agent_key="main", kind="direct",
+        status=AgentSession.Status.ACTIVE, has_active_run=True, total_tokens=120, gw_updated_at=when,
+    )
+    AgentSession.objects.create(
+        gateway=gateway, agent=writer, session_key="agent:writer:beta", agent_key="writer",
+        status=AgentSession.Status.IDLE, gw_updated_at=when,
+    )
+    ConfigHistory.objects.create(
+        gateway=gateway, hash="sha256:" + "a" * 64, config={"agents": {}}, changed_paths=["agents"],
+        created_at=when,
+    )
+    ConfigHistory.objects.create(gateway=other, hash="sha256:" + "b" * 64, config={}, created_at=when)
+    ChatHistory.objects.create(
+        gateway=gateway, session_key="agent:main:alpha", message_id="m1", role="user", text="hello there",
+        timestamp=when, run_id="run-1",
+    )
+    ChatHistory.objects.create(
+        gateway=gateway, session_key="agent:main:alpha", message_id="m2", role="assistant",
+        text="You said: hello there", timestamp=when, run_id="run-1",
+    )
+    return {"gateway": gateway, "other": other}
+
+
+def results(response) -> list:
+    assert response.status_code == 200
+    return list(response.context["cl"].result_list)
+
+
+def test_the_agent_list_renders_searches_and_filters(staff_client, synced):
+    changelist = reverse("admin:dashboard_agent_changelist")
+    assert len(results(staff_client.get(changelist))) == 3
+    assert [a.agent_id for a in results(staff_client.get(changelist, {"q": "writ"}))] == ["writer"]
+    filtered = results(staff_client.get(changelist, {"gateway__id__exact": synced["other"].pk}))
+    assert [a.agent_id for a in filtered] == ["researcher"]
+    assert [a.agent_id for a in results(staff_client.get(changelist, {"is_default__exact": "1"}))] == ["main"]
+
+
+def test_the_session_list_renders_searches_and_filters(staff_client, synced):
+    changelist = reverse("admin:dashboard_agentsession_changelist")
+    assert len(results(staff_client.get(changelist))) == 2
+    found = results(staff_client.get(changelist, {"q": "beta"}))
+    assert [s.session_key for s in found] == ["agent:writer:beta"]
+    active = results(staff_client.get(changelist, {"status__exact": "active", "has_active_run__exact": "1"}))
+    assert [s.session_key for s in active] == ["agent:main:alpha"]
+    assert len(results(staff_client.get(changelist, {"kind": "direct"}))) == 1
+    by_date = results(staff_client.get(changelist, {"gw_updated_at__year": "2026", "gw_updated_at__month": "3"}))
+    assert len(by_date) == 2
+
+
+def test_the_config_history_list_renders_searches_and_filters(staff_client, synced):
+    changelist = reverse("admin:dashboard_confighistory_changelist")
+    response = staff_client.get(changelist)
+    assert len(results(response)) == 2
+    assert "a" * 16 in response.content.decode()  # the short hash column
+    assert len(results(staff_client.get(changelist, {"q": "b" * 20}))) == 1
+    filtered = results(staff_client.get(changelist, {"gateway__id__exact": synced["gateway"].pk}))
+    assert [c.changed_paths for c in filtered] == [["agents"]]
+    assert len(results(staff_client.get(changelist, {"created_at__year": "2026"}))) == 2
+
+
+def test_the_chat_history_list_renders_searches_and_filters(staff_client, synced):
+    changelist = reverse("admin:dashboard_chathistory_changelist")
+    assert len(results(staff_client.get(changelist))) == 2
+    assert [m.message_id for m in results(staff_client.get(changelist, {"q": "You said"}))] == ["m2"]
+    assert [m.message_id for m in results(staff_client.get(changelist, {"role__exact": "user"}))] == ["m1"]
+    filtered = results(staff_client.get(changelist, {"gateway__id__exact": synced["other"].pk}))
+    assert filtered == []
+    assert len(results(staff_client.get(changelist, {"timestamp__year": "2026", "timestamp__month": "3"}))) == 2
+
+
+@pytest.mark.parametrize("model", ["agent", "agentsession", "confighistory", "chathistory"])
+def test_the_change_pages_of_synced_rows_render(staff_client, synced, model):
+    from django.apps import apps
+
+    row = apps.get_model("dashboard", model).objects.first()
+    response = staff_client.get(reverse(f"admin:dashboard_{model}_change", args=[row.pk]))
+    assert response.status_code == 200
+    assert STORED_TOKEN not in response.content.decode()
