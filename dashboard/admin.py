@@ -1,7 +1,8 @@
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils import timezone
 
-from .models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway
+from .models import Agent, AgentSession, Alert, ApiToken, ChatHistory, ConfigHistory, Gateway, HealthSample
 
 
 class GatewayForm(forms.ModelForm):
@@ -119,3 +120,39 @@ class ChatHistoryAdmin(admin.ModelAdmin):
     @admin.display(description="Text")
     def short_text(self, obj: ChatHistory) -> str:
         return obj.text[:80]
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "level", "source", "message", "resolved_at"]
+    list_filter = ["level", "source", "resolved_at"]
+    actions = ["resolve"]
+
+    @admin.action(description="Mark selected alerts resolved")
+    def resolve(self, request, queryset):
+        queryset.filter(resolved_at__isnull=True).update(resolved_at=timezone.now())
+
+
+@admin.register(HealthSample)
+class HealthSampleAdmin(admin.ModelAdmin):
+    list_display = ["checked_at", "gateway", "connected", "latency_ms", "error"]
+    list_filter = ["gateway", "connected"]
+    date_hierarchy = "checked_at"
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "user", "prefix", "created_at", "last_used_at"]
+    search_fields = ["name", "prefix", "user__username"]
+    fields = ["user", "name", "prefix", "created_at", "last_used_at"]
+    readonly_fields = ["prefix", "created_at", "last_used_at"]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        token, raw = ApiToken.issue(obj.user, obj.name)
+        obj.pk, obj.prefix, obj.token_hash = token.pk, token.prefix, token.token_hash
+        messages.warning(
+            request,
+            f"API token for {obj.user}: {raw} — copy it now: it is stored hashed and is not shown again.",
+        )

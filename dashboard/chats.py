@@ -131,6 +131,14 @@ def store_messages(gateway: Gateway, session_key: str, messages: Any) -> StoreRe
     if new:
         # ignore_conflicts: a concurrent poll (or the live listener) may have stored one meanwhile.
         ChatHistory.objects.bulk_create(new, ignore_conflicts=True)
+        # With ignore_conflicts the database hands back no primary keys; the push needs them.
+        pks = dict(
+            ChatHistory.objects.filter(
+                gateway=gateway, session_key=session_key, message_id__in=[m.message_id for m in new]
+            ).values_list("message_id", "pk")
+        )
+        for message in new:
+            message.pk = pks.get(message.message_id)
         result.stored = new
     return result
 

@@ -38,11 +38,18 @@ def delete_before(
     stats: CleanupResult | None = None,
 ) -> int:
     """Delete rows of ``model`` with ``field < cutoff``, ``batch_size`` rows per transaction."""
+    if batch_size < 1:
+        # LIMIT 0 would never finish a batch loop and a negative LIMIT means "no limit" on SQLite.
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     qs = model._default_manager.filter(**{f"{field}__lt": cutoff})
     if dry_run:
         return qs.count()
     table = model._meta.db_table
-    column = model._meta.get_field(field).column
+    model_field = model._meta.get_field(field)
+    column = model_field.column
+    # Raw SQL gets the value in the column's storage format, as the ORM would pass it (on SQLite a
+    # naive UTC string; an aware datetime's "+00:00" suffix made a row exactly at the cutoff "older").
+    db_cutoff = model_field.get_db_prep_value(cutoff, connection)
     pk = model._meta.pk.column
     qn = connection.ops.quote_name
     # Walk the time index in pk-batches: the subquery picks the next batch_size ids through the
@@ -56,7 +63,7 @@ def delete_before(
     while True:
         started = time.perf_counter()
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql, [cutoff, batch_size])
+            cursor.execute(sql, [db_cutoff, batch_size])
             deleted = cursor.rowcount
         elapsed = (time.perf_counter() - started) * 1000
         if stats is not None:
@@ -78,6 +85,8 @@ def cleanup_history(
     progress: Callable[[str, int], None] | None = None,
     now: datetime | None = None,
 ) -> CleanupResult:
+    if config_days < 0 or chat_days < 0:
+        raise ValueError(f"retention days must not be negative (config {config_days}, chat {chat_days})")
     now = now or timezone.now()
     result = CleanupResult()
     result.config = delete_before(

@@ -22,16 +22,30 @@ SECRET_KEY_RE = re.compile(
 )
 
 
+# Numbers under "...Tokens" keys are token counts and limits (maxTokens, contextTokens), not secrets.
+TOKEN_COUNT_RE = re.compile(r"tokens$", re.I)
+
+
+def _is_secret(key: Any, value: Any) -> bool:
+    if not SECRET_KEY_RE.search(str(key)) or value == "" or isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return not TOKEN_COUNT_RE.search(str(key))
+    return isinstance(value, str)
+
+
+def _redact_entry(key: Any, value: Any) -> Any:
+    if _is_secret(key, value):
+        return REDACTED
+    if isinstance(value, list) and SECRET_KEY_RE.search(str(key)):
+        # A list under a secret key (e.g. "tokens": [...]) is a list of secrets.
+        return [REDACTED if isinstance(item, str) and item else redact(item) for item in value]
+    return redact(value)
+
+
 def redact(value: Any) -> Any:
     if isinstance(value, dict):
-        return {
-            k: (
-                REDACTED
-                if SECRET_KEY_RE.search(str(k)) and isinstance(v, str | int | float) and v != ""
-                else redact(v)
-            )
-            for k, v in value.items()
-        }
+        return {k: _redact_entry(k, v) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
     return value
@@ -111,7 +125,8 @@ def org_parents(
         entry = entries.get(boss) if isinstance(entries.get(boss), dict) else {}
         sub = entry.get("subagents") if isinstance(entry.get("subagents"), dict) else {}
         allowed = sub.get("allowAgents") if isinstance(sub.get("allowAgents"), list) else []
-        targets = sorted(known - {boss}) if "*" in allowed else [a for a in allowed if a in known]
+        names = [a for a in allowed if isinstance(a, str)]  # a malformed entry must not break the chart
+        targets = sorted(known - {boss}) if "*" in names else [a for a in names if a in known]
         for agent in targets:
             if agent not in placed:
                 parents[agent] = boss

@@ -64,8 +64,14 @@ def _text(value: Any, limit: int) -> str:
     return value[:limit] if isinstance(value, str) else ""
 
 
+BIGINT_MAX = 2**63 - 1
+
+
 def _count(value: Any) -> int:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0 else 0
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value:
+        return 0
+    # Clamped: an absurd count must not overflow the BIGINT column and fail the whole poll.
+    return int(min(value, BIGINT_MAX))
 
 
 def row_state(row: dict[str, Any], agent_pk: int | None, now: datetime) -> tuple:
@@ -114,19 +120,27 @@ class SyncResult:
         return self.created + self.updated
 
 
-def sync_sessions(gateway: Gateway, rows: list[Any], now: datetime | None = None) -> SyncResult:
+def sync_sessions(
+    gateway: Gateway, rows: list[Any], now: datetime | None = None, *, partial: bool = False
+) -> SyncResult:
     """Upsert the gateway's sessions from a full ``sessions.list``; return what changed.
 
     1. load the stored tuples of this gateway's sessions (one query) and its agents;
     2. build each incoming row's tuple; rows without a key are counted as invalid, not fatal;
-    3. stored sessions missing from the list are gone from the gateway: mark them offline;
+    3. stored sessions missing from the list are gone from the gateway: mark them offline
+       (not for a ``partial`` update, e.g. the one row of a ``sessions.changed`` event);
     4. write the changed and new rows in one transaction (bulk_update / bulk_create), then
        link subagent sessions to their parent.
     """
+    if not isinstance(rows, list):
+        raise ValueError(f"sessions.list gave no list of sessions (got {type(rows).__name__})")
     now = now or timezone.now()
     result = SyncResult()
     stored: dict[str, tuple[int, tuple]] = {}
-    for values in AgentSession.objects.filter(gateway=gateway).values_list("pk", "session_key", *FIELDS):
+    scope = AgentSession.objects.filter(gateway=gateway)
+    if partial:
+        scope = scope.filter(session_key__in=[r.get("key") for r in rows if isinstance(r, dict)])
+    for values in scope.values_list("pk", "session_key", *FIELDS):
         stored[values[1]] = (values[0], tuple(values[2:]))
     agents = dict(Agent.objects.filter(gateway=gateway).values_list("agent_id", "pk"))
 
@@ -152,14 +166,16 @@ def sync_sessions(gateway: Gateway, rows: list[Any], now: datetime | None = None
             )
             result.changes.append(_change(key, state, None))
         elif previous[1] != state:
-            to_update.append(AgentSession(pk=previous[0], **dict(zip(FIELDS, state, strict=True))))
+            to_update.append(AgentSession(pk=previous[0], synced_at=now, **dict(zip(FIELDS, state, strict=True))))
             result.changes.append(_change(key, state, previous[1]))
     for key, (pk, state) in stored.items():
+        if partial:
+            break
         if key not in incoming and (state[STATUS_INDEX] != OFFLINE or state[FIELDS.index("has_active_run")]):
             gone = list(state)
             gone[STATUS_INDEX] = OFFLINE
             gone[FIELDS.index("has_active_run")] = False
-            to_update.append(AgentSession(pk=pk, **dict(zip(FIELDS, gone, strict=True))))
+            to_update.append(AgentSession(pk=pk, synced_at=now, **dict(zip(FIELDS, gone, strict=True))))
             result.changes.append(_change(key, tuple(gone), state))
 
     if to_update or to_create:

@@ -45,6 +45,7 @@ def run(batch: str, gateway: Gateway | None, fn: BatchFn, *, lock_ttl: int = 120
     with batch_lock(batch, scope, lock_ttl) as acquired:
         if not acquired:
             status, summary = BatchRun.Status.SKIPPED, "skipped, previous run still holds the lock"
+            error = "previous run still holds the lock"  # the reason operators see on the run
             counts = {"reason": "locked"}
         else:
             try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import ipaddress
 import itertools
 import json
 import logging
@@ -82,8 +83,16 @@ class Backoff:
 
 
 def is_loopback_url(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    return host in ("localhost", "::1") or host.startswith("127.")
+    try:
+        host = (urlsplit(url).hostname or "").lower()
+    except ValueError:  # e.g. "ws://[bad": not a URL, so not loopback
+        return False
+    if host == "localhost":
+        return True
+    try:  # an IP literal, not a name that merely starts with "127." (127.example.com)
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class GatewayClient:
@@ -421,7 +430,7 @@ class GatewayClient:
                 ),
                 self.connect_timeout + 1,
             )
-        except InvalidURI as exc:
+        except (InvalidURI, ValueError) as exc:  # ValueError: bad port or IPv6 literal, from urllib
             raise ConnectionLostError(f"invalid gateway URL {self.url!r}: {exc}") from None
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             raise ConnectionLostError(_describe_connect_error(self.url, exc)) from None
@@ -532,6 +541,8 @@ class GatewayClient:
                 self._ws = None
                 if self.last_error is None and not self._closing:
                     self.last_error = ConnectionLostError(f"the connection to the gateway was lost: {reason}")
+                if not self._managed and not self._closing:
+                    self._set_state(CLOSED)  # nothing reconnects a connect()-once client
                 self._fail_pending(ConnectionLostError(reason))
                 if self._events is not None:
                     self._events.put_nowait(None)
@@ -590,7 +601,8 @@ class GatewayClient:
         pending, self._pending = self._pending, {}
         for future in pending.values():
             if not future.done():
-                future.set_exception(exc)
+                # One instance per call: _call_once labels it with the call's method.
+                future.set_exception(type(exc)(exc.message, code=exc.code, details=exc.details))
 
     async def _call_once(self, method: str, params: Any, timeout: float | None) -> Any:
         timeout = timeout or self.request_timeout

@@ -8,6 +8,7 @@ dashboard and admin, and a stable ``code`` that logs carry.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -77,11 +78,11 @@ class PairingRequiredError(AuthError):
 
     @property
     def operator_message(self) -> str:
-        device = self.details.get("deviceId") or self.details.get("requestId") or ""
+        device = self.details.get("deviceId") or self.details.get("requestId") or "<device id>"
         return (
             "This AgentFlow device is waiting for pairing approval on the gateway "
             f"(run `openclaw devices approve {device}` there, or approve it in the Control UI)."
-        ).replace("approve  ", "approve ")
+        )
 
 
 class DeviceAuthError(AuthError):
@@ -187,7 +188,13 @@ def error_from_payload(error: Any, *, method: str | None = None) -> GatewayError
     details = error.get("details") if isinstance(error.get("details"), dict) else {}
     detail_code = str(details.get("code") or "")
     retry_after = error.get("retryAfterMs")
-    retry_after_ms = int(retry_after) if isinstance(retry_after, int | float) else None
+    usable = (
+        isinstance(retry_after, int | float)
+        and not isinstance(retry_after, bool)
+        and math.isfinite(retry_after)
+        and retry_after >= 0
+    )
+    retry_after_ms = int(retry_after) if usable else None
     kwargs: dict[str, Any] = {
         "code": code,
         "details": details,

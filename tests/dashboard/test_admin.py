@@ -114,7 +114,9 @@ def test_saving_the_form_does_not_reset_the_recorded_status(staff_client, gatewa
     assert gateway.status == Gateway.Status.CONNECTED
 
 
-@pytest.mark.parametrize("bad_url", ["http://127.0.0.1:18789/", "127.0.0.1:18789", "https://gw.example.test/"])
+@pytest.mark.parametrize(
+    "bad_url", ["http://127.0.0.1:18789/", "127.0.0.1:18789", "https://gw.example.test/"]
+)
 def test_a_url_that_is_not_a_websocket_url_is_rejected_with_a_clear_error(staff_client, gateway, bad_url):
     url = reverse("admin:dashboard_gateway_change", args=[gateway.pk])
     response = staff_client.post(url, change_form(gateway, url=bad_url, token=NEW_TOKEN))
@@ -142,7 +144,13 @@ def test_a_wss_url_with_surrounding_spaces_is_accepted_and_trimmed(staff_client,
 def test_adding_a_gateway_stores_its_token(staff_client, db):
     response = staff_client.post(
         reverse("admin:dashboard_gateway_add"),
-        {"name": "new-gw", "url": "ws://127.0.0.1:18789/", "token": NEW_TOKEN, "enabled": "on", "_save": "Save"},
+        {
+            "name": "new-gw",
+            "url": "ws://127.0.0.1:18789/",
+            "token": NEW_TOKEN,
+            "enabled": "on",
+            "_save": "Save",
+        },
     )
     assert response.status_code == 302
     gateway = Gateway.objects.get(name="new-gw")
@@ -168,30 +176,56 @@ def test_the_gateway_list_searches_and_filters(staff_client, gateway):
 @pytest.fixture
 def synced(gateway):
     other = Gateway.objects.create(name="prod-us", url="ws://127.0.0.1:18800/", token=STORED_TOKEN)
-    main = Agent.objects.create(gateway=gateway, agent_id="main", name="Main Agent", emoji="🦀", is_default=True)
+    main = Agent.objects.create(
+        gateway=gateway, agent_id="main", name="Main Agent", emoji="🦀", is_default=True
+    )
     writer = Agent.objects.create(gateway=gateway, agent_id="writer", name="Writer", parent=main)
     Agent.objects.create(gateway=other, agent_id="researcher", name="Researcher")
     when = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
     AgentSession.objects.create(
-        gateway=gateway, agent=main, session_key="agent:main:alpha", agent_key="main", kind="direct",
-        status=AgentSession.Status.ACTIVE, has_active_run=True, total_tokens=120, gw_updated_at=when,
+        gateway=gateway,
+        agent=main,
+        session_key="agent:main:alpha",
+        agent_key="main",
+        kind="direct",
+        status=AgentSession.Status.ACTIVE,
+        has_active_run=True,
+        total_tokens=120,
+        gw_updated_at=when,
     )
     AgentSession.objects.create(
-        gateway=gateway, agent=writer, session_key="agent:writer:beta", agent_key="writer",
-        status=AgentSession.Status.IDLE, gw_updated_at=when,
+        gateway=gateway,
+        agent=writer,
+        session_key="agent:writer:beta",
+        agent_key="writer",
+        status=AgentSession.Status.IDLE,
+        gw_updated_at=when,
     )
     ConfigHistory.objects.create(
-        gateway=gateway, hash="sha256:" + "a" * 64, config={"agents": {}}, changed_paths=["agents"],
+        gateway=gateway,
+        hash="sha256:" + "a" * 64,
+        config={"agents": {}},
+        changed_paths=["agents"],
         created_at=when,
     )
     ConfigHistory.objects.create(gateway=other, hash="sha256:" + "b" * 64, config={}, created_at=when)
     ChatHistory.objects.create(
-        gateway=gateway, session_key="agent:main:alpha", message_id="m1", role="user", text="hello there",
-        timestamp=when, run_id="run-1",
+        gateway=gateway,
+        session_key="agent:main:alpha",
+        message_id="m1",
+        role="user",
+        text="hello there",
+        timestamp=when,
+        run_id="run-1",
     )
     ChatHistory.objects.create(
-        gateway=gateway, session_key="agent:main:alpha", message_id="m2", role="assistant",
-        text="You said: hello there", timestamp=when, run_id="run-1",
+        gateway=gateway,
+        session_key="agent:main:alpha",
+        message_id="m2",
+        role="assistant",
+        text="You said: hello there",
+        timestamp=when,
+        run_id="run-1",
     )
     return {"gateway": gateway, "other": other}
 
@@ -218,7 +252,9 @@ def test_the_session_list_renders_searches_and_filters(staff_client, synced):
     active = results(staff_client.get(changelist, {"status__exact": "active", "has_active_run__exact": "1"}))
     assert [s.session_key for s in active] == ["agent:main:alpha"]
     assert len(results(staff_client.get(changelist, {"kind": "direct"}))) == 1
-    by_date = results(staff_client.get(changelist, {"gw_updated_at__year": "2026", "gw_updated_at__month": "3"}))
+    by_date = results(
+        staff_client.get(changelist, {"gw_updated_at__year": "2026", "gw_updated_at__month": "3"})
+    )
     assert len(by_date) == 2
 
 
@@ -240,7 +276,9 @@ def test_the_chat_history_list_renders_searches_and_filters(staff_client, synced
     assert [m.message_id for m in results(staff_client.get(changelist, {"role__exact": "user"}))] == ["m1"]
     filtered = results(staff_client.get(changelist, {"gateway__id__exact": synced["other"].pk}))
     assert filtered == []
-    assert len(results(staff_client.get(changelist, {"timestamp__year": "2026", "timestamp__month": "3"}))) == 2
+    assert (
+        len(results(staff_client.get(changelist, {"timestamp__year": "2026", "timestamp__month": "3"}))) == 2
+    )
 
 
 @pytest.mark.parametrize("model", ["agent", "agentsession", "confighistory", "chathistory"])
@@ -251,3 +289,17 @@ def test_the_change_pages_of_synced_rows_render(staff_client, synced, model):
     response = staff_client.get(reverse(f"admin:dashboard_{model}_change", args=[row.pk]))
     assert response.status_code == 200
     assert STORED_TOKEN not in response.content.decode()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="app bug: a blank (kept) token still counts as changed, so the admin log says 'Changed token.'",
+)
+def test_keeping_the_token_is_not_logged_as_a_token_change(staff_client, gateway):
+    from django.contrib.admin.models import LogEntry
+
+    url = reverse("admin:dashboard_gateway_change", args=[gateway.pk])
+    staff_client.post(url, change_form(gateway, url="ws://127.0.0.1:18790/"))
+    [entry] = LogEntry.objects.all()
+    assert "token" not in entry.get_change_message().lower()

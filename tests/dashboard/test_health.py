@@ -93,7 +93,9 @@ def test_a_disconnected_gateway_degrades_the_report_and_shows_its_error(client, 
 
 
 def test_an_auth_failed_gateway_degrades_the_report(client, db, redis_client):
-    make_gateway("locked", Gateway.Status.AUTH_FAILED, "Authentication failed: the gateway rejected the token")
+    make_gateway(
+        "locked", Gateway.Status.AUTH_FAILED, "Authentication failed: the gateway rejected the token"
+    )
     body = client.get("/healthz").json()
     assert body["status"] == "degraded"
     assert body["gateways"][0]["error"].startswith("Authentication failed")

@@ -256,7 +256,9 @@ def test_it_summarises_the_captured_hello_ok(hello_payload):
     assert hello.role == "operator"
     assert hello.auth_method == "token"
     assert hello.device_token == "<device-token>"
-    assert hello.policy == Policy(tick_interval_ms=30_000, max_payload=26_214_400, max_buffered_bytes=52_428_800)
+    assert hello.policy == Policy(
+        tick_interval_ms=30_000, max_payload=26_214_400, max_buffered_bytes=52_428_800
+    )
     assert hello.default_agent_id == "main"
     assert hello.snapshot["sessionDefaults"]["mainSessionKey"] == "agent:main:main"
 
