@@ -174,6 +174,9 @@ CHANNEL_LAYERS = {
 }
 
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+# The queue is named after the Redis prefix, so test runs and benchmarks sharing a Redis with
+# a running stack never feed each other's workers.
+CELERY_TASK_DEFAULT_QUEUE = REDIS_PREFIX
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
