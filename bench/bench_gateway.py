@@ -48,14 +48,29 @@ async def measure(url: str, token: str) -> dict:
 
 def run() -> dict:
     ensure_installed()
-    with tempfile.TemporaryDirectory() as state, DemoGateway(state, free_port_block(), secrets.token_hex(16)) as gw:
+    with (
+        tempfile.TemporaryDirectory() as state,
+        DemoGateway(state, free_port_block(), secrets.token_hex(16)) as gw,
+    ):
         figures = asyncio.run(measure(gw.url, gw.token))
     figures["targets"] = [
-        {"name": "health p50 (ms)", "value": figures["health_p50_ms"], "target": "<= 5",
-         "ok": figures["health_p50_ms"] <= 5},
-        {"name": "health p99 (ms)", "value": figures["health_p99_ms"], "target": "<= 20",
-         "ok": figures["health_p99_ms"] <= 20},
-        {"name": "200 concurrent requests correlated", "value": figures["concurrent_200_correlated"],
-         "target": "200", "ok": figures["concurrent_200_correlated"] == 200},
-    ]  # fmt: skip
+        {
+            "name": "health p50 (ms)",
+            "value": figures["health_p50_ms"],
+            "target": "<= 5",
+            "ok": figures["health_p50_ms"] <= 5,
+        },
+        {
+            "name": "health p99 (ms)",
+            "value": figures["health_p99_ms"],
+            "target": "<= 20",
+            "ok": figures["health_p99_ms"] <= 20,
+        },
+        {
+            "name": "200 concurrent requests correlated",
+            "value": figures["concurrent_200_correlated"],
+            "target": "200",
+            "ok": figures["concurrent_200_correlated"] == 200,
+        },
+    ]
     return figures

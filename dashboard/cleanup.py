@@ -7,7 +7,8 @@ lock for long and dashboard readers (WAL) keep working; on PostgreSQL no long ro
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -60,20 +61,49 @@ def delete_before(
         f"(SELECT {qn(pk)} FROM {qn(table)} WHERE {qn(column)} < %s LIMIT %s)"
     )
     total = 0
-    while True:
-        started = time.perf_counter()
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql, [db_cutoff, batch_size])
-            deleted = cursor.rowcount
-        elapsed = (time.perf_counter() - started) * 1000
-        if stats is not None:
-            stats.batches += 1
-            stats.max_batch_ms = max(stats.max_batch_ms, elapsed)
-        total += deleted
-        if progress and deleted:
-            progress(total)
-        if deleted < batch_size:
-            return total
+    with _checkpoint_between_batches() as checkpoint:
+        while True:
+            started = time.perf_counter()
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(sql, [db_cutoff, batch_size])
+                deleted = cursor.rowcount
+            elapsed = (time.perf_counter() - started) * 1000  # time holding the write lock
+            checkpoint()
+            if stats is not None:
+                stats.batches += 1
+                stats.max_batch_ms = max(stats.max_batch_ms, elapsed)
+            total += deleted
+            if progress and deleted:
+                progress(total)
+            if deleted < batch_size:
+                return total
+
+
+@contextmanager
+def _checkpoint_between_batches() -> Iterator[Callable[[], None]]:
+    """On SQLite, move WAL checkpoints out of the delete transactions.
+
+    An automatic checkpoint runs inside the COMMIT that crosses the WAL threshold, so one batch
+    in a few would hold the write lock several times longer. Instead: no auto-checkpoint while
+    cleaning, and a PASSIVE checkpoint (which never blocks readers or writers) after each batch.
+    """
+    if connection.vendor != "sqlite":
+        yield lambda: None
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA wal_autocheckpoint")
+        previous = int(cursor.fetchone()[0])
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
+
+    def checkpoint() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    try:
+        yield checkpoint
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA wal_autocheckpoint={previous}")
 
 
 def cleanup_history(
