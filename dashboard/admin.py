@@ -17,6 +17,11 @@ class GatewayForm(forms.ModelForm):
         model = Gateway
         fields = ["name", "url", "token", "enabled"]
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Start blank, so keeping the token is not logged as "Changed token".
+        self.initial["token"] = ""
+
     def clean_url(self):
         url = self.cleaned_data["url"].strip()
         if not url.startswith(("ws://", "wss://")):
@@ -27,6 +32,8 @@ class GatewayForm(forms.ModelForm):
         token = self.cleaned_data.get("token", "")
         if not token and self.instance.pk:
             return self.instance.token  # keep the stored one
+        if not token:
+            raise forms.ValidationError("A new gateway needs its token (gateway.auth.token).")
         return token
 
 

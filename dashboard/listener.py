@@ -39,11 +39,15 @@ class FleetListener:
     def __init__(self, refresh_interval: float = 10.0) -> None:
         self.refresh_interval = refresh_interval
         self.watches: dict[int, Watch] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
             while not stop.is_set():
-                await self.reconcile()
+                try:
+                    await self.reconcile()
+                except Exception:  # e.g. the database is briefly away: keep watching, retry next round
+                    log.exception("listener: could not reload the gateway list")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.refresh_interval)
         finally:
@@ -54,8 +58,13 @@ class FleetListener:
         wanted = {gw.pk: gw for gw in gateways}
         for pk in list(self.watches):
             gw = wanted.get(pk)
-            if gw is None or fingerprint(gw) != self.watches[pk].fingerprint:
+            watch = self.watches[pk]
+            if gw is None or fingerprint(gw) != watch.fingerprint:
                 log.info("gateway %s: configuration changed or disabled; reconnecting", pk)
+                await self._stop(pk)
+            elif watch.task.done():
+                # Only an unexpected error ends a watch (auth failures wait for a new token).
+                log.error("gateway %s: watch ended unexpectedly (%r); restarting", pk, watch.task.exception())
                 await self._stop(pk)
         for pk, gw in wanted.items():
             if pk not in self.watches:
@@ -66,6 +75,8 @@ class FleetListener:
     async def stop_all(self) -> None:
         for pk in list(self.watches):
             await self._stop(pk)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     async def _stop(self, pk: int) -> None:
         watch = self.watches.pop(pk)
@@ -93,7 +104,9 @@ class FleetListener:
 
         def on_state(c: GatewayClient) -> None:
             if c.last_error is not None and c.state in ("reconnecting", "auth_failed", "incompatible"):
-                asyncio.ensure_future(self._record_failure(gateway, c.last_error))
+                task = asyncio.ensure_future(self._record_failure(gateway, c.last_error))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
 
         async def on_event(event: Event) -> None:
             await events.handle(gateway.pk, event)

@@ -92,10 +92,15 @@ def probe(gateway: Gateway, timeout: float = 5.0) -> float:
     return latency_ms
 
 
-def register_gateway(name: str, url: str, token: str) -> tuple[Gateway, bool]:
-    """Create or update the gateway ``name`` (used by ``make run`` and ops scripts)."""
+def register_gateway(name: str, url: str, token: str) -> tuple[Gateway, str]:
+    """Create or update the gateway ``name`` (used by ``make run`` and ops scripts).
+
+    Returns the gateway and what happened: "registered", "updated" or "up to date"."""
     gateway, created = Gateway.objects.get_or_create(name=name, defaults={"url": url, "token": token})
-    if not created and (gateway.url != url or gateway.token != token or not gateway.enabled):
+    if created:
+        return gateway, "registered"
+    if gateway.url != url or gateway.token != token or not gateway.enabled:
         gateway.url, gateway.token, gateway.enabled = url, token, True
         gateway.save(update_fields=["url", "token", "enabled", "updated_at"])
-    return gateway, created
+        return gateway, "updated"
+    return gateway, "up to date"

@@ -68,7 +68,7 @@ BIGINT_MAX = 2**63 - 1
 
 
 def _count(value: Any) -> int:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value >= 0:
         return 0
     # Clamped: an absurd count must not overflow the BIGINT column and fail the whole poll.
     return int(min(value, BIGINT_MAX))
@@ -166,7 +166,9 @@ def sync_sessions(
             )
             result.changes.append(_change(key, state, None))
         elif previous[1] != state:
-            to_update.append(AgentSession(pk=previous[0], synced_at=now, **dict(zip(FIELDS, state, strict=True))))
+            to_update.append(
+                AgentSession(pk=previous[0], synced_at=now, **dict(zip(FIELDS, state, strict=True)))
+            )
             result.changes.append(_change(key, state, previous[1]))
     for key, (pk, state) in stored.items():
         if partial:

@@ -263,23 +263,16 @@ def _write_private(path: Path, text: str) -> None:
 
 def resolve_token(state_dir: str | os.PathLike[str], explicit: str | None = None) -> str:
     """The token the demo gateway uses: ``explicit``, else ``$AGENTFLOW_DEMO_GATEWAY_TOKEN``, else the one
-    persisted in ``<state>/token`` (generated and saved with mode 600 on first use).
+    persisted in ``<state>/token`` (generated on first use).
 
-    ``python -m demo.gateway token`` and ``run`` both go through here, so a Makefile can register the gateway
-    in the database before starting it and both sides agree on the token.
+    Whichever wins is (re)written to ``<state>/token`` (mode 600), so the file always holds the token in use:
+    ``bin/run`` registers the gateway in the database from that file before ``run`` starts it.
     """
-    if explicit:
-        return explicit
-    from_env = os.environ.get(TOKEN_ENV, "").strip()
-    if from_env:
-        return from_env
     token_file = Path(state_dir) / "token"
-    if token_file.is_file():
-        persisted = token_file.read_text(encoding="utf-8").strip()
-        if persisted:
-            return persisted
-    token = secrets.token_urlsafe(32)
-    _write_private(token_file, token + "\n")
+    persisted = token_file.read_text(encoding="utf-8").strip() if token_file.is_file() else ""
+    token = explicit or os.environ.get(TOKEN_ENV, "").strip() or persisted or secrets.token_urlsafe(32)
+    if token != persisted:
+        _write_private(token_file, token + "\n")
     return token
 
 

@@ -47,9 +47,7 @@ def free_port_block(span: int = 200) -> int:
 def openclaw(tmp_path_factory) -> DemoGateway:
     """The real, pinned OpenClaw gateway on loopback with three agents and the stub model."""
     ensure_installed()
-    gateway = DemoGateway(
-        tmp_path_factory.mktemp("openclaw"), free_port_block(), token=secrets.token_hex(16)
-    )
+    gateway = DemoGateway(tmp_path_factory.mktemp("openclaw"), free_port_block(), token=secrets.token_hex(16))
     gateway.start(timeout=120)
     yield gateway
     gateway.stop()

@@ -63,7 +63,10 @@ class AuthError(GatewayError):
 
     @property
     def operator_message(self) -> str:
-        if self.detail_code == "AUTH_TOKEN_MISSING":
+        if (
+            self.detail_code in ("AUTH_TOKEN_MISSING", "DEVICE_IDENTITY_REQUIRED")
+            or self.code == "NOT_PAIRED"
+        ):
             return "Authentication failed: no token was sent. Set the gateway token in the admin."
         if self.detail_code == "AUTH_TOKEN_MISMATCH":
             return (
@@ -208,6 +211,9 @@ def error_from_payload(error: Any, *, method: str | None = None) -> GatewayError
         return PairingRequiredError(message, **kwargs)
     if detail_code.startswith("DEVICE_AUTH_"):
         return DeviceAuthError(message, **kwargs)
+    if code == "NOT_PAIRED" or detail_code == "DEVICE_IDENTITY_REQUIRED":
+        # What a loopback gateway answers to a connect with neither token nor paired device.
+        return AuthError(message, **kwargs)
     if detail_code.startswith("AUTH_") or code in ("UNAUTHORIZED", "AUTH_FAILED"):
         return AuthError(message, **kwargs)
     if code == "FORBIDDEN" or detail_code == "MISSING_SCOPE":

@@ -57,18 +57,22 @@ def live_server_url(server_env, tmp_path):
     log = (tmp_path / "daphne.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "agentflow.asgi:application"],
-        cwd=ROOT, env=server_env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=server_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                urlopen(f"{url}/healthz", timeout=2).read()  # noqa: S310 - loopback URL built above
+                urlopen(f"{url}/healthz", timeout=2).read()
                 break
             except Exception:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"daphne did not start: {(tmp_path / 'daphne.log').read_text()[-2000:]}")
+                    log_tail = (tmp_path / "daphne.log").read_text()[-2000:]
+                    raise RuntimeError(f"daphne did not start: {log_tail}") from None
                 time.sleep(0.2)
         yield url
     finally:
@@ -80,19 +84,23 @@ def live_server_url(server_env, tmp_path):
         log.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def chromium():
+    """Chromium per test: Playwright's sync API runs an event loop in this thread while it is
+    open, which would break every async test that ran after a session-scoped browser."""
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
         raise RuntimeError(f"{CHROMIUM} is missing: run bin/ensure-chromium (make test does)")
-    # Playwright's sync API keeps an event loop running in this thread; Django then refuses ORM
-    # calls from test code as if it were async. The test code is synchronous: allow it.
+    # With that loop running, Django refuses ORM calls from the (synchronous) test code.
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            yield browser
+            browser.close()
+    finally:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
 @pytest.fixture

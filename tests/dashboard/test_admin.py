@@ -291,11 +291,6 @@ def test_the_change_pages_of_synced_rows_render(staff_client, synced, model):
     assert STORED_TOKEN not in response.content.decode()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="app bug: a blank (kept) token still counts as changed, so the admin log says 'Changed token.'",
-)
 def test_keeping_the_token_is_not_logged_as_a_token_change(staff_client, gateway):
     from django.contrib.admin.models import LogEntry
 

@@ -42,7 +42,9 @@ def fleet(db):
             status=status,
             gw_updated_at=T0 - timedelta(minutes=i),
         )
-    AgentSession.objects.create(gateway=beta, session_key="agent:main:main", agent_key="main", status="active")
+    AgentSession.objects.create(
+        gateway=beta, session_key="agent:main:main", agent_key="main", status="active"
+    )
     ConfigHistory.objects.create(
         gateway=alpha, hash="h1", config={"gateway": {"auth": {"token": "__REDACTED__"}}}, created_at=T0
     )
@@ -64,7 +66,9 @@ def fleet(db):
             text=f"message {i}",
             timestamp=T0 + timedelta(minutes=i),
         )
-    BatchRun.objects.create(batch="BATCH-001", gateway=alpha, status="ok", counts={"sessions": 3}, duration_ms=12)
+    BatchRun.objects.create(
+        batch="BATCH-001", gateway=alpha, status="ok", counts={"sessions": 3}, duration_ms=12
+    )
     BatchRun.objects.create(batch="BATCH-004", status="error", error="RuntimeError: boom")
     return alpha, beta
 
@@ -167,7 +171,11 @@ def test_gateways_lists_status_and_latency_without_the_token(api, fleet):
     results = get(api, "/api/v1/gateways/").json()["results"]
     assert [g["name"] for g in results] == ["alpha", "beta"]
     alpha = results[0]
-    assert (alpha["status"], alpha["latency_ms"], alpha["url"]) == ("connected", 12.5, "ws://127.0.0.1:18789/")
+    assert (alpha["status"], alpha["latency_ms"], alpha["url"]) == (
+        "connected",
+        12.5,
+        "ws://127.0.0.1:18789/",
+    )
     assert "token" not in alpha
 
 

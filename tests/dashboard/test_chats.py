@@ -184,7 +184,14 @@ def test_malformed_messages_are_counted_and_the_valid_ones_stored(gateway):
     result = chats.store_messages(
         gateway,
         KEY,
-        [None, "x", {"content": "no id"}, message("m1", text="🦀 ünïcödé\u200b\x07 text"), [], {"__openclaw": {}}],
+        [
+            None,
+            "x",
+            {"content": "no id"},
+            message("m1", text="🦀 ünïcödé\u200b\x07 text"),
+            [],
+            {"__openclaw": {}},
+        ],
     )
     assert (result.received, result.invalid, len(result.stored)) == (6, 5, 1)
     assert ChatHistory.objects.get().text == "🦀 ünïcödé\u200b\x07 text"

@@ -21,7 +21,9 @@ def gateway():
 
 
 def make_config(gateway, age: timedelta, tag: str = "") -> ConfigHistory:
-    return ConfigHistory.objects.create(gateway=gateway, hash=f"h-{age}-{tag}", config={}, created_at=NOW - age)
+    return ConfigHistory.objects.create(
+        gateway=gateway, hash=f"h-{age}-{tag}", config={}, created_at=NOW - age
+    )
 
 
 def make_chat(gateway, age: timedelta, tag: str = "", *, created_age: timedelta | None = None) -> ChatHistory:
@@ -50,7 +52,10 @@ def test_it_deletes_exactly_the_rows_past_retention_and_keeps_the_boundary(gatew
         make_config(gateway, timedelta(days=30) - second),
         make_config(gateway, timedelta(0)),
     ]
-    old_config = [make_config(gateway, timedelta(days=30) + second), make_config(gateway, timedelta(days=400))]
+    old_config = [
+        make_config(gateway, timedelta(days=30) + second),
+        make_config(gateway, timedelta(days=400)),
+    ]
     keep_chat = [
         make_chat(gateway, timedelta(days=7), "boundary"),
         make_chat(gateway, timedelta(days=6), created_age=timedelta(days=90)),  # by timestamp, not created_at
@@ -111,11 +116,17 @@ def test_a_dry_run_counts_and_deletes_nothing(gateway):
 
     assert (result.config, result.chat, result.other) == (1, 1, 1)
     assert result.batches == 0
-    assert (ConfigHistory.objects.count(), ChatHistory.objects.count(), HealthSample.objects.count()) == (2, 1, 1)
+    assert (ConfigHistory.objects.count(), ChatHistory.objects.count(), HealthSample.objects.count()) == (
+        2,
+        1,
+        1,
+    )
 
 
 def test_old_health_samples_go_after_a_day(gateway):
-    recent = HealthSample.objects.create(gateway=gateway, connected=True, checked_at=NOW - timedelta(hours=23))
+    recent = HealthSample.objects.create(
+        gateway=gateway, connected=True, checked_at=NOW - timedelta(hours=23)
+    )
     HealthSample.objects.create(gateway=gateway, connected=False, checked_at=NOW - timedelta(hours=25))
     assert run().other == 1
     assert list(HealthSample.objects.all()) == [recent]

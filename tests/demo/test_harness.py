@@ -18,10 +18,12 @@ from typing import Any
 import pytest
 
 from demo.gateway import (
+    TOKEN_ENV,
     DemoGateway,
     descendant_processes,
     port_is_free,
     process_group_alive,
+    resolve_token,
 )
 from demo.stub_model import (
     INTERNAL_CONTEXT_MARKER,
@@ -215,6 +217,24 @@ def test_config_is_reapplied_on_each_start_without_discarding_gateway_changes(tm
     assert rewritten["meta"] == {"lastTouchedVersion": "2026.9.6"}
     assert not config_path.is_symlink()
     assert stat.S_IMODE(config_path.stat().st_mode) == 0o600
+
+
+def test_token_is_persisted_and_the_file_holds_the_token_in_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    generated = resolve_token(tmp_path)
+    assert len(generated) >= 32
+    assert resolve_token(tmp_path) == generated
+    token_file = tmp_path / "token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+
+    # bin/run registers the gateway from the token file, so an override must land there too.
+    monkeypatch.setenv(TOKEN_ENV, "from-env")
+    assert resolve_token(tmp_path) == "from-env"
+    assert token_file.read_text().strip() == "from-env"
+    assert resolve_token(tmp_path, "explicit") == "explicit"
+    assert token_file.read_text().strip() == "explicit"
 
 
 @pytest.mark.timeout(240)  # a cold cache installs Node 24 + openclaw first (~40 s)

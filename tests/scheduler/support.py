@@ -77,9 +77,11 @@ def last_activity(row: dict) -> datetime:
 def wait_quiet(client: SyncGatewayClient, timeout: float = 60) -> list[dict]:
     """Wait until no session on the gateway has a run in flight; return the rows."""
     return wait_for(
-        lambda: (rows := client.sessions_list()) is not None
-        and not any(row.get("hasActiveRun") or row.get("activeRunIds") for row in rows)
-        and rows,
+        lambda: (
+            (rows := client.sessions_list()) is not None
+            and not any(row.get("hasActiveRun") or row.get("activeRunIds") for row in rows)
+            and rows
+        ),
         timeout,
         what="every run on the gateway to finish",
     )

@@ -122,7 +122,9 @@ def test_an_unchanged_poll_writes_nothing(gateway_row, live_openclaw, chatted, r
         with CaptureQueriesContext(connection) as queries:
             result = sessions.sync_sessions(gateway_row, rows)
         assert result.writes == 0
-        assert [q for q in queries.captured_queries if q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE"))] == []
+        assert [
+            q for q in queries.captured_queries if q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE"))
+        ] == []
 
 
 @pytest.mark.gateway
@@ -229,7 +231,9 @@ def test_config_changes_are_recorded_once_redacted_and_rebuild_the_org_chart(
         assert poll_config(gateway_row).counts["changed"] is False
         assert rows.count() == 2
 
-        patch_config(live_openclaw, {"agents": {"entries": {"main": {"subagents": {"allowAgents": ["researcher"]}}}}})
+        patch_config(
+            live_openclaw, {"agents": {"entries": {"main": {"subagents": {"allowAgents": ["researcher"]}}}}}
+        )
         poll_config(gateway_row)
         agents = {a.agent_id: a for a in Agent.objects.filter(gateway=gateway_row)}
         assert agents["researcher"].parent == agents["main"]
@@ -238,7 +242,14 @@ def test_config_changes_are_recorded_once_redacted_and_rebuild_the_org_chart(
     finally:
         patch_config(
             live_openclaw,
-            {"agents": {"entries": {"writer": {"identity": {"emoji": original_emoji}}, "main": {"subagents": None}}}},
+            {
+                "agents": {
+                    "entries": {
+                        "writer": {"identity": {"emoji": original_emoji}},
+                        "main": {"subagents": None},
+                    }
+                }
+            },
             replace_paths=["agents.entries.main.subagents.allowAgents"],
         )
 
@@ -342,4 +353,6 @@ def test_health_turns_disconnected_when_the_gateway_stops_and_connected_when_it_
 
     wait_for(connected_again, timeout=60, interval=1, what="the health check to see the gateway again")
     assert gateway_row.status == Gateway.Status.CONNECTED and gateway_row.latency_ms > 0
-    assert list(HealthSample.objects.filter(gateway=gateway_row).values_list("connected", flat=True))[0] is True
+    assert (
+        list(HealthSample.objects.filter(gateway=gateway_row).values_list("connected", flat=True))[0] is True
+    )

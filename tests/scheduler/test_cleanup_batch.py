@@ -27,7 +27,9 @@ def history(db):
     gateway = Gateway.objects.create(name="alpha", url="ws://127.0.0.1:9/")
     now = timezone.now()
     for i, days in enumerate([40, 40, 40, 10]):
-        ConfigHistory.objects.create(gateway=gateway, hash=f"h{i}", config={}, created_at=now - timedelta(days=days))
+        ConfigHistory.objects.create(
+            gateway=gateway, hash=f"h{i}", config={}, created_at=now - timedelta(days=days)
+        )
     for i, days in enumerate([9, 9, 9, 9, 9, 2]):
         ChatHistory.objects.create(
             gateway=gateway,

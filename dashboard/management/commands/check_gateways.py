@@ -1,4 +1,4 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from dashboard.gateway import GatewayError
 from dashboard.models import Gateway
@@ -16,6 +16,9 @@ class Command(BaseCommand):
         gateways = Gateway.objects.enabled()
         if names:
             gateways = gateways.filter(name__in=names)
+            missing = set(names) - set(gateways.values_list("name", flat=True))
+            if missing:
+                raise CommandError(f"No enabled gateway named: {', '.join(sorted(missing))}")
         failures = 0
         for gateway in gateways:
             try:

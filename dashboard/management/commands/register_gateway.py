@@ -20,18 +20,19 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, name, url, token_file, **options):
-        token = (
-            Path(token_file).read_text().strip()
-            if token_file
-            else os.environ.get("AGENTFLOW_GATEWAY_TOKEN", "")
-        )
+        token = os.environ.get("AGENTFLOW_GATEWAY_TOKEN", "")
+        if token_file:
+            try:
+                token = Path(token_file).read_text().strip()
+            except OSError as exc:
+                raise CommandError(
+                    f"Cannot read the token file {token_file}: {exc.strerror or exc}"
+                ) from None
         if not url:
             raise CommandError("No gateway URL: pass --url or set AGENTFLOW_GATEWAY_URL.")
         if not url.startswith(("ws://", "wss://")):
             raise CommandError(f"The gateway URL must start with ws:// or wss:// (got {url!r}).")
         if not token:
             raise CommandError("No gateway token: pass --token-file or set AGENTFLOW_GATEWAY_TOKEN.")
-        gateway, created = register_gateway(name, url, token)
-        self.stdout.write(
-            f"Gateway {gateway.name!r} {'registered' if created else 'up to date'}: {gateway.url}"
-        )
+        gateway, outcome = register_gateway(name, url, token)
+        self.stdout.write(f"Gateway {gateway.name!r} {outcome}: {gateway.url}")

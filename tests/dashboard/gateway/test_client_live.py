@@ -73,10 +73,14 @@ async def test_chat_send_streams_events_and_the_reply_lands_in_history(live_open
         run_id = ack["runId"]
 
         def finished():
-            return any(k == "chat" and p.get("runId") == run_id and p.get("state") == "final" for k, p in seen)
+            return any(
+                k == "chat" and p.get("runId") == run_id and p.get("state") == "final" for k, p in seen
+            )
 
         assert await wait_for(finished, timeout=60), f"no final chat event; saw {len(seen)} events"
-        deltas = [p for k, p in seen if k == "chat" and p.get("runId") == run_id and p.get("state") == "delta"]
+        deltas = [
+            p for k, p in seen if k == "chat" and p.get("runId") == run_id and p.get("state") == "delta"
+        ]
         assert deltas, "the reply was not streamed as deltas"
         assert any(k == "agent" and p.get("stream") == "lifecycle" for k, p in seen)
 
@@ -124,7 +128,9 @@ async def test_config_patch_emits_config_changed(live_openclaw):
 
 
 async def test_a_bad_token_is_an_auth_error_and_is_not_retried(live_openclaw):
-    client = GatewayClient(live_openclaw.url, "not-the-token", backoff=Backoff(base=0.01, cap=0.05, floor=0.01))
+    client = GatewayClient(
+        live_openclaw.url, "not-the-token", backoff=Backoff(base=0.01, cap=0.05, floor=0.01)
+    )
     started = time.monotonic()
     with pytest.raises(AuthError) as info:
         await asyncio.wait_for(client.run(), timeout=30)
