@@ -1,18 +1,24 @@
 """The one module that sends to the channel layer.
 
 Channel events are small JSON: ``type`` as ``noun.verb`` (mapped to a consumer handler),
-ids and a status. Consumers render or re-fetch what they need; nothing secret goes out.
+ids and a status; nothing secret goes out. Every group message carries a per-group sequence
+number (a Redis counter), so consumers can tell when the channel layer dropped one and count
+it in /metrics (``agentflow_ws_dropped_total``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 
+from .redis import get_redis, key
+
 log = logging.getLogger("agentflow.broadcast")
+ALERTS_GROUP = "alerts"
 
 
 def gateway_group(gateway_id: int) -> str:
@@ -20,9 +26,16 @@ def gateway_group(gateway_id: int) -> str:
 
 
 def chat_group(gateway_id: int, session_key: str) -> str:
-    # Group names allow only ASCII alphanumerics, hyphens, underscores and periods.
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in session_key)[:80]
-    return f"chat-{gateway_id}-{safe}"
+    # Group names allow only ASCII alphanumerics, hyphens, underscores and periods (< 100 chars).
+    digest = hashlib.sha1(session_key.encode(), usedforsecurity=False).hexdigest()[:16]
+    return f"chat-{gateway_id}-{digest}"
+
+
+def _next_seq(group: str) -> int | None:
+    try:
+        return int(get_redis().incr(key("seq", group)))
+    except Exception:
+        return None
 
 
 async def asend(group: str, kind: str, **data: Any) -> None:
@@ -30,7 +43,10 @@ async def asend(group: str, kind: str, **data: Any) -> None:
     if layer is None:
         return
     try:
-        await layer.group_send(group, {"type": kind.replace(".", "_"), "kind": kind, **data})
+        seq = await sync_to_async(_next_seq, thread_sensitive=False)(group)
+        await layer.group_send(
+            group, {"type": kind.replace(".", "_"), "kind": kind, "group": group, "seq": seq, **data}
+        )
     except Exception:  # a push is best effort: the polling batches reconcile
         log.exception("broadcast %s to %s failed", kind, group)
 
@@ -60,9 +76,6 @@ def chat_messages(gateway_id: int, session_key: str, message_ids: list[int]) -> 
         session_key=session_key,
         message_ids=message_ids,
     )
-
-
-ALERTS_GROUP = "alerts"
 
 
 def alert_raised() -> None:

@@ -87,7 +87,9 @@ def _checkpoint_between_batches() -> Iterator[Callable[[], None]]:
     in a few would hold the write lock several times longer. Instead: no auto-checkpoint while
     cleaning, and a PASSIVE checkpoint (which never blocks readers or writers) after each batch.
     """
-    if connection.vendor != "sqlite":
+    if connection.vendor != "sqlite" or connection.in_atomic_block:
+        # Inside a caller's transaction the batches are savepoints and SQLite refuses a
+        # checkpoint ("database table is locked"): nothing to move out of the way.
         yield lambda: None
         return
     with connection.cursor() as cursor:

@@ -1,43 +1,108 @@
+"""The dashboard websocket: one per open page.
+
+Authenticated users only (anonymous: accepted, then closed with 4401 so the browser sees
+why); origins are checked by AllowedHostsOriginValidator in asgi.py. The consumer joins one
+group per enabled gateway, plus one per chat panel the page opens, and forwards the small
+JSON events of :mod:`dashboard.broadcast` as they are (no ORM work on the hot path).
+"""
+
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
 
-from . import broadcast
+from . import broadcast, chats
 from .models import Gateway
+from .redis import get_redis, key
+
+log = logging.getLogger("agentflow.consumers")
 
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_TOO_BIG = 1009
+MAX_FRAME = 16 * 1024  # the page only ever sends tiny control messages
+FORWARDED = (
+    "gateway.status",
+    "sessions.changed",
+    "agent.run",
+    "config.changed",
+    "chat.stream",
+    "chat.messages",
+    "alert.raised",
+)
 
 
-class DashboardConsumer(AsyncJsonWebsocketConsumer):
-    """One socket per open page: the gateway groups it watches, pushed as small JSON."""
+def record_dropped(count: int) -> None:
+    try:
+        get_redis().incrby(key("metrics", "ws_dropped"), count)
+    except Exception:
+        log.warning("could not count %d dropped websocket messages", count)
 
+
+class DashboardConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
+        self.joined: set[str] = set()
+        self.last_seq: dict[str, int] = {}
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            # Accept first so the browser sees an explicit close code rather than a bare 403.
             await self.accept()
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        self.groups_joined: list[str] = [broadcast.gateway_group(pk) for pk in await self._gateway_ids()]
-        for group in self.groups_joined:
-            await self.channel_layer.group_add(group, self.channel_name)
+        self.gateway_ids = set(await self._gateway_ids())
+        for group in [broadcast.gateway_group(pk) for pk in self.gateway_ids] + [broadcast.ALERTS_GROUP]:
+            await self._join(group)
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
-        for group in getattr(self, "groups_joined", []):
+        for group in getattr(self, "joined", ()):
             await self.channel_layer.group_discard(group, self.channel_name)
 
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        # The page sends nothing yet; ignore rather than fail on unknown input.
-        return
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        raw = text_data if text_data is not None else bytes_data or b""
+        if len(raw) > MAX_FRAME:
+            log.warning("closing a websocket that sent a %d-byte frame", len(raw))
+            await self.close(code=CLOSE_TOO_BIG)
+            return
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            return
+        if not isinstance(message, dict):
+            return
+        if message.get("type") == "panel.open":
+            await self._open_panel(message.get("gateway_id"), message.get("session_key"))
+        else:
+            log.debug("ignored websocket message type %r", message.get("type"))
 
-    async def gateway_status(self, event: dict[str, Any]) -> None:
-        await self.send_json(
-            {"type": event["kind"], "gateway_id": event["gateway_id"], "status": event["status"]}
-        )
+    async def _open_panel(self, gateway_id: Any, session_key: Any) -> None:
+        if not isinstance(gateway_id, int) or gateway_id not in self.gateway_ids:
+            return
+        if not isinstance(session_key, str) or not 0 < len(session_key) <= 500:
+            return
+        await self._join(broadcast.chat_group(gateway_id, session_key))
+        await database_sync_to_async(chats.open_panel, thread_sensitive=False)(gateway_id, session_key)
+
+    async def _join(self, group: str) -> None:
+        if group not in self.joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.joined.add(group)
+
+    async def forward(self, event: dict[str, Any]) -> None:
+        group, seq = event.get("group"), event.get("seq")
+        if isinstance(seq, int) and group:
+            last = self.last_seq.get(group)
+            if last is not None and seq > last + 1:
+                await database_sync_to_async(record_dropped, thread_sensitive=False)(seq - last - 1)
+            self.last_seq[group] = max(seq, last or 0)
+        payload = {k: v for k, v in event.items() if k not in ("type", "kind", "group")}
+        payload["type"] = event["kind"]
+        await self.send(text_data=json.dumps(payload, separators=(",", ":")))
+
+    gateway_status = sessions_changed = agent_run = config_changed = forward
+    chat_stream = chat_messages = alert_raised = forward
 
     @database_sync_to_async
     def _gateway_ids(self) -> list[int]:

@@ -3,14 +3,16 @@ web instance reports the same numbers (no per-process counters)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 from django.db.models import Count
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .models import Agent, AgentSession, Gateway
+from .redis import get_redis, key
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _collectors: list[Collector] = []
@@ -48,6 +50,14 @@ class FleetCollector(Collector):
         for row in AgentSession.objects.values("gateway__name", "status").annotate(n=Count("id")):
             sessions.add_metric([row["gateway__name"], row["status"]], row["n"])
         yield sessions
+
+        dropped = CounterMetricFamily(
+            "agentflow_ws_dropped", "Dashboard websocket messages lost between the channel layer and a page"
+        )
+        # Redis down: /healthz reports it; still report everything else here.
+        with contextlib.suppress(Exception):
+            dropped.add_metric([], float(get_redis().get(key("metrics", "ws_dropped")) or 0))
+        yield dropped
 
 
 def render() -> bytes:

@@ -104,3 +104,14 @@ def register_gateway(name: str, url: str, token: str) -> tuple[Gateway, str]:
         gateway.save(update_fields=["url", "token", "enabled", "updated_at"])
         return gateway, "updated"
     return gateway, "up to date"
+
+
+def send_chat(gateway: Gateway, session_key: str, message: str, *, idempotency_key: str) -> dict[str, Any]:
+    """``chat.send`` from the chat panel; the idempotency key makes a double submit harmless."""
+    with connected(gateway) as client:
+        return client.chat_send(session_key, message, idempotency_key=idempotency_key)
+
+
+def abort_chat(gateway: Gateway, session_key: str, run_id: str | None = None) -> dict[str, Any]:
+    with connected(gateway) as client:
+        return client.chat_abort(session_key, run_id=run_id)

@@ -154,3 +154,25 @@ def test_negative_retention_is_refused_rather_than_deleting_fresh_history(gatewa
     with pytest.raises(ValueError, match="days"):
         run(chat_days=-1)
     assert ConfigHistory.objects.count() == ChatHistory.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_each_batch_commits_on_its_own(gateway):
+    """The production path (autocommit): short transactions, SQLite's WAL auto-checkpoint restored."""
+    from django.db import connection
+
+    for i in range(5):
+        make_config(gateway, timedelta(days=40), str(i))
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA wal_autocheckpoint")
+            before = cursor.fetchone()[0]
+
+    result = run(batch_size=2)
+
+    assert (result.config, result.batches) == (5, 3 + 1 + 1)
+    assert not ConfigHistory.objects.exists()
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA wal_autocheckpoint")
+            assert cursor.fetchone()[0] == before

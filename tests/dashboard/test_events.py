@@ -3,20 +3,18 @@ captured chat.send event stream (tests/fixtures/frames/42-chat.send.event-stream
 
 from __future__ import annotations
 
-import asyncio
 import copy
 from datetime import timedelta
 
 import pytest
 import time_machine
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 
 from dashboard import broadcast, events
 from dashboard.gateway import Event
 from dashboard.models import AgentSession, Gateway, from_ms
 from tests.conftest import load_frame
-from tests.scheduler.support import isolated_redis
+from tests.scheduler.support import Listener, isolated_redis
 
 pytestmark = [pytest.mark.django_db, pytest.mark.redis]
 
@@ -52,33 +50,6 @@ def at_event_time():
     """Now = a few seconds after the captured run, so its session counts as recent."""
     with time_machine.travel(from_ms(LAST["session"]["updatedAt"]) + timedelta(seconds=5), tick=False):
         yield
-
-
-class Listener:
-    """A channel of our own in a channel-layer group, as a dashboard consumer would have.
-
-    All its layer calls run on one event loop of its own: channels_redis binds a channel's
-    receive buffer to the loop that first received on it."""
-
-    def __init__(self, group: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.layer = get_channel_layer()
-        self.group = group
-        self.channel = self.loop.run_until_complete(self.layer.new_channel())
-        self.loop.run_until_complete(self.layer.group_add(group, self.channel))
-
-    def receive(self, timeout: float = 3.0) -> dict | None:
-        try:
-            return self.loop.run_until_complete(asyncio.wait_for(self.layer.receive(self.channel), timeout))
-        except TimeoutError:
-            return None
-
-    def close(self) -> None:
-        try:
-            self.loop.run_until_complete(self.layer.group_discard(self.group, self.channel))
-            self.loop.run_until_complete(self.layer.close_pools())
-        finally:
-            self.loop.close()
 
 
 @pytest.fixture

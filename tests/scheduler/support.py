@@ -8,6 +8,7 @@ session, so other sessions on the shared gateway never matter.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import time
@@ -16,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from channels.layers import get_channel_layer
 
 from dashboard.gateway import SyncGatewayClient
 from dashboard.models import from_ms
@@ -118,3 +121,30 @@ def chatted_session(gateway) -> ChattedSession:
     chatted = ChattedSession(key, message, during, session_row(rows, key) or {}, history["messages"])
     _chatted[gateway.url] = chatted
     return chatted
+
+
+class Listener:
+    """A channel of our own in a channel-layer group, as a dashboard consumer would have.
+
+    All its layer calls run on one event loop of its own: channels_redis binds a channel's
+    receive buffer to the loop that first received on it."""
+
+    def __init__(self, group: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.layer = get_channel_layer()
+        self.group = group
+        self.channel = self.loop.run_until_complete(self.layer.new_channel())
+        self.loop.run_until_complete(self.layer.group_add(group, self.channel))
+
+    def receive(self, timeout: float = 3.0) -> dict | None:
+        try:
+            return self.loop.run_until_complete(asyncio.wait_for(self.layer.receive(self.channel), timeout))
+        except TimeoutError:
+            return None
+
+    def close(self) -> None:
+        try:
+            self.loop.run_until_complete(self.layer.group_discard(self.group, self.channel))
+            self.loop.run_until_complete(self.layer.close_pools())
+        finally:
+            self.loop.close()

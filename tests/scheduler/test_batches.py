@@ -16,13 +16,12 @@ import time_machine
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from dashboard import broadcast, chats, sessions
+from dashboard import broadcast, chats, configs, sessions
 from dashboard.models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway, HealthSample
 from scheduler import batches, runner
 from scheduler.models import Batch, BatchRun
-from tests.dashboard.test_events import Listener
 
-from .support import STUB_REPLY, admin_client, chatted_session, last_activity, session_row, wait_for
+from .support import STUB_REPLY, Listener, admin_client, chatted_session, last_activity, session_row, wait_for
 
 pytestmark = [pytest.mark.django_db, pytest.mark.redis]
 
@@ -256,6 +255,19 @@ def test_config_changes_are_recorded_once_redacted_and_rebuild_the_org_chart(
     poll_config(gateway_row)
     assert Agent.objects.get(gateway=gateway_row, agent_id="researcher").parent is None
     assert ConfigHistory.objects.filter(gateway=gateway_row).count() == 4
+
+
+def test_a_config_payload_without_a_hash_is_recorded_as_an_error_and_keeps_the_history(db, redis_prefix):
+    gateway = Gateway.objects.create(name="odd", url="ws://127.0.0.1:9/")
+    configs.record_config(gateway, {"hash": "h1", "sourceConfig": {"a": 1}})
+
+    bad_config = runner.run(Batch.CONFIG_POLLING, gateway, lambda g: configs.record_config(g, {"config": {}}))
+    bad_roster = runner.run(Batch.CONFIG_POLLING, gateway, lambda g: configs.rebuild_roster(g, [], {}))
+
+    assert (bad_config.status, bad_config.error) == ("error", "ValueError: config.get returned no hash")
+    assert bad_roster.status == "error"
+    assert bad_roster.error == "ValueError: agents.list returned no agents list"
+    assert list(ConfigHistory.objects.values_list("hash", "config")) == [("h1", {"a": 1})]
 
 
 # --- BATCH-003 chat polling -------------------------------------------------------------------------

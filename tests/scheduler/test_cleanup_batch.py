@@ -16,7 +16,8 @@ from dashboard.models import Alert, ChatHistory, ConfigHistory, Gateway
 from scheduler import batches, runner
 from scheduler.locks import batch_lock
 from scheduler.models import Batch, BatchRun
-from tests.dashboard.test_events import Listener
+
+from .support import Listener
 
 pytestmark = [pytest.mark.django_db, pytest.mark.redis]
 

@@ -1,0 +1,205 @@
+"""The fleet overview as plain data: gateways → org chart of agents → sessions → subagent
+sessions, with filters. A fixed number of queries whatever the fleet size (the tree is put
+together in Python), so the page stays fast at hundreds of agents and thousands of sessions."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from .models import Agent, AgentSession, Alert, Gateway, HealthSample
+
+STATUS_ORDER = {AgentSession.Status.ACTIVE: 0, AgentSession.Status.IDLE: 1, AgentSession.Status.OFFLINE: 2}
+SESSIONS_PER_AGENT = 25  # beyond this an agent shows "N more" (filter by the agent to see all)
+
+
+@dataclass
+class Filters:
+    statuses: tuple[str, ...] = ()
+    agent: str = ""
+    q: str = ""
+
+    @classmethod
+    def from_query(cls, params: Any) -> Filters:
+        statuses = tuple(s for s in params.getlist("status") if s in AgentSession.Status.values)
+        return cls(
+            statuses=statuses, agent=params.get("agent", "")[:200], q=params.get("q", "").strip()[:200]
+        )
+
+    @property
+    def active(self) -> bool:
+        return bool(self.statuses or self.agent or self.q)
+
+
+@dataclass
+class SessionNode:
+    session: AgentSession
+    children: list[SessionNode] = field(default_factory=list)
+
+
+@dataclass
+class AgentNode:
+    agent: Agent
+    status: str  # the agent's status: its busiest session's
+    running: bool
+    sessions: list[SessionNode] = field(default_factory=list)
+    hidden_sessions: int = 0
+    children: list[AgentNode] = field(default_factory=list)
+    matched: bool = True
+
+
+@dataclass
+class GatewayView:
+    gateway: Gateway
+    counts: dict[str, int]
+    running: int
+    agents: list[AgentNode]
+    agent_choices: list[Agent]
+    sparkline: str
+    samples: int
+
+
+def sparkline_points(values: list[float | None], width: int = 120, height: int = 24) -> str:
+    """SVG polyline points for latencies (None = down, drawn at the bottom)."""
+    if not values:
+        return ""
+    peak = max((v for v in values if v is not None), default=1.0) or 1.0
+    step = width / max(1, len(values) - 1)
+    points = []
+    for i, value in enumerate(values):
+        y = height if value is None else height - (value / peak) * (height - 2) - 1
+        points.append(f"{i * step:.1f},{y:.1f}")
+    return " ".join(points)
+
+
+def _sort_key(session: AgentSession) -> tuple:
+    updated = session.gw_updated_at.timestamp() if session.gw_updated_at else 0
+    return (STATUS_ORDER.get(session.status, 3), not session.has_active_run, -updated)
+
+
+def build(filters: Filters | None = None, gateway_ids: list[int] | None = None) -> list[GatewayView]:
+    filters = filters or Filters()
+    gateways = list(
+        Gateway.objects.enabled() if gateway_ids is None else Gateway.objects.filter(pk__in=gateway_ids)
+    )
+    ids = [g.pk for g in gateways]
+    if not ids:
+        return []
+
+    counts: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(AgentSession.Status.values, 0))
+    running: dict[int, int] = defaultdict(int)
+    for row in (
+        AgentSession.objects.filter(gateway_id__in=ids)
+        .values("gateway_id", "status")
+        .annotate(n=Count("id"), runs=Count("id", filter=Q(has_active_run=True)))
+    ):
+        counts[row["gateway_id"]][row["status"]] = row["n"]
+        running[row["gateway_id"]] += row["runs"]
+
+    agents = list(Agent.objects.filter(gateway_id__in=ids).order_by("-is_default", "name", "agent_id"))
+    sessions = AgentSession.objects.filter(gateway_id__in=ids).only(
+        "id", "gateway_id", "agent_id", "session_key", "title", "status", "has_active_run", "model",
+        "total_tokens", "gw_updated_at", "parent_id", "agent_key",
+    )  # fmt: skip
+    if filters.statuses:
+        sessions = sessions.filter(status__in=filters.statuses)
+    if filters.agent:
+        sessions = sessions.filter(agent_key=filters.agent)
+    if filters.q:
+        sessions = sessions.filter(Q(session_key__icontains=filters.q) | Q(title__icontains=filters.q))
+    session_list = list(sessions)
+
+    since = timezone.now() - timedelta(hours=1)
+    samples: dict[int, list[float | None]] = defaultdict(list)
+    for gw_id, connected, latency in (
+        HealthSample.objects.filter(gateway_id__in=ids, checked_at__gte=since)
+        .order_by("checked_at")
+        .values_list("gateway_id", "connected", "latency_ms")
+    ):
+        samples[gw_id].append(latency if connected else None)
+
+    by_agent: dict[int | None, list[AgentSession]] = defaultdict(list)
+    by_parent: dict[int, list[AgentSession]] = defaultdict(list)
+    session_ids = {s.pk for s in session_list}
+    for s in session_list:
+        if s.parent_id and s.parent_id in session_ids:
+            by_parent[s.parent_id].append(s)
+        else:
+            by_agent[s.agent_id].append(s)
+
+    def session_node(s: AgentSession) -> SessionNode:
+        return SessionNode(s, [session_node(c) for c in sorted(by_parent.get(s.pk, []), key=_sort_key)])
+
+    q = filters.q.lower()
+    views = []
+    for gw in gateways:
+        gw_agents = [a for a in agents if a.gateway_id == gw.pk]
+        nodes: dict[int, AgentNode] = {}
+        for agent in gw_agents:
+            own = sorted(by_agent.get(agent.pk, []), key=_sort_key)
+            status = own[0].status if own else AgentSession.Status.OFFLINE
+            shown = own if filters.agent else own[:SESSIONS_PER_AGENT]
+            matched = (not filters.agent or agent.agent_id == filters.agent) and (
+                not q or bool(own) or q in agent.name.lower() or q in agent.agent_id.lower()
+            )
+            if filters.statuses and not own:
+                matched = False
+            nodes[agent.pk] = AgentNode(
+                agent, status, any(s.has_active_run for s in own), [session_node(s) for s in shown],
+                len(own) - len(shown), matched=matched,
+            )  # fmt: skip
+        roots: list[AgentNode] = []
+        for agent in gw_agents:
+            node = nodes[agent.pk]
+            parent = nodes.get(agent.parent_id) if agent.parent_id else None
+            (parent.children if parent else roots).append(node)
+        views.append(
+            GatewayView(
+                gateway=gw,
+                counts=counts[gw.pk],
+                running=running[gw.pk],
+                agents=_prune(roots),
+                agent_choices=gw_agents,
+                sparkline=sparkline_points(samples[gw.pk]),
+                samples=len(samples[gw.pk]),
+            )  # fmt: skip
+        )
+    return views
+
+
+def _prune(nodes: list[AgentNode]) -> list[AgentNode]:
+    """Drop agents that match no filter unless a descendant does (the chart keeps its shape)."""
+    kept = []
+    for node in nodes:
+        node.children = _prune(node.children)
+        if node.matched or node.children:
+            kept.append(node)
+    return kept
+
+
+@dataclass
+class HealthView:
+    gateway: Gateway
+    sparkline: str
+    samples: int
+
+
+def health(gateway: Gateway) -> HealthView:
+    """The health card alone (badge, latency, last hour's sparkline): two small queries."""
+    since = timezone.now() - timedelta(hours=1)
+    values = [
+        latency if connected else None
+        for connected, latency in HealthSample.objects.filter(gateway=gateway, checked_at__gte=since)
+        .order_by("checked_at")
+        .values_list("connected", "latency_ms")
+    ]
+    return HealthView(gateway, sparkline_points(values), len(values))
+
+
+def open_alerts() -> list[Alert]:
+    return list(Alert.objects.open()[:5])

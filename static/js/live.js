@@ -1,0 +1,174 @@
+/* AgentFlow live updates.
+ *
+ * The htmx ws extension owns the socket (reconnects with full-jitter backoff). The server
+ * sends small JSON events; this file applies them in place (status text, pulses, run
+ * indicators, streamed chat text) and, for structural changes, re-fetches the affected
+ * fragment, rendered server-side from the page's own templates. After a reconnect it
+ * re-fetches every visible fragment, so the page is never silently stale. While the tab is
+ * hidden, events are only noted and the page re-syncs when it becomes visible again.
+ */
+(function () {
+  "use strict";
+
+  var body = document.body;
+  var indicator = document.getElementById("live-status");
+  var socket = null;
+  var everConnected = false;
+  var staleWhileHidden = false;
+  var pending = {};
+
+  function setState(state, text) {
+    if (!indicator) return;
+    indicator.dataset.state = state;
+    indicator.querySelector(".label").textContent = text;
+  }
+
+  function pulse(el) {
+    if (!el) return;
+    el.classList.remove("pulse");
+    void el.offsetWidth; // restart the CSS animation
+    el.classList.add("pulse");
+    el.dataset.pulsedAt = String(Date.now());
+  }
+
+  function refetch(el) {
+    if (!el || !el.dataset.fragment || !window.htmx) return;
+    htmx.ajax("GET", el.dataset.fragment + window.location.search, { target: el, swap: "outerHTML" });
+  }
+
+  // Coalesce bursts: one re-fetch per element per 300 ms.
+  function refetchSoon(el) {
+    if (!el || !el.id) return;
+    if (pending[el.id]) return;
+    pending[el.id] = setTimeout(function () {
+      delete pending[el.id];
+      refetch(document.getElementById(el.id));
+    }, 300);
+  }
+
+  function resync() {
+    document.querySelectorAll("[data-fragment]").forEach(refetch);
+  }
+
+  function gatewaySection(id) {
+    return document.getElementById("gateway-" + id);
+  }
+
+  function byData(root, attr, value) {
+    if (!root) return null;
+    var nodes = root.querySelectorAll("[" + attr + "]");
+    for (var i = 0; i < nodes.length; i++) {
+      if (nodes[i].getAttribute(attr) === value) return nodes[i];
+    }
+    return null;
+  }
+
+  function setStatus(node, status) {
+    node.className = node.className.replace(/\bst-(active|idle|offline)\b/g, "").trim() + " st-" + status;
+    var label = node.querySelector("[data-status]");
+    if (label) label.textContent = status.charAt(0).toUpperCase() + status.slice(1);
+  }
+
+  function setRunning(node, running) {
+    node.classList.toggle("running", running);
+    var live = node.querySelector(":scope > details > summary > .live, :scope > .live");
+    if (live) live.hidden = !running;
+  }
+
+  var handlers = {
+    "gateway.status": function (m) {
+      var health = document.getElementById("health-" + m.gateway_id);
+      if (health) {
+        health.dataset.fragment = health.dataset.fragment || "/fragments/gateways/" + m.gateway_id + "/health/";
+        refetch(health);
+      }
+    },
+    "sessions.changed": function (m) {
+      var section = gatewaySection(m.gateway_id);
+      var missing = false;
+      (m.changes || []).forEach(function (c) {
+        var node = byData(section, "data-session-key", c.session_key);
+        if (!node) { missing = true; }
+        else { setStatus(node, c.status); setRunning(node, !!c.has_active_run); pulse(node); }
+        var agent = byData(section, "data-agent-id", c.agent_id);
+        if (agent) pulse(agent);
+        var head = document.getElementById("session-head");
+        if (head && head.dataset.sessionKey === c.session_key) {
+          var st = head.querySelector("[data-status]");
+          if (st) { st.textContent = c.status.charAt(0).toUpperCase() + c.status.slice(1); }
+          var run = document.getElementById("run-indicator");
+          if (run) run.hidden = !c.has_active_run;
+        }
+      });
+      if (section && missing) refetchSoon(section);
+    },
+    "agent.run": function (m) {
+      var agent = byData(gatewaySection(m.gateway_id), "data-agent-id", m.agent_id);
+      if (agent) {
+        setRunning(agent, m.phase === "start");
+        pulse(agent);
+      }
+      var head = document.getElementById("session-head");
+      if (head && head.dataset.sessionKey === m.session_key) {
+        var run = document.getElementById("run-indicator");
+        if (run) run.hidden = m.phase !== "start";
+        pulse(head);
+      }
+    },
+    "config.changed": function (m) { refetchSoon(gatewaySection(m.gateway_id)); },
+    "chat.stream": function (m) {
+      var stream = document.getElementById("stream");
+      if (!stream) return;
+      var text = document.getElementById("stream-text");
+      if (m.state === "delta") {
+        stream.hidden = false;
+        text.textContent += m.delta; // textContent: agent output is text, never markup
+      } else {
+        if (m.state === "error" && m.error) { text.textContent += "\n[error] " + m.error; }
+        setTimeout(function () { stream.hidden = true; text.textContent = ""; }, 150);
+        refetch(document.getElementById("chat-log"));
+      }
+    },
+    "chat.messages": function () { refetch(document.getElementById("chat-log")); },
+    "alert.raised": function () { window.location.reload(); }
+  };
+
+  function openPanel() {
+    var head = document.getElementById("session-head");
+    if (!head || !socket) return;
+    socket.send(JSON.stringify({ type: "panel.open", gateway_id: Number(head.dataset.gatewayId),
+                                 session_key: head.dataset.sessionKey }));
+  }
+
+  document.addEventListener("htmx:wsConnecting", function () {
+    setState("connecting", everConnected ? "Reconnecting…" : "Connecting…");
+  });
+  document.addEventListener("htmx:wsOpen", function (e) {
+    socket = e.detail.socketWrapper;
+    setState("live", "Live");
+    openPanel();
+    if (everConnected) resync(); // re-fetch whatever we may have missed while disconnected
+    everConnected = true;
+  });
+  document.addEventListener("htmx:wsClose", function (e) {
+    var code = e.detail.event && e.detail.event.code;
+    if (code === 4401) setState("down", "Signed out: reload to log in");
+    else setState("connecting", "Reconnecting…");
+  });
+  document.addEventListener("htmx:wsBeforeMessage", function (e) {
+    var raw = e.detail.message;
+    if (typeof raw !== "string" || raw.charAt(0) !== "{") return; // HTML: let htmx swap it out of band
+    e.preventDefault();
+    var message;
+    try { message = JSON.parse(raw); } catch (err) { return; }
+    if (document.hidden) { staleWhileHidden = true; return; }
+    var handler = handlers[message.type];
+    if (handler) handler(message);
+    body.dispatchEvent(new CustomEvent("agentflow:event", { detail: message }));
+  });
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden && staleWhileHidden) { staleWhileHidden = false; resync(); }
+  });
+  // Keep an open chat panel registered for chat polling (its registration expires on its own).
+  setInterval(function () { if (!document.hidden) openPanel(); }, 10000);
+})();
