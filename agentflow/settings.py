@@ -161,6 +161,12 @@ CACHES = {
         "KEY_PREFIX": REDIS_PREFIX,
     }
 }
+# core: RedisChannelLayer (per-channel lists with a capacity; messages beyond it are dropped and
+# counted on /metrics). pubsub: RedisPubSubChannelLayer (no buffering, no capacity). The choice
+# and its figures are in bench/README.md.
+CHANNEL_LAYER = env_str("AGENTFLOW_CHANNEL_LAYER", "core")
+if CHANNEL_LAYER not in ("core", "pubsub"):
+    raise ImproperlyConfigured("AGENTFLOW_CHANNEL_LAYER must be core or pubsub")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -170,6 +176,11 @@ CHANNEL_LAYERS = {
             "capacity": env_int("AGENTFLOW_CHANNEL_CAPACITY", 1000),
             "expiry": 60,
         },
+    }
+    if CHANNEL_LAYER == "core"
+    else {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": REDIS_PREFIX + ":asgi"},
     }
 }
 
