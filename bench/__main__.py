@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-BENCHES = ["gateway", "batches"]
+BENCHES = ["gateway", "batches", "fanout", "pages", "memory", "e2e"]
 
 
 def main(argv: list[str]) -> int:

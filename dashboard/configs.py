@@ -173,4 +173,11 @@ def rebuild_roster(gateway: Gateway, roster: Any, config: dict[str, Any] | None)
             if agent.parent_id != new_parent:
                 Agent.objects.filter(pk=agent.pk).update(parent_id=new_parent)
                 writes += 1
+        # Agents gone from the roster stay (their sessions and history refer to them) but no
+        # longer claim the top of the chart.
+        writes += (
+            Agent.objects.filter(gateway=gateway, is_default=True)
+            .exclude(agent_id__in=list(wanted))
+            .update(is_default=False, parent=None)
+        )
     return writes

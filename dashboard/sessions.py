@@ -155,6 +155,10 @@ def sync_sessions(
             agents[agent_key] = Agent.objects.get_or_create(gateway=gateway, agent_id=agent_key[:200])[0].pk
         incoming[key] = row_state(row, agents.get(agent_key), now)
     result.seen = len(incoming)
+    if rows and not incoming:
+        # Every row malformed: a broken answer, not an empty fleet. Marking all stored sessions
+        # offline would be wrong, so record an error and write nothing.
+        raise ValueError(f"sessions.list returned {len(rows)} rows and none is a valid session")
 
     to_update: list[AgentSession] = []
     to_create: list[AgentSession] = []

@@ -88,7 +88,7 @@ def _session_context(gateway: Gateway, session_key: str, request: HttpRequest) -
         "gateway": gateway,
         "session": session,
         "session_key": session_key,
-        "messages": page,
+        "chat_messages": page,  # not "messages": that name is the flash messages base.html shows
         "older": page[0].pk if older and page else None,
         "preview_chars": PREVIEW_CHARS,
         "idempotency_key": uuid.uuid4(),

@@ -18,7 +18,7 @@ def test_an_operator_logs_in_and_sees_the_demo_fleet(page, live_server_url, gate
 
     section = page.locator(f"#gateway-{gateway_row.pk}")
     assert section.locator(".badge").inner_text().strip() == "Connected"
-    agents = section.locator(".agents li")
+    agents = section.locator("li.agent > details > summary")
     names = agents.all_inner_texts()
     assert len(names) == 3, names
     assert any("Researcher" in n for n in names) and any("Writer" in n for n in names)

@@ -283,3 +283,12 @@ def test_agents_no_longer_listed_are_kept(gateway):
     configs.rebuild_roster(gateway, AGENTS_LIST, CONFIG_GET["sourceConfig"])
     configs.rebuild_roster(gateway, {"defaultId": "main", "agents": [{"id": "main"}]}, {})
     assert Agent.objects.filter(gateway=gateway).count() == 3
+
+
+def test_an_agent_that_left_the_roster_no_longer_claims_the_top(gateway):
+    configs.rebuild_roster(gateway, AGENTS_LIST, CONFIG_GET["sourceConfig"])
+    others = [a for a in AGENTS_LIST["agents"] if a["id"] != "main"]
+    configs.rebuild_roster(gateway, {"defaultId": "writer", "agents": others}, {})
+    defaults = list(Agent.objects.filter(gateway=gateway, is_default=True).values_list("agent_id", flat=True))
+    assert defaults == ["writer"]
+    assert Agent.objects.filter(gateway=gateway, agent_id="main").exists()

@@ -281,3 +281,12 @@ def test_a_poll_that_is_not_a_list_raises_a_clear_error_and_keeps_what_is_stored
         with pytest.raises(ValueError, match="list"):
             sessions.sync_sessions(gateway, payload, NOW)
     assert list(AgentSession.objects.values_list("session_key", "status", "title")) == before
+
+
+def test_a_list_of_only_malformed_rows_is_an_error_not_an_empty_fleet(gateway):
+    with time_machine.travel(NOW, tick=False):
+        sessions.sync_sessions(gateway, [make_row("agent:main:a"), make_row("agent:main:b")], now=NOW)
+        with pytest.raises(ValueError, match="none is a valid session"):
+            sessions.sync_sessions(gateway, [{"nokey": 1}, "junk", None], now=NOW)
+    statuses = set(AgentSession.objects.filter(gateway=gateway).values_list("status", flat=True))
+    assert statuses == {AgentSession.Status.ACTIVE}

@@ -143,8 +143,14 @@ class Listener:
             return None
 
     def close(self) -> None:
+        async def shut() -> None:
+            await self.layer.group_discard(self.group, self.channel)
+            if hasattr(type(self.layer), "close_pools"):  # core: this loop's connection pools
+                await self.layer.close_pools()
+            else:  # pubsub: flush closes this loop's shard connections
+                await self.layer.flush()
+
         try:
-            self.loop.run_until_complete(self.layer.group_discard(self.group, self.channel))
-            self.loop.run_until_complete(self.layer.close_pools())
+            self.loop.run_until_complete(shut())
         finally:
             self.loop.close()

@@ -1,0 +1,364 @@
+"""The dashboard websocket (dashboard.consumers) through the real ASGI stack: origin check,
+session auth, group fan-out from dashboard.broadcast over the real Redis channel layer, chat
+panel registration, frame limits and the dropped-message counter on /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import re
+from contextlib import asynccontextmanager
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import AsyncClient, Client
+
+from agentflow.asgi import application
+from dashboard import broadcast, chats, consumers, events
+from dashboard.gateway import Event
+from dashboard.models import Gateway
+from tests.conftest import load_frame
+from tests.scheduler.support import isolated_redis
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
+
+PATH = "/ws/dashboard/"
+TOKEN = "consumer-test-token-5f0c9d2e"
+SESSION_KEY = "agent:main:x"
+SECRET_KEYS = re.compile(r'"[^"]*(token|secret|password|url)[^"]*"\s*:', re.I)  # no such field is pushed
+
+
+@pytest.fixture(autouse=True)
+def redis_prefix(settings):
+    """Our own Redis namespace: channel groups, open panels, sequence numbers and the counter."""
+    with isolated_redis(settings) as prefix:
+        yield prefix
+
+
+@pytest.fixture
+def gateway(db):
+    return Gateway.objects.create(name="ws-gw", url="ws://127.0.0.1:9/", token=TOKEN)
+
+
+@pytest.fixture
+def sessionid(operator) -> str:
+    client = Client()
+    client.force_login(operator)
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+def ws_headers(
+    sessionid: str | None = None, origin: bytes = b"http://127.0.0.1"
+) -> list[tuple[bytes, bytes]]:
+    headers = [(b"host", b"127.0.0.1"), (b"origin", origin)]
+    if sessionid:
+        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={sessionid}".encode()))
+    return headers
+
+
+class Page:
+    """One browser page's socket; keeps every frame it received, to check for secrets."""
+
+    def __init__(self, communicator: WebsocketCommunicator) -> None:
+        self.communicator = communicator
+        self.frames: list[str] = []
+
+    async def receive(self, timeout: float = 3) -> dict:
+        raw = await self.communicator.receive_from(timeout)
+        self.frames.append(raw)
+        return json.loads(raw)
+
+    async def send(self, message) -> None:
+        await self.communicator.send_to(text_data=json.dumps(message))
+
+    async def nothing(self, timeout: float = 0.3) -> bool:
+        return await self.communicator.receive_nothing(timeout)
+
+    def assert_no_secret(self) -> None:
+        for raw in self.frames:
+            assert TOKEN not in raw
+            assert not SECRET_KEYS.search(raw), raw
+
+
+@asynccontextmanager
+async def open_page(sessionid: str):
+    communicator = WebsocketCommunicator(application, PATH, headers=ws_headers(sessionid))
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    page = Page(communicator)
+    try:
+        yield page
+    finally:
+        await communicator.disconnect()
+        page.assert_no_secret()
+
+
+async def wait_until(predicate, timeout: float = 5.0, what: str = "condition"):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await sync_to_async(predicate)()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def open_panel(page: Page, gateway_id: int, session_key: str) -> None:
+    await page.send({"type": "panel.open", "gateway_id": gateway_id, "session_key": session_key})
+    # The consumer joins the chat group before it registers the panel, so once Redis has it
+    # the group membership is in place too.
+    await wait_until(lambda: session_key in chats.open_panels(gateway_id), what="the panel registration")
+
+
+async def dropped_total() -> float:
+    response = await AsyncClient().get("/metrics")
+    assert response.status_code == 200
+    match = re.search(r"^agentflow_ws_dropped_total ([0-9.e+]+)$", response.content.decode(), re.M)
+    assert match, response.content.decode()
+    return float(match.group(1))
+
+
+# --- who may connect -------------------------------------------------------------------------------
+
+
+async def test_anonymous_is_accepted_then_closed_with_4401(gateway):
+    communicator = WebsocketCommunicator(application, PATH, headers=ws_headers())
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected  # accepted first, so the browser sees the close code
+    closing = await communicator.receive_output(timeout=3)
+    assert closing["type"] == "websocket.close"
+    assert closing["code"] == consumers.CLOSE_UNAUTHENTICATED == 4401
+    await communicator.wait(1)
+
+
+async def test_a_stale_session_cookie_counts_as_anonymous(gateway):
+    communicator = WebsocketCommunicator(application, PATH, headers=ws_headers("not-a-real-session"))
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    closing = await communicator.receive_output(timeout=3)
+    assert closing == {"type": "websocket.close", "code": 4401}
+    await communicator.wait(1)
+
+
+@pytest.mark.parametrize("origin", [b"http://evil.example", b"http://127.0.0.1.evil.example", b"null"])
+async def test_a_foreign_origin_is_rejected_even_with_a_valid_session(gateway, sessionid, origin):
+    communicator = WebsocketCommunicator(application, PATH, headers=ws_headers(sessionid, origin=origin))
+    connected, _ = await communicator.connect(timeout=5)
+    assert not connected
+    await communicator.wait(1)
+
+
+async def test_an_authenticated_page_receives_sessions_changed(gateway, sessionid):
+    changes = [
+        {"session_key": "agent:main:main", "agent_id": "main", "status": "active", "has_active_run": True}
+    ]
+    async with open_page(sessionid) as page:
+        await sync_to_async(broadcast.sessions_changed)(gateway.pk, changes)
+        message = await page.receive()
+        assert message["type"] == "sessions.changed"
+        assert message["gateway_id"] == gateway.pk
+        assert message["changes"] == changes
+        assert isinstance(message["seq"], int)
+        assert "group" not in message and "kind" not in message
+
+
+async def test_pages_get_only_enabled_gateways_and_alerts(gateway, sessionid):
+    disabled = await Gateway.objects.acreate(name="off", url="ws://127.0.0.1:8/", token=TOKEN, enabled=False)
+    async with open_page(sessionid) as page:
+        await broadcast.asend(broadcast.gateway_group(disabled.pk), "gateway.status", gateway_id=disabled.pk)
+        assert await page.nothing()
+        await sync_to_async(broadcast.gateway_status)(gateway.pk, "disconnected")
+        assert await page.receive() == {
+            "gateway_id": gateway.pk,
+            "status": "disconnected",
+            "seq": 1,
+            "type": "gateway.status",
+        }
+        await sync_to_async(broadcast.alert_raised)()
+        assert (await page.receive())["type"] == "alert.raised"
+
+
+# --- chat panels ----------------------------------------------------------------------------------
+
+
+async def test_an_open_panel_gets_chat_stream_deltas_and_is_registered(gateway, sessionid):
+    group = broadcast.chat_group(gateway.pk, SESSION_KEY)
+    async with open_page(sessionid) as page:
+        # Before the panel is open, the page is not in the chat group.
+        await broadcast.asend(group, "chat.stream", gateway_id=gateway.pk, session_key=SESSION_KEY)
+        assert await page.nothing()
+
+        await open_panel(page, gateway.pk, SESSION_KEY)
+        assert SESSION_KEY in await sync_to_async(chats.open_panels)(gateway.pk)
+        for state, delta in [("delta", "Hel"), ("delta", "lo"), ("final", "")]:
+            await broadcast.asend(
+                group,
+                "chat.stream",
+                gateway_id=gateway.pk,
+                session_key=SESSION_KEY,
+                run_id="run-1",
+                state=state,
+                delta=delta,
+                error="",
+            )
+        received = [await page.receive() for _ in range(3)]
+        assert [m["type"] for m in received] == ["chat.stream"] * 3
+        assert [(m["state"], m["delta"]) for m in received] == [
+            ("delta", "Hel"),
+            ("delta", "lo"),
+            ("final", ""),
+        ]
+        assert all(m["session_key"] == SESSION_KEY and m["run_id"] == "run-1" for m in received)
+        assert [m["seq"] for m in received] == sorted(m["seq"] for m in received)
+
+        await sync_to_async(broadcast.chat_messages)(gateway.pk, SESSION_KEY, [7, 8])
+        assert (await page.receive())["message_ids"] == [7, 8]
+
+        # Another session's panel is none of this page's business.
+        await broadcast.asend(
+            broadcast.chat_group(gateway.pk, "agent:main:other"), "chat.stream", state="delta"
+        )
+        assert await page.nothing()
+
+
+async def test_panel_open_for_an_unknown_gateway_is_ignored(gateway, sessionid):
+    unknown = gateway.pk + 1000
+    async with open_page(sessionid) as page:
+        await page.send({"type": "panel.open", "gateway_id": unknown, "session_key": SESSION_KEY})
+        await page.send({"type": "panel.open", "gateway_id": str(gateway.pk), "session_key": SESSION_KEY})
+        await page.send({"type": "panel.open", "gateway_id": gateway.pk, "session_key": ""})
+        await page.send({"type": "panel.open", "gateway_id": gateway.pk, "session_key": "k" * 501})
+        await page.send({"type": "panel.open", "gateway_id": gateway.pk, "session_key": ["x"]})
+        assert await page.nothing(0.5)  # still open: ignored, not closed
+        assert await sync_to_async(chats.open_panels)(unknown) == []
+        assert await sync_to_async(chats.open_panels)(gateway.pk) == []
+        await broadcast.asend(broadcast.chat_group(unknown, SESSION_KEY), "chat.stream", state="delta")
+        assert await page.nothing()
+
+
+async def test_panel_open_for_a_disabled_gateway_is_ignored(gateway, sessionid):
+    disabled = await Gateway.objects.acreate(name="off", url="ws://127.0.0.1:8/", token=TOKEN, enabled=False)
+    async with open_page(sessionid) as page:
+        await page.send({"type": "panel.open", "gateway_id": disabled.pk, "session_key": SESSION_KEY})
+        assert await page.nothing(0.5)
+        assert await sync_to_async(chats.open_panels)(disabled.pk) == []
+
+
+# --- what the page may send -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["text", "bytes"])
+async def test_an_oversized_frame_closes_the_socket_with_1009(gateway, sessionid, kind):
+    communicator = WebsocketCommunicator(application, PATH, headers=ws_headers(sessionid))
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    frame = json.dumps({"type": "panel.open", "pad": "x" * consumers.MAX_FRAME})
+    assert len(frame) > 16 * 1024
+    if kind == "text":
+        await communicator.send_to(text_data=frame)
+    else:
+        await communicator.send_to(bytes_data=frame.encode())
+    closing = await communicator.receive_output(timeout=3)
+    assert closing == {"type": "websocket.close", "code": consumers.CLOSE_TOO_BIG}
+    assert consumers.CLOSE_TOO_BIG == 1009
+    await communicator.disconnect()
+
+
+async def test_a_frame_at_the_limit_is_still_accepted(gateway, sessionid):
+    async with open_page(sessionid) as page:
+        frame = json.dumps({"type": "ping", "pad": ""})
+        frame = frame.replace('""', '"' + "x" * (consumers.MAX_FRAME - len(frame)) + '"')
+        assert len(frame) == consumers.MAX_FRAME
+        await page.communicator.send_to(text_data=frame)
+        assert await page.nothing(0.5)
+        await sync_to_async(broadcast.gateway_status)(gateway.pk, "connected")
+        assert (await page.receive())["type"] == "gateway.status"
+
+
+async def test_malformed_messages_are_ignored_and_the_socket_stays_usable(gateway, sessionid):
+    async with open_page(sessionid) as page:
+        for frame in ["{not json", "[1, 2]", "42", '"panel.open"', "null", '{"type": "nope"}', "{}"]:
+            await page.communicator.send_to(text_data=frame)
+        await page.communicator.send_to(bytes_data=b"\xff\xfe not utf-8")
+        assert await page.nothing(0.5)
+        await sync_to_async(broadcast.gateway_status)(gateway.pk, "connected")
+        assert (await page.receive())["status"] == "connected"
+
+
+# --- sequence numbers and the dropped counter ---------------------------------------------------------
+
+
+async def test_a_skipped_sequence_number_counts_dropped_messages_on_metrics(gateway, sessionid):
+    layer = get_channel_layer()
+    group = broadcast.gateway_group(gateway.pk)
+    before = await dropped_total()
+    async with open_page(sessionid) as page:
+        for seq in (1, 5):
+            await layer.group_send(
+                group,
+                {
+                    "type": "sessions_changed",
+                    "kind": "sessions.changed",
+                    "group": group,
+                    "seq": seq,
+                    "gateway_id": gateway.pk,
+                    "changes": [],
+                },
+            )
+        assert [(await page.receive())["seq"] for _ in range(2)] == [1, 5]
+        assert await dropped_total() == before + 3  # 2, 3 and 4 never arrived
+
+        # In order again: nothing more is counted; an old (replayed) number is not a drop either.
+        for seq in (6, 3):
+            await layer.group_send(
+                group, {"type": "gateway_status", "kind": "gateway.status", "group": group, "seq": seq}
+            )
+        assert [(await page.receive())["seq"] for _ in range(2)] == [6, 3]
+        assert await dropped_total() == before + 3
+
+
+async def test_sequences_are_tracked_per_group(gateway, sessionid):
+    before = await dropped_total()
+    async with open_page(sessionid) as page:
+        await open_panel(page, gateway.pk, SESSION_KEY)
+        # Interleaved pushes to two groups, each numbered on its own: no gap in either.
+        await sync_to_async(broadcast.gateway_status)(gateway.pk, "connected")
+        await broadcast.asend(broadcast.chat_group(gateway.pk, SESSION_KEY), "chat.stream", state="delta")
+        await sync_to_async(broadcast.gateway_status)(gateway.pk, "connected")
+        await broadcast.asend(broadcast.chat_group(gateway.pk, SESSION_KEY), "chat.stream", state="final")
+        assert [(await page.receive())["seq"] for _ in range(4)] == [1, 1, 2, 2]
+    assert await dropped_total() == before
+
+
+# --- nothing secret goes out --------------------------------------------------------------------------
+
+
+async def test_no_token_or_secret_in_any_message_of_a_replayed_gateway_run(gateway, sessionid):
+    frames = [
+        f
+        for f in load_frame("42-chat.send.event-stream.json")
+        if f["event"] in ("sessions.changed", "agent", "chat", "session.message", "chat.metadata.changed")
+    ]
+    session_key = next(f["payload"]["sessionKey"] for f in frames if f["event"] == "chat")
+    async with open_page(sessionid) as page:
+        await open_panel(page, gateway.pk, session_key)
+        await sync_to_async(broadcast.gateway_status)(gateway.pk, "connected")
+        for frame in frames:
+            await events.handle(
+                gateway.pk, Event(event=frame["event"], payload=copy.deepcopy(frame["payload"]))
+            )
+        await sync_to_async(broadcast.config_changed)(gateway.pk, None)
+        received = []
+        while not await page.nothing(0.5):
+            received.append(await page.receive())
+        kinds = {m["type"] for m in received}
+        assert {"gateway.status", "sessions.changed", "agent.run", "chat.stream", "config.changed"} <= kinds
+        streamed = "".join(m["delta"] for m in received if m["type"] == "chat.stream")
+        assert "[stub:stub-model]" in streamed
+        # open_page's exit checks every frame for the token and for secret-looking fields.
