@@ -17,9 +17,9 @@ from .gateway import (
     GatewayClient,
     GatewayError,
     HelloInfo,
+    InvalidRequestError,
     SyncGatewayClient,
     assess,
-    is_loopback_url,
 )
 from .models import Gateway
 
@@ -33,12 +33,13 @@ def client_options(gateway: Gateway, **overrides: Any) -> dict[str, Any]:
         "connect_timeout": settings.GATEWAY_CONNECT_TIMEOUT,
         "scopes": settings.GATEWAY_SCOPES,
     }
-    # Loopback gateways accept a device-less backend client; anything remote needs a paired
-    # device identity, kept per gateway so the pairing survives restarts.
-    if not is_loopback_url(gateway.url):
-        options["device"] = DeviceIdentity.load_or_create(
-            settings.GATEWAY_DEVICE_DIR / f"gateway-{gateway.pk}.json"
-        )
+    # One device identity per gateway, shared by every AgentFlow process and kept on disk.
+    # Remote gateways require it (pairing); on loopback it is auto-approved and it makes runs
+    # started by one AgentFlow connection abortable from another (the gateway lets the device
+    # that started a run abort it; other devices need operator.admin).
+    options["device"] = DeviceIdentity.load_or_create(
+        settings.GATEWAY_DEVICE_DIR / f"gateway-{gateway.pk}.json"
+    )
     options.update(overrides)
     return options
 
@@ -112,6 +113,20 @@ def send_chat(gateway: Gateway, session_key: str, message: str, *, idempotency_k
         return client.chat_send(session_key, message, idempotency_key=idempotency_key)
 
 
+class AbortRefusedError(GatewayError):
+    @property
+    def operator_message(self) -> str:
+        return (
+            "The gateway refused to abort this run: only the client that started it, or a connection with "
+            "operator.admin (AGENTFLOW_GATEWAY_SCOPES), may abort it."
+        )
+
+
 def abort_chat(gateway: Gateway, session_key: str, run_id: str | None = None) -> dict[str, Any]:
     with connected(gateway) as client:
-        return client.chat_abort(session_key, run_id=run_id)
+        try:
+            return client.chat_abort(session_key, run_id=run_id)
+        except InvalidRequestError as exc:
+            if exc.message.strip().lower() == "unauthorized":
+                raise AbortRefusedError(exc.message, code=exc.code, method="chat.abort") from None
+            raise

@@ -98,27 +98,44 @@ class DeviceIdentity:
     def load_or_create(cls, path: Path) -> DeviceIdentity:
         """Load the identity at ``path``, creating it (mode 600) on first use."""
         if path.exists():
-            data = json.loads(path.read_text())
-            key = Ed25519PrivateKey.from_private_bytes(b64url_decode(data["privateKey"]))
-            return cls(private_key=key, path=path, device_token=data.get("deviceToken"))
+            return cls._load(path)
+        # Several processes (web, workers, listener) may get here at once: write a complete file
+        # aside and hard-link it into place, so exactly one identity wins and everyone loads it.
         identity = cls.generate()
         identity.path = path
-        identity.save()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        aside = path.with_name(f"{path.name}.{os.getpid()}.{id(identity)}.new")
+        identity._write(aside)
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            return cls._load(path)
+        finally:
+            aside.unlink(missing_ok=True)
         return identity
+
+    @classmethod
+    def _load(cls, path: Path) -> DeviceIdentity:
+        data = json.loads(path.read_text())
+        key = Ed25519PrivateKey.from_private_bytes(b64url_decode(data["privateKey"]))
+        return cls(private_key=key, path=path, device_token=data.get("deviceToken"))
 
     def save(self) -> None:
         if self.path is None:
             return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        self._write(tmp)
+        os.replace(tmp, self.path)
+
+    def _write(self, target: Path) -> None:
         raw = self.private_key.private_bytes(
             serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
         )
         data = {"deviceId": self.device_id, "privateKey": b64url(raw), "deviceToken": self.device_token}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh)
-        os.replace(tmp, self.path)
 
     def remember_device_token(self, token: str | None) -> None:
         if token and token != self.device_token:

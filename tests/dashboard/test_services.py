@@ -109,12 +109,15 @@ def test_connected_to_a_closed_port_raises_and_records_why(db):
 # --- client options ------------------------------------------------------------------------------
 
 
-def test_loopback_gateways_connect_without_a_device_identity(db):
+def test_every_gateway_gets_one_device_identity_shared_by_all_clients(db, tmp_path):
     gateway = Gateway.objects.create(name="local", url="ws://127.0.0.1:18789/", token=SECRET_TOKEN)
-    client = services.async_client(gateway)
+    with override_settings(GATEWAY_DEVICE_DIR=tmp_path):
+        client = services.async_client(gateway)
+        other = services.async_client(gateway)
     assert isinstance(client, GatewayClient)
-    assert client.device is None
     assert client.name == "local"
+    assert client.device is not None and client.device.device_id == other.device.device_id
+    assert oct((tmp_path / f"gateway-{gateway.pk}.json").stat().st_mode & 0o777) == "0o600"
 
 
 def test_remote_gateways_get_a_device_identity_that_survives_restarts(db, tmp_path):
@@ -158,3 +161,36 @@ def test_register_gateway_updates_the_url_and_token_and_re_enables(db):
     gateway.refresh_from_db()
     assert (gateway.url, gateway.token, gateway.enabled) == ("ws://127.0.0.1:18790/", "a-new-token", True)
     assert Gateway.objects.count() == 1
+
+
+def test_concurrent_first_use_agrees_on_one_device_identity(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dashboard.gateway import DeviceIdentity
+
+    path = tmp_path / "gateway-9.json"
+    with ThreadPoolExecutor(8) as pool:
+        ids = set(pool.map(lambda _: DeviceIdentity.load_or_create(path).device_id, range(16)))
+    assert len(ids) == 1
+    assert DeviceIdentity.load_or_create(path).device_id in ids
+    assert [p.name for p in tmp_path.iterdir()] == ["gateway-9.json"]  # no leftovers
+
+
+@pytest.mark.gateway
+def test_a_run_started_by_one_connection_can_be_aborted_from_another(gateway_row, tmp_path):
+    import time
+    import uuid
+
+    key = f"agent:researcher:abort-{uuid.uuid4().hex[:6]}"
+    with override_settings(GATEWAY_DEVICE_DIR=tmp_path):
+        services.send_chat(
+            gateway_row, key, "[[slow]] one two three four five six seven eight", idempotency_key=key
+        )
+        deadline = time.monotonic() + 30
+        result = {}
+        while time.monotonic() < deadline:
+            result = services.abort_chat(gateway_row, key)
+            if result.get("aborted"):
+                break
+            time.sleep(0.5)  # the run may still be preparing its workspace
+    assert result.get("aborted") is True, result
