@@ -171,7 +171,9 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS_URL],
+            # redis-py 8 defaults to a 5 s socket timeout, and the layer blocks 5 s in BRPOP while
+            # a consumer waits: an idle page's socket would die every 5 s (channels_redis #422).
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
             "prefix": REDIS_PREFIX + ":asgi",
             "capacity": env_int("AGENTFLOW_CHANNEL_CAPACITY", 1000),
             "expiry": 60,

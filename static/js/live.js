@@ -33,7 +33,35 @@
 
   function refetch(el) {
     if (!el || !el.dataset.fragment || !window.htmx) return;
-    htmx.ajax("GET", el.dataset.fragment + window.location.search, { target: el, swap: "outerHTML" });
+    // A re-fetch replaces the nodes an event just pulsed (e.g. the agent of a new session):
+    // carry a recent pulse over to the fresh nodes, or it would vanish mid-animation.
+    var recent = {};
+    el.querySelectorAll("[data-pulsed-at][id]").forEach(function (n) {
+      if (Date.now() - Number(n.dataset.pulsedAt) < 1000) recent[n.id] = n.dataset.pulsedAt;
+    });
+    var done = htmx.ajax("GET", el.dataset.fragment + window.location.search, { target: el, swap: "outerHTML" });
+    if (done && done.then) {
+      done.then(function () {
+        Object.keys(recent).forEach(function (id) {
+          var n = document.getElementById(id);
+          if (n && !n.dataset.pulsedAt) { n.classList.add("pulse"); n.dataset.pulsedAt = recent[id]; }
+        });
+      });
+    }
+    return done;
+  }
+
+  // The streamed reply of a finished run stays up until the stored messages arrive (BATCH-003
+  // polls open panels every few seconds and pushes chat.messages), so it never vanishes in
+  // between; without that push it goes after 15 s.
+  var streamTimer = null;
+  function clearStream() {
+    var stream = document.getElementById("stream");
+    if (streamTimer) { clearTimeout(streamTimer); streamTimer = null; }
+    if (!stream) return;
+    stream.hidden = true;
+    delete stream.dataset.done;
+    document.getElementById("stream-text").textContent = "";
   }
 
   // Coalesce bursts: one re-fetch per element per 300 ms.
@@ -120,16 +148,28 @@
       var stream = document.getElementById("stream");
       if (!stream) return;
       var text = document.getElementById("stream-text");
+      var label = stream.querySelector(".live");
       if (m.state === "delta") {
+        if (stream.dataset.done) clearStream(); // a new run: start afresh
         stream.hidden = false;
+        if (label) label.hidden = false;
         text.textContent += m.delta; // textContent: agent output is text, never markup
       } else {
         if (m.state === "error" && m.error) { text.textContent += "\n[error] " + m.error; }
-        setTimeout(function () { stream.hidden = true; text.textContent = ""; }, 150);
+        stream.dataset.done = m.state;
+        if (label) label.hidden = true;
+        if (streamTimer) clearTimeout(streamTimer);
+        streamTimer = setTimeout(clearStream, 15000);
         refetch(document.getElementById("chat-log"));
       }
     },
-    "chat.messages": function () { refetch(document.getElementById("chat-log")); },
+    "chat.messages": function () {
+      var done = refetch(document.getElementById("chat-log"));
+      var stream = document.getElementById("stream");
+      if (stream && stream.dataset.done) {
+        if (done && done.then) done.then(clearStream); else clearStream();
+      }
+    },
     "alert.raised": function () { window.location.reload(); }
   };
 

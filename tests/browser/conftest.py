@@ -50,38 +50,122 @@ def server_env(transactional_db) -> dict[str, str]:
     return env
 
 
+class DaphneServer:
+    """A Daphne subprocess on a fixed loopback port that a test can kill and start again."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None) -> None:
+        self.env, self.log_path = env, log_path
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    def start(self, timeout: float = 30) -> None:
+        self._log = self.log_path.open("ab")
+        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
+        self.proc = subprocess.Popen(
+            [*command, "agentflow.asgi:application"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urlopen(f"{self.url}/healthz", timeout=2).read()
+                return
+            except Exception:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    log_tail = self.log_path.read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"daphne did not start: {log_tail}") from None
+                time.sleep(0.2)
+
+    def kill(self) -> None:
+        """Die like a crashed server: no graceful close of the open websockets."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._close_log()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
 @pytest.fixture
-def live_server_url(server_env, tmp_path):
+def daphne(server_env, tmp_path) -> DaphneServer:
+    """The test's Daphne (the one behind ``live_server_url``), for tests that restart it."""
+    server = DaphneServer(server_env, tmp_path / "daphne.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def live_server_url(daphne):
     """Daphne on a free loopback port, serving the test database."""
-    port = free_port()
-    log = (tmp_path / "daphne.log").open("wb")
+    return daphne.url
+
+
+@pytest.fixture
+def gateway_listener(server_env, gateway_row, tmp_path):
+    """``manage.py run_gateway_listener --refresh 1`` beside the server (same database and Redis),
+    started once the gateway row exists; returns when it has connected to the real gateway."""
+    from django.utils import timezone
+
+    from dashboard.models import Gateway
+    from dashboard.redis import get_redis
+
+    started = timezone.now()
+    log_path = tmp_path / "listener.log"
+    log = log_path.open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "agentflow.asgi:application"],
+        [sys.executable, "manage.py", "run_gateway_listener", "--refresh", "1"],
         cwd=ROOT,
         env=server_env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
-            try:
-                urlopen(f"{url}/healthz", timeout=2).read()
+            gateway = Gateway.objects.get(pk=gateway_row.pk)
+            connected_at = gateway.last_connected_at or started
+            if gateway.status == Gateway.Status.CONNECTED and connected_at > started:
                 break
-            except Exception:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log_tail = (tmp_path / "daphne.log").read_text()[-2000:]
-                    raise RuntimeError(f"daphne did not start: {log_tail}") from None
-                time.sleep(0.2)
-        yield url
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log_tail = log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the listener did not connect: {log_tail}")
+            time.sleep(0.2)
+        time.sleep(0.5)  # on_connect goes on with sessions.subscribe after marking the row connected
+        gateway_row.refresh_from_db()
+        yield proc
     finally:
         proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(10)
         log.close()
+        # Its on_connected queued reconciliation batches for a Celery worker tests never run.
+        queue = server_env["AGENTFLOW_REDIS_PREFIX"]
+        get_redis().delete(queue, f"_kombu.binding.{queue}")
 
 
 @pytest.fixture

@@ -184,6 +184,13 @@ async def test_pages_get_only_enabled_gateways_and_alerts(gateway, sessionid):
         assert (await page.receive())["type"] == "alert.raised"
 
 
+async def test_an_idle_page_stays_connected_past_the_layers_blocking_pop(gateway, sessionid):
+    async with open_page(sessionid) as page:
+        assert await page.nothing(7)  # longer than the layer's 5 s BZPOPMIN
+        await sync_to_async(broadcast.gateway_status)(gateway.pk, "connected")
+        assert (await page.receive())["status"] == "connected"
+
+
 # --- chat panels ----------------------------------------------------------------------------------
 
 
