@@ -110,6 +110,21 @@
         health.dataset.fragment = health.dataset.fragment || "/fragments/gateways/" + m.gateway_id + "/health/";
         refetch(health);
       }
+      // On a chat panel of this gateway: the composer follows the gateway (sending needs it up).
+      var head = document.getElementById("session-head");
+      var composer = document.getElementById("composer");
+      if (head && composer && Number(head.dataset.gatewayId) === m.gateway_id) {
+        var down = m.status !== "connected";
+        composer.querySelectorAll("textarea, button").forEach(function (el) { el.disabled = down; });
+        var note = document.getElementById("send-disabled-live");
+        if (down && !note) {
+          note = document.createElement("p");
+          note.id = "send-disabled-live";
+          note.className = "reason";
+          composer.querySelector(".row").appendChild(note);
+        }
+        if (note) note.textContent = down ? "The gateway is " + m.status.replace("_", " ") + ": sending is paused." : "";
+      }
     },
     "sessions.changed": function (m) {
       var section = gatewaySection(m.gateway_id);
@@ -170,7 +185,17 @@
         if (done && done.then) done.then(clearStream); else clearStream();
       }
     },
-    "alert.raised": function () { window.location.reload(); }
+    "alert.raised": function () {
+      // Don't reload (an operator may be typing): say so and let them reload when ready.
+      if (document.getElementById("alert-live")) return;
+      var p = document.createElement("p");
+      p.id = "alert-live";
+      p.className = "alert alert-error";
+      p.setAttribute("role", "alert");
+      p.innerHTML = 'A new alert was raised. <a href="">Reload</a> to see it.';
+      var main = document.getElementById("main");
+      main.insertBefore(p, main.firstChild);
+    }
   };
 
   function openPanel() {

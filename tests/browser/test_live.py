@@ -141,8 +141,8 @@ def test_a_message_sent_from_the_chat_panel_streams_its_reply(
     page, live_server_url, gateway_listener, gateway_row, operator, live_openclaw
 ):
     key = "agent:researcher:main"
-    # A session the gateway knows, so the run starts within a few seconds of the send (a brand-new
-    # one idles the page for longer than the channel layer tolerates: see the xfail below).
+    # A session the gateway knows, so the run starts within a few seconds of the send (the gateway
+    # takes 2-4 s to start the first run of a brand-new session).
     off_loop(settled_session, live_openclaw, key)
     run_batch(batches.poll_config, gateway_row)
     signed_in(page, live_server_url)
