@@ -15,7 +15,12 @@ from django.utils import timezone
 from .models import Agent, AgentSession, Alert, Gateway, HealthSample
 
 STATUS_ORDER = {AgentSession.Status.ACTIVE: 0, AgentSession.Status.IDLE: 1, AgentSession.Status.OFFLINE: 2}
-SESSIONS_PER_AGENT = 25  # beyond this an agent shows "N more" (filter by the agent to see all)
+# Rendering every session row of a large fleet is what makes an overview slow, and nobody
+# reads 2,000 rows at once. The page renders at most ROW_BUDGET session rows, busiest agents
+# first and at most SESSIONS_PER_AGENT each; an agent whose rows did not fit loads them when
+# it is expanded (lazy), and filtering by one agent shows all of its sessions.
+SESSIONS_PER_AGENT = 10
+ROW_BUDGET = 200
 
 
 @dataclass
@@ -49,6 +54,8 @@ class AgentNode:
     running: bool
     sessions: list[SessionNode] = field(default_factory=list)
     hidden_sessions: int = 0
+    session_count: int = 0
+    lazy: bool = False  # has sessions, none rendered: the page fetches them on expand
     children: list[AgentNode] = field(default_factory=list)
     matched: bool = True
 
@@ -140,10 +147,11 @@ def build(filters: Filters | None = None, gateway_ids: list[int] | None = None) 
     for gw in gateways:
         gw_agents = [a for a in agents if a.gateway_id == gw.pk]
         nodes: dict[int, AgentNode] = {}
+        budget = _row_budget(gw_agents, by_agent, filters)
         for agent in gw_agents:
             own = sorted(by_agent.get(agent.pk, []), key=_sort_key)
             status = own[0].status if own else AgentSession.Status.OFFLINE
-            shown = own if filters.agent else own[:SESSIONS_PER_AGENT]
+            shown = own[: budget.get(agent.pk, 0)]
             matched = (not filters.agent or agent.agent_id == filters.agent) and (
                 not q or bool(own) or q in agent.name.lower() or q in agent.agent_id.lower()
             )
@@ -151,7 +159,7 @@ def build(filters: Filters | None = None, gateway_ids: list[int] | None = None) 
                 matched = False
             nodes[agent.pk] = AgentNode(
                 agent, status, any(s.has_active_run for s in own), [session_node(s) for s in shown],
-                len(own) - len(shown), matched=matched,
+                len(own) - len(shown), session_count=len(own), lazy=bool(own) and not shown, matched=matched,
             )  # fmt: skip
         roots: list[AgentNode] = []
         for agent in gw_agents:
@@ -170,6 +178,56 @@ def build(filters: Filters | None = None, gateway_ids: list[int] | None = None) 
             )  # fmt: skip
         )
     return views
+
+
+def _row_budget(
+    agents: list[Agent], by_agent: dict[int | None, list[AgentSession]], filters: Filters
+) -> dict[int, int]:
+    """How many session rows each agent renders: busiest agents first, within ROW_BUDGET."""
+    if filters.agent:
+        return {a.pk: len(by_agent.get(a.pk, [])) for a in agents}
+    left = ROW_BUDGET
+    budget: dict[int, int] = {}
+
+    def busyness(agent: Agent) -> tuple:
+        own = by_agent.get(agent.pk, [])
+        active = sum(1 for s in own if s.status == AgentSession.Status.ACTIVE or s.has_active_run)
+        return (-active, -len(own))
+
+    for agent in sorted(agents, key=busyness):
+        take = min(len(by_agent.get(agent.pk, [])), SESSIONS_PER_AGENT, left)
+        budget[agent.pk] = take
+        left -= take
+    return budget
+
+
+def agent_sessions(agent: Agent, filters: Filters, limit: int = 200) -> AgentNode:
+    """One agent's sessions (the lazy list an expanded agent fetches)."""
+    qs = AgentSession.objects.filter(agent=agent)
+    if filters.statuses:
+        qs = qs.filter(status__in=filters.statuses)
+    if filters.q:
+        qs = qs.filter(Q(session_key__icontains=filters.q) | Q(title__icontains=filters.q))
+    own = sorted(qs, key=_sort_key)
+    by_parent: dict[int, list[AgentSession]] = defaultdict(list)
+    ids = {s.pk for s in own}
+    top = []
+    for s in own:
+        (by_parent[s.parent_id] if s.parent_id in ids else top).append(s)
+
+    def node(s: AgentSession) -> SessionNode:
+        return SessionNode(s, [node(c) for c in by_parent.get(s.pk, [])])
+
+    shown = top[:limit]
+    status = own[0].status if own else AgentSession.Status.OFFLINE
+    return AgentNode(
+        agent,
+        status,
+        any(s.has_active_run for s in own),
+        [node(s) for s in shown],
+        len(top) - len(shown),
+        session_count=len(own),
+    )
 
 
 def _prune(nodes: list[AgentNode]) -> list[AgentNode]:

@@ -8,6 +8,11 @@ urlpatterns = [
     path("metrics", views.metrics_view, name="metrics"),
     path("fragments/gateways/<int:gateway_id>/", views.gateway_fragment, name="fragment-gateway"),
     path("fragments/gateways/<int:gateway_id>/health/", views.health_fragment, name="fragment-health"),
+    path(
+        "fragments/gateways/<int:gateway_id>/agents/<int:agent_pk>/sessions/",
+        views.agent_sessions_fragment,
+        name="fragment-agent-sessions",
+    ),
     path("gateways/<int:gateway_id>/config/", views.config_history, name="config-history"),
     path("gateways/<int:gateway_id>/messages/<int:message_id>/", views.message_detail, name="message-detail"),
     path(

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from . import chats, configs, health, metrics, overview, services
 from .gateway import GatewayError
-from .models import AgentSession, ChatHistory, ConfigHistory, Gateway
+from .models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway
 
 CHAT_PAGE = 100  # messages shown on a chat panel before "older"
 PREVIEW_CHARS = 4000  # longer messages render truncated with a link to the full text
@@ -63,6 +63,14 @@ def gateway_fragment(request: HttpRequest, gateway_id: int) -> HttpResponse:
         raise Http404("no such gateway")
     filters = overview.Filters.from_query(request.GET)
     return render(request, "dashboard/overview.html#gateway_section", {"gv": views[0], "filters": filters})
+
+
+@require_GET
+def agent_sessions_fragment(request: HttpRequest, gateway_id: int, agent_pk: int) -> HttpResponse:
+    """One agent's session list: loaded when a collapsed agent is expanded, re-fetched live."""
+    agent = get_object_or_404(Agent, gateway_id=gateway_id, pk=agent_pk)
+    anode = overview.agent_sessions(agent, overview.Filters.from_query(request.GET))
+    return render(request, "dashboard/partials/agent_sessions.html", {"anode": anode})
 
 
 @require_GET

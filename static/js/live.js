@@ -32,14 +32,15 @@
   }
 
   function refetch(el) {
-    if (!el || !el.dataset.fragment || !window.htmx) return;
+    var url = el && (el.dataset.fragment || el.dataset.agentFragment);
+    if (!url || !window.htmx) return;
     // A re-fetch replaces the nodes an event just pulsed (e.g. the agent of a new session):
     // carry a recent pulse over to the fresh nodes, or it would vanish mid-animation.
     var recent = {};
     el.querySelectorAll("[data-pulsed-at][id]").forEach(function (n) {
       if (Date.now() - Number(n.dataset.pulsedAt) < 1000) recent[n.id] = n.dataset.pulsedAt;
     });
-    var done = htmx.ajax("GET", el.dataset.fragment + window.location.search, { target: el, swap: "outerHTML" });
+    var done = htmx.ajax("GET", url + window.location.search, { target: el, swap: "outerHTML" });
     if (done && done.then) {
       done.then(function () {
         Object.keys(recent).forEach(function (id) {
@@ -131,9 +132,15 @@
       var missing = false;
       (m.changes || []).forEach(function (c) {
         var node = byData(section, "data-session-key", c.session_key);
-        if (!node) { missing = true; }
-        else { setStatus(node, c.status); setRunning(node, !!c.has_active_run); pulse(node); }
         var agent = byData(section, "data-agent-id", c.agent_id);
+        if (node) { setStatus(node, c.status); setRunning(node, !!c.has_active_run); pulse(node); }
+        else if (!agent) { missing = true; } // a new agent: the whole section is re-fetched
+        else if (agent.hasAttribute("data-lazy")) {
+          // Its sessions are not on the page (collapsed, fetched on expand): show the change on the agent.
+          if (c.status === "active") setStatus(agent, "active");
+        } else {
+          refetchSoon(agent.querySelector("[data-agent-fragment]")); // a new session of a shown agent
+        }
         if (agent) pulse(agent);
         var head = document.getElementById("session-head");
         if (head && head.dataset.sessionKey === c.session_key) {

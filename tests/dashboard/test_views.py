@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 import pytest
 from django.utils import timezone
 
-from dashboard import configs
+from dashboard import configs, overview
 from dashboard.gateway import SyncGatewayClient
 from dashboard.models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway, HealthSample
 from scheduler.models import BatchRun
@@ -276,9 +276,9 @@ def test_an_agent_with_many_sessions_shows_a_link_to_the_rest(web, gateway):
         for i in range(30)
     )
     node = dom(web.get("/")).find("li", data_agent_id="busy")
-    assert len(session_keys(node)) == 25
-    assert node.find("p", cls="more").find("a").attrs["href"] == "?agent=busy"
-    assert "5 more sessions" in node.find("p", cls="more").text
+    assert len(session_keys(node)) == overview.SESSIONS_PER_AGENT
+    assert node.find("p", cls="more").find("a").attrs["href"] == "/?agent=busy"
+    assert f"{30 - overview.SESSIONS_PER_AGENT} more sessions" in node.find("p", cls="more").text
     assert len(session_keys(dom(web.get("/?agent=busy")))) == 30
 
 
@@ -408,7 +408,18 @@ def test_overview_query_count_is_fixed_for_a_big_fleet(web, gateway, django_asse
     assert response.status_code == 200
     page = dom(response)
     assert len(page.find_all("li", cls="agent")) == 50
-    assert len(session_keys(page)) == 550
+    # At most ROW_BUDGET top-level rows, busiest agents first; the rest load when an agent is expanded.
+    top_level = [
+        li for li in page.find_all("li", cls="session") if li.parent.attrs.get("class") == "sessions"
+    ]
+    assert len(top_level) == overview.ROW_BUDGET
+    lazy = [li for li in page.find_all("li", cls="agent") if "data-lazy" in li.attrs]
+    assert lazy, "agents beyond the row budget load their sessions on expand"
+    agent = Agent.objects.get(agent_id=lazy[0].attrs["data-agent-id"])
+    with django_assert_max_num_queries(10):
+        fragment = web.get(f"/fragments/gateways/{gateway.pk}/agents/{agent.pk}/sessions/")
+    assert fragment.status_code == 200 and "<html" not in fragment.content.decode()
+    assert len(session_keys(dom(fragment))) == AgentSession.objects.filter(agent=agent).count()
     with django_assert_max_num_queries(10):
         web.get("/", {"status": "active", "q": "s1"}, headers={**HTMX, "HX-Target": "fleet"})
     with django_assert_max_num_queries(10):
