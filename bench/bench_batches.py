@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import copy
 import json
+import multiprocessing
 import os
 import shutil
 import statistics
-import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "var" / "bench"
+DATA = Path(os.environ.get("AGENTFLOW_BENCH_DIR") or ROOT / "var" / "bench")  # a separate dir per concurrent run
 
 
 def setup_django() -> None:
@@ -119,7 +119,6 @@ def chat_rows(gateway_id: int, rows: int, interleaved: int, per_session: int):
 
 def bench_cleanup(rows: int = 1_000_000, interleaved: int = 20, per_session: int = 500) -> dict:
     from django.db import connection, connections
-    from django.db.utils import OperationalError
 
     from dashboard.cleanup import CleanupResult, delete_before
     from dashboard.models import ChatHistory, Gateway
@@ -139,29 +138,15 @@ def bench_cleanup(rows: int = 1_000_000, interleaved: int = 20, per_session: int
     fill_s = time.perf_counter() - started
     assert ChatHistory.objects.count() == rows
 
-    stop = threading.Event()
-    reads = {"ok": 0, "locked": 0, "other_errors": 0}
-
-    def reader() -> None:
-        conn = connections["default"]
-        try:
-            while not stop.is_set():
-                try:
-                    key = f"agent:main:session-{reads['ok'] % 200}"
-                    list(
-                        ChatHistory.objects.filter(gateway=gateway, session_key=key).order_by("-timestamp")[
-                            :50
-                        ]
-                    )
-                    ChatHistory.objects.filter(gateway=gateway, session_key=key).count()
-                    reads["ok"] += 1
-                except OperationalError as exc:
-                    reads["locked" if "locked" in str(exc) else "other_errors"] += 1
-        finally:
-            conn.close()
-
-    thread = threading.Thread(target=reader)
-    thread.start()
+    # Dashboard reads come from the web processes, not from the cleanup's worker: read from a
+    # separate process (a thread here would also compete with the cleanup for the GIL).
+    ctx = multiprocessing.get_context("fork")
+    stop = ctx.Event()
+    counts = ctx.Array("l", 3)  # ok, locked, other errors
+    connections.close_all()
+    process = ctx.Process(target=_reader, args=(gateway.pk, stop, counts))
+    process.start()
+    time.sleep(0.5)
     stats = CleanupResult()
     started = time.perf_counter()
     deleted = delete_before(
@@ -169,7 +154,8 @@ def bench_cleanup(rows: int = 1_000_000, interleaved: int = 20, per_session: int
     )
     elapsed = time.perf_counter() - started
     stop.set()
-    thread.join()
+    process.join(10)
+    reads = {"ok": counts[0], "locked": counts[1], "other_errors": counts[2]}
     return {
         "rows": rows,
         "interleaved_sessions": interleaved,
@@ -184,6 +170,28 @@ def bench_cleanup(rows: int = 1_000_000, interleaved: int = 20, per_session: int
         "concurrent_reads_locked": reads["locked"],
         "concurrent_reads_other_errors": reads["other_errors"],
     }
+
+
+def _reader(gateway_id: int, stop, counts) -> None:
+    """Dashboard-like reads in a loop (latest 50 messages and a count of one session)."""
+    from django.db import connections
+    from django.db.utils import OperationalError
+
+    from dashboard.models import ChatHistory
+
+    connections.close_all()  # never share the parent's SQLite connection across fork
+    n = 0
+    while not stop.is_set():
+        key = f"agent:main:session-{n % 200}"
+        n += 1
+        try:
+            list(
+                ChatHistory.objects.filter(gateway_id=gateway_id, session_key=key).order_by("-timestamp")[:50]
+            )
+            ChatHistory.objects.filter(gateway_id=gateway_id, session_key=key).count()
+            counts[0] += 1
+        except OperationalError as exc:
+            counts[1 if "locked" in str(exc) else 2] += 1
 
 
 def bench_idle_chat_tick() -> dict:
