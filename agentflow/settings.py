@@ -161,10 +161,12 @@ CACHES = {
         "KEY_PREFIX": REDIS_PREFIX,
     }
 }
-# core: RedisChannelLayer (per-channel lists with a capacity; messages beyond it are dropped and
-# counted on /metrics). pubsub: RedisPubSubChannelLayer (no buffering, no capacity). The choice
-# and its figures are in bench/README.md.
-CHANNEL_LAYER = env_str("AGENTFLOW_CHANNEL_LAYER", "core")
+# pubsub (default): RedisPubSubChannelLayer, no per-channel buffer; at 100 pages x 1,000
+# deliveries/s it halves the server CPU per delivery and meets the latency targets where core
+# does not (bench/README.md). core: RedisChannelLayer, per-channel lists with a capacity
+# (AGENTFLOW_CHANNEL_CAPACITY); messages beyond it are dropped. With either, pages detect gaps by
+# sequence number, count them on /metrics and re-sync; the polling batches reconcile.
+CHANNEL_LAYER = env_str("AGENTFLOW_CHANNEL_LAYER", "pubsub")
 if CHANNEL_LAYER not in ("core", "pubsub"):
     raise ImproperlyConfigured("AGENTFLOW_CHANNEL_LAYER must be core or pubsub")
 CHANNEL_LAYERS = {
@@ -173,7 +175,9 @@ CHANNEL_LAYERS = {
         "CONFIG": {
             # redis-py 8 defaults to a 5 s socket timeout, and the layer blocks 5 s in BRPOP while
             # a consumer waits: an idle page's socket would die every 5 s (channels_redis #422).
-            "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+            # max_connections: redis-py 8's async pool raises at 100 instead of waiting, which a
+            # burst of 100 pages closing at once reached (bench/README.md).
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "max_connections": 1000}],
             "prefix": REDIS_PREFIX + ":asgi",
             "capacity": env_int("AGENTFLOW_CHANNEL_CAPACITY", 1000),
             "expiry": 60,
@@ -182,7 +186,10 @@ CHANNEL_LAYERS = {
     if CHANNEL_LAYER == "core"
     else {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": REDIS_PREFIX + ":asgi"},
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "max_connections": 1000}],
+            "prefix": REDIS_PREFIX + ":asgi",
+        },
     }
 }
 

@@ -52,7 +52,9 @@ def clear_redis() -> None:
     client = get_redis()
     for k in client.scan_iter(f"{settings.REDIS_PREFIX}:*", count=1000):
         client.delete(k)
-    client.delete(settings.CELERY_TASK_DEFAULT_QUEUE)  # tasks the listener queued with no worker
+    # Tasks the gateway listener queued for a Celery worker the benchmarks never run.
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    client.delete(queue, f"_kombu.binding.{queue}")
 
 
 def server_env(**extra: str) -> dict[str, str]:
@@ -105,9 +107,9 @@ def log_path(name: str) -> Path:
 
 @contextlib.contextmanager
 def daphne(
-    env: dict[str, str], name: str = "daphne", timeout: float = 30.0
+    env: dict[str, str], name: str = "daphne", timeout: float = 30.0, app: str = "agentflow.asgi:application"
 ) -> Iterator[tuple[subprocess.Popen, str]]:
-    """Daphne serving agentflow.asgi:application on a free loopback port; yields (process, base URL)."""
+    """Daphne serving ``app`` on a free loopback port; yields (process, base URL)."""
     port = free_port()
     path = log_path(name)
     with path.open("wb") as log:
@@ -120,7 +122,7 @@ def daphne(
                 "127.0.0.1",
                 "-p",
                 str(port),
-                "agentflow.asgi:application",
+                app,
             ],
             cwd=ROOT,
             env=env,
@@ -141,6 +143,16 @@ def daphne(
             yield proc, url
         finally:
             stop(proc)
+
+
+def app_exceptions(name: str) -> dict[str, int]:
+    """Daphne's "Exception inside application: ..." lines in a subprocess log, counted by message."""
+    counts: dict[str, int] = {}
+    for line in log_path(name).read_text(errors="replace").splitlines():
+        if "Exception inside application:" in line:
+            message = line.split("Exception inside application:", 1)[1].strip()[:120]
+            counts[message] = counts.get(message, 0) + 1
+    return counts
 
 
 def ws_dropped(base_url: str) -> float | None:

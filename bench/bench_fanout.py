@@ -3,9 +3,13 @@ group, fed through dashboard.broadcast by a publisher process.
 
 * sustained: 1,000 deliveries/s (10 messages/s x 100 clients) for 60 s: p50 <= 20 ms,
   p99 <= 100 ms, nothing lost, nothing reordered;
-* the knee: 1k, 2k, 4k, 8k, 16k deliveries/s for 10 s each, until p99 > 250 ms or a loss;
-* the same steps with RedisPubSubChannelLayer (AGENTFLOW_CHANNEL_LAYER=pubsub) and through a bare
-  ``websockets`` broadcast server (the ceiling), with the same clients and publisher schedule.
+* the knee: 2k, 4k, 8k, 16k deliveries/s for 10 s each (the sustained run is the 1k point), until
+  p99 > 250 ms or a loss;
+* the same steps from 1k with RedisPubSubChannelLayer (AGENTFLOW_CHANNEL_LAYER=pubsub) and through
+  a bare ``websockets`` broadcast server (the ceiling), with the same clients and publisher;
+* an experiment, not the app as shipped: 1k, 2k, 4k with the dispatch fix proposed for
+  dashboard/consumers.py applied inside Daphne (bench/_asgi_fix_dispatch.py), for both layers
+  (skipped when DashboardConsumer already has a dispatch of its own).
 
 Three processes per run besides this one: the server, the clients (bench._fanout_clients) and the
 publisher (bench._fanout_publisher); latency = client receive time - publisher send time."""
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -27,6 +32,9 @@ SUSTAINED = (1000, 60)  # deliveries/s, seconds
 KNEE_RATES = (1000, 2000, 4000, 8000, 16000)
 KNEE_STEP_S = 10
 KNEE_P99_MS = 250
+EXPERIMENT_RATES = (1000, 2000, 4000)
+APP = "agentflow.asgi:application"
+FIXED_APP = "bench._asgi_fix_dispatch:application"
 
 
 class LineProcess:
@@ -106,8 +114,8 @@ def run_steps(
     plan: list[tuple[str, int, int]],
     cookie: str = "",
 ) -> dict:
-    """Connect the clients, then run ``plan`` ([(kind, deliveries/s, seconds)]); "knee" steps stop
-    at the first one over KNEE_P99_MS or with a loss."""
+    """Connect the clients, then run ``plan`` ([(kind, deliveries/s, seconds)]) in order, stopping
+    after the first step over KNEE_P99_MS or with a loss (the knee)."""
     ws_url = base_url.replace("http://", "ws://") + ws_path
     clients = LineProcess(
         [
@@ -171,24 +179,31 @@ def run_steps(
                 f"lost {stats['lost']}, reordered {stats['reordered']}, server CPU {cpu['server']}%",
                 flush=True,
             )
-            if kind == "knee" and (
-                stats["p99_ms"] > KNEE_P99_MS or stats["lost"] or stats["deliveries"] == 0
-            ):
-                break
+            if stats["p99_ms"] > KNEE_P99_MS or stats["lost"] or stats["deliveries"] == 0:
+                break  # the knee (or a failed sustained run): higher rates only pile up
     finally:
         if publisher is not None:
             publisher.close()
         clients.close()
-    knee_steps = [s for s in result["steps"] if s["kind"] == "knee"]
+    knee_steps = result["steps"]  # the sustained run is the 1k point of the core series
     failing = [s for s in knee_steps if s["p99_ms"] > KNEE_P99_MS or s["lost"] or s["deliveries"] == 0]
     result["knee_deliveries_per_s"] = failing[0]["deliveries_per_s"] if failing else None
     passing = [s["deliveries_per_s"] for s in knee_steps if s not in failing]
     result["max_ok_deliveries_per_s"] = max(passing) if passing else 0
-    result["knee_reason"] = (
-        None
-        if not failing
-        else ("loss" if failing[0]["lost"] else f"p99 {failing[0]['p99_ms']} ms > {KNEE_P99_MS}")
-    )
+    if failing:
+        first = failing[0]
+        reasons = []
+        if first["p99_ms"] > KNEE_P99_MS:
+            reasons.append(f"p99 {first['p99_ms']} ms > {KNEE_P99_MS}")
+        if first["lost"]:
+            # "lost" = not received by the report (the end marker, then <= 5 s): a backlog tail
+            # unless the consumers counted sequence gaps (ws_dropped).
+            reasons.append(
+                f"{first['lost']} not delivered in time (ws_dropped +{first.get('ws_dropped_step')})"
+            )
+        result["knee_reason"] = "; ".join(reasons) or "nothing delivered"
+    else:
+        result["knee_reason"] = None
     return result
 
 
@@ -209,18 +224,37 @@ def run() -> dict:
     knee_plan = [("knee", rate, KNEE_STEP_S) for rate in KNEE_RATES]
     figures: dict = {"clients": CLIENTS}
 
-    for label, layer, plan in (
-        ("core", "core", [("sustained", *SUSTAINED), *knee_plan]),
-        ("pubsub", "pubsub", knee_plan),
-    ):
+    figures["loadavg_1m_start"] = round(os.getloadavg()[0], 2)
+    fixed = [("knee", rate, KNEE_STEP_S) for rate in EXPERIMENT_RATES]
+    runs = [
+        ("core", "core", APP, [("sustained", *SUSTAINED), *knee_plan[1:]]),
+        ("pubsub", "pubsub", APP, knee_plan),
+    ]
+    # Not the app as shipped: the dispatch fix proposed for dashboard/consumers.py, applied inside
+    # the Daphne process by bench/_asgi_fix_dispatch.py, to measure what it buys. Skipped once the
+    # app's consumer has a dispatch of its own (the fix, or another take on it, is in).
+    from dashboard.consumers import DashboardConsumer
+
+    figures["app_has_own_dispatch"] = "dispatch" in vars(DashboardConsumer)
+    if not figures["app_has_own_dispatch"]:
+        runs += [
+            ("core_dispatch_fix", "core", FIXED_APP, fixed),
+            ("pubsub_dispatch_fix", "pubsub", FIXED_APP, fixed),
+        ]
+    for label, layer, app, plan in runs:
         common.clear_redis()
         env = common.server_env(AGENTFLOW_CHANNEL_LAYER=layer)
-        print(f"  AgentFlow, {layer} channel layer", flush=True)
-        with common.daphne(env, f"fanout-{label}-daphne") as (proc, url):
+        print(
+            f"  AgentFlow, {layer} channel layer{' + proposed dispatch fix' if app == FIXED_APP else ''}",
+            flush=True,
+        )
+        with common.daphne(env, f"fanout-{label}-daphne", app=app) as (proc, url):
             figures[label] = run_steps(
                 label, proc, url, "/ws/dashboard/", ["agentflow", str(gateway.pk)], env, plan, cookie
             )
             figures[label]["ws_dropped_total"] = common.ws_dropped(url)
+        # Read after Daphne stopped: the clients' mass disconnect is part of the run.
+        figures[label]["daphne_exceptions"] = common.app_exceptions(f"fanout-{label}-daphne")
     print("  bare websockets broadcast server", flush=True)
     with bare_server() as (proc, url):
         env = common.server_env()
@@ -234,10 +268,12 @@ def run() -> dict:
             knee_plan,
         )
     common.clear_redis()
+    figures["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
 
     core, pubsub, bare = figures["core"], figures["pubsub"], figures["bare"]
     sustained = step(core, "sustained", SUSTAINED[0])
-    core_1k, pubsub_1k, bare_1k = (step(r, "knee", 1000) for r in (core, pubsub, bare))
+    core_1k = sustained
+    pubsub_1k, bare_1k = step(pubsub, "knee", 1000), step(bare, "knee", 1000)
     figures["summary"] = {
         "sustained_1k_p50_ms": sustained["p50_ms"],
         "sustained_1k_p99_ms": sustained["p99_ms"],
@@ -275,7 +311,29 @@ def run() -> dict:
         ),
         "pubsub_over_core_1k_p99": ratio(pubsub_1k["p99_ms"], core_1k["p99_ms"]),
         "ws_dropped_total": {"core": core["ws_dropped_total"], "pubsub": pubsub["ws_dropped_total"]},
+        "daphne_exceptions": {
+            label: figures[label]["daphne_exceptions"]
+            for label in ("core", "pubsub", "core_dispatch_fix", "pubsub_dispatch_fix")
+            if label in figures and figures[label]["daphne_exceptions"]
+        },
     }
+    experiment = {}
+    for label, unfixed_1k in (("core_dispatch_fix", core_1k), ("pubsub_dispatch_fix", pubsub_1k)):
+        if label not in figures:
+            continue
+        result, fixed_1k = figures[label], step(figures[label], "knee", 1000)
+        experiment[label] = {
+            "step_1k_p50_ms": fixed_1k["p50_ms"],
+            "step_1k_p99_ms": fixed_1k["p99_ms"],
+            "step_1k_server_cpu_us_per_delivery": fixed_1k["server_cpu_us_per_delivery"],
+            "cpu_per_delivery_fixed_over_unfixed": ratio(
+                fixed_1k["server_cpu_us_per_delivery"], unfixed_1k["server_cpu_us_per_delivery"]
+            ),
+            "knee": result["knee_deliveries_per_s"] or f"> {EXPERIMENT_RATES[-1]}",
+            "max_ok_deliveries_per_s": result["max_ok_deliveries_per_s"],
+            "ws_dropped_total": result["ws_dropped_total"],
+        }
+    figures["summary"]["experiment_proposed_dispatch_fix"] = experiment
     s = figures["summary"]
     figures["targets"] = [
         {

@@ -107,10 +107,18 @@ def chatted_session(gateway) -> ChattedSession:
     if gateway.url in _chatted:
         return _chatted[gateway.url]
     key = f"agent:writer:aftest-{uuid.uuid4().hex[:8]}"
-    message = f"hello from the batch tests {uuid.uuid4().hex[:6]}"
+    # [[slow]]: the stub streams 0.3 s per word, so the run stays in flight long enough to be seen.
+    message = f"[[slow]] hello from the batch tests {uuid.uuid4().hex[:6]}"
     with admin_client(gateway) as client:
         client.chat_send(key, message)
-        during = client.sessions_list()
+
+        def in_flight():
+            rows = client.sessions_list()
+            row = session_row(rows, key)
+            return rows if row and row.get("hasActiveRun") else None
+
+        # The gateway registers the run shortly after acknowledging chat.send: wait for it.
+        during = wait_for(in_flight, timeout=60, interval=0.1, what="the run in flight")
         history = wait_for(
             lambda: len((h := client.chat_history(key, limit=20)).get("messages") or []) >= 2 and h,
             timeout=90,
