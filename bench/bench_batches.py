@@ -17,7 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("AGENTFLOW_BENCH_DIR") or ROOT / "var" / "bench")  # a separate dir per concurrent run
+# AGENTFLOW_BENCH_DIR: a separate database dir, so concurrent bench runs don't clobber each other.
+DATA = Path(os.environ.get("AGENTFLOW_BENCH_DIR") or ROOT / "var" / "bench")
 
 
 def setup_django() -> None:

@@ -99,6 +99,8 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             last = self.last_seq.get(group)
             if last is not None and seq > last + 1:
                 await database_sync_to_async(record_dropped, thread_sensitive=False)(seq - last - 1)
+                # The page missed something: it re-fetches what it shows rather than stay stale.
+                await self.send(text_data='{"type":"resync"}')
             self.last_seq[group] = max(seq, last or 0)
         payload = {k: v for k, v in event.items() if k not in ("type", "kind", "group")}
         payload["type"] = event["kind"]

@@ -185,6 +185,7 @@
         refetch(document.getElementById("chat-log"));
       }
     },
+    "resync": function () { resync(); },
     "chat.messages": function () {
       var done = refetch(document.getElementById("chat-log"));
       var stream = document.getElementById("stream");
