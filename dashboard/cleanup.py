@@ -121,31 +121,17 @@ def cleanup_history(
         raise ValueError(f"retention days must not be negative (config {config_days}, chat {chat_days})")
     now = now or timezone.now()
     result = CleanupResult()
-    result.config = delete_before(
-        ConfigHistory,
-        "created_at",
-        now - timedelta(days=config_days),
-        batch_size=batch_size,
-        dry_run=dry_run,
-        progress=(lambda n: progress("config", n)) if progress else None,
-        stats=result,
+    # (result field, model, time field, retention); health samples feed a one-hour sparkline,
+    # a day is kept for context.
+    plan = (
+        ("config", ConfigHistory, "created_at", timedelta(days=config_days)),
+        ("chat", ChatHistory, "timestamp", timedelta(days=chat_days)),
+        ("other", HealthSample, "checked_at", timedelta(days=1)),
     )
-    result.chat = delete_before(
-        ChatHistory,
-        "timestamp",
-        now - timedelta(days=chat_days),
-        batch_size=batch_size,
-        dry_run=dry_run,
-        progress=(lambda n: progress("chat", n)) if progress else None,
-        stats=result,
-    )
-    # Health samples feed a one-hour sparkline; keep a day for context.
-    result.other = delete_before(
-        HealthSample,
-        "checked_at",
-        now - timedelta(days=1),
-        batch_size=batch_size,
-        dry_run=dry_run,
-        stats=result,
-    )
+    for name, model, field, keep in plan:
+        report = (lambda n, name=name: progress(name, n)) if progress and name != "other" else None
+        deleted = delete_before(
+            model, field, now - keep, batch_size=batch_size, dry_run=dry_run, progress=report, stats=result
+        )
+        setattr(result, name, deleted)
     return result

@@ -123,6 +123,19 @@ class GatewayView:
     samples: int
 
 
+def latency_history(gateway_ids: list[int]) -> dict[int, list[float | None]]:
+    """The last hour of health checks per gateway, oldest first (None where it was down)."""
+    since = timezone.now() - timedelta(hours=1)
+    samples: dict[int, list[float | None]] = defaultdict(list)
+    for gw_id, connected, latency in (
+        HealthSample.objects.filter(gateway_id__in=gateway_ids, checked_at__gte=since)
+        .order_by("checked_at")
+        .values_list("gateway_id", "connected", "latency_ms")
+    ):
+        samples[gw_id].append(latency if connected else None)
+    return samples
+
+
 def sparkline_points(values: list[float | None], width: int = 120, height: int = 24) -> str:
     """SVG polyline points for latencies (None = down, drawn at the bottom)."""
     if not values:
@@ -170,14 +183,7 @@ def build(filters: Filters | None = None, gateway_ids: list[int] | None = None) 
         sessions = sessions.filter(Q(session_key__icontains=filters.q) | Q(title__icontains=filters.q))
     session_list = session_rows(sessions)
 
-    since = timezone.now() - timedelta(hours=1)
-    samples: dict[int, list[float | None]] = defaultdict(list)
-    for gw_id, connected, latency in (
-        HealthSample.objects.filter(gateway_id__in=ids, checked_at__gte=since)
-        .order_by("checked_at")
-        .values_list("gateway_id", "connected", "latency_ms")
-    ):
-        samples[gw_id].append(latency if connected else None)
+    samples = latency_history(ids)
 
     by_agent: dict[int | None, list[SessionRow]] = defaultdict(list)
     by_parent: dict[int, list[SessionRow]] = defaultdict(list)
@@ -308,13 +314,7 @@ class HealthView:
 
 def health(gateway: Gateway) -> HealthView:
     """The health card alone (badge, latency, last hour's sparkline): two small queries."""
-    since = timezone.now() - timedelta(hours=1)
-    values = [
-        latency if connected else None
-        for connected, latency in HealthSample.objects.filter(gateway=gateway, checked_at__gte=since)
-        .order_by("checked_at")
-        .values_list("connected", "latency_ms")
-    ]
+    values = latency_history([gateway.pk])[gateway.pk]
     return HealthView(gateway, sparkline_points(values), len(values))
 
 

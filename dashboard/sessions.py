@@ -44,6 +44,8 @@ FIELDS = (
     "parent_session_key",
 )
 STATUS_INDEX = FIELDS.index("status")
+RUN_INDEX = FIELDS.index("has_active_run")
+AGENT_KEY_INDEX = FIELDS.index("agent_key")
 
 
 def classify(has_active_run: bool, last_activity: datetime | None, now: datetime) -> str:
@@ -177,10 +179,10 @@ def sync_sessions(
     for key, (pk, state) in stored.items():
         if partial:
             break
-        if key not in incoming and (state[STATUS_INDEX] != OFFLINE or state[FIELDS.index("has_active_run")]):
+        if key not in incoming and (state[STATUS_INDEX] != OFFLINE or state[RUN_INDEX]):
             gone = list(state)
             gone[STATUS_INDEX] = OFFLINE
-            gone[FIELDS.index("has_active_run")] = False
+            gone[RUN_INDEX] = False
             to_update.append(AgentSession(pk=pk, synced_at=now, **dict(zip(FIELDS, gone, strict=True))))
             result.changes.append(_change(key, tuple(gone), state))
 
@@ -200,10 +202,10 @@ def sync_sessions(
 def _change(key: str, state: tuple, previous: tuple | None) -> dict[str, Any]:
     return {
         "session_key": key,
-        "agent_id": state[FIELDS.index("agent_key")],
+        "agent_id": state[AGENT_KEY_INDEX],
         "status": state[STATUS_INDEX],
         "previous_status": previous[STATUS_INDEX] if previous else None,
-        "has_active_run": state[FIELDS.index("has_active_run")],
+        "has_active_run": state[RUN_INDEX],
     }
 
 

@@ -58,10 +58,10 @@ def overview_page(request: HttpRequest) -> HttpResponse:
 @require_GET
 def gateway_fragment(request: HttpRequest, gateway_id: int) -> HttpResponse:
     """One gateway's section (health, counts, org chart), re-fetched by the live page."""
-    views = overview.build(overview.Filters.from_query(request.GET), gateway_ids=[gateway_id])
+    filters = overview.Filters.from_query(request.GET)
+    views = overview.build(filters, gateway_ids=[gateway_id])
     if not views:
         raise Http404("no such gateway")
-    filters = overview.Filters.from_query(request.GET)
     return render(request, "dashboard/overview.html#gateway_section", {"gv": views[0], "filters": filters})
 
 

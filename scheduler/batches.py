@@ -96,13 +96,8 @@ def poll_chats(gateway: Gateway) -> Outcome:
                 try:
                     history = client.chat_history(session_key, limit=CHAT_LIMIT)
                     result = chats.store_messages(gateway, session_key, history.get("messages"))
-                    # A gap: none of the last 20 was stored yet but older ones were → fetch more.
-                    if (
-                        result.received
-                        and not result.overlap
-                        and chats.has_history(gateway, session_key)
-                        and len(result.stored) >= CHAT_LIMIT
-                    ):
+                    # A full page with nothing already stored: there may be a gap → fetch more.
+                    if result.received and not result.overlap and len(result.stored) >= CHAT_LIMIT:
                         history = client.chat_history(session_key, limit=CHAT_CATCH_UP_LIMIT)
                         more = chats.store_messages(gateway, session_key, history.get("messages"))
                         result.stored += more.stored
