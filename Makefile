@@ -10,8 +10,8 @@ test:  ## the whole suite: unit, real Redis, real OpenClaw gateway, browser
 bench:  ## performance benchmarks (figures printed and saved under bench/results/)
 	bin/bench
 
-lint:  ## ruff + migration drift
-	bin/bootstrap requirements-dev.txt && .venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/python manage.py makemigrations --check --dry-run
+lint:  ## ruff, import-linter contracts, mypy, template lint, migration drift
+	bin/lint
 
 format:
 	.venv/bin/ruff format . && .venv/bin/ruff check --fix .

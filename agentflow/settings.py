@@ -4,6 +4,8 @@ Development defaults work out of the box; ``AGENTFLOW_ENV=production`` refuses t
 without SECRET_KEY and ALLOWED_HOSTS and turns on every deploy-check hardening.
 """
 
+from __future__ import annotations
+
 import os
 from pathlib import Path
 
@@ -86,8 +88,10 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "django_htmx",
     "template_partials",
-    "dashboard",
+    # Lowest layer first (ARCHITECTURE.md): the engine, the domain apps, the UI on top.
     "scheduler",
+    "fleet",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
@@ -123,7 +127,7 @@ TEMPLATES = [
     },
 ]
 
-# --- Database: SQLite in DATA_DIR (WAL, see dashboard.apps) unless DATABASE_URL is set ---
+# --- Database: SQLite in DATA_DIR (WAL, set by init_command below) unless DATABASE_URL is set ---
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}

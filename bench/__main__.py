@@ -1,6 +1,8 @@
 """Run the benchmarks: ``python -m bench [name ...]`` (names: gateway, batches). Results are
 printed and written to bench/results/<name>.json."""
 
+from __future__ import annotations
+
 import importlib
 import json
 import sys

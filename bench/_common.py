@@ -47,7 +47,7 @@ def setup(name: str) -> None:
 def clear_redis() -> None:
     from django.conf import settings
 
-    from dashboard.redis import get_redis
+    from agentflow.lib.redis import get_redis
 
     client = get_redis()
     for k in client.scan_iter(f"{settings.REDIS_PREFIX}:*", count=1000):

@@ -1,6 +1,6 @@
 """The fan-out benchmark's publisher process.
 
-    python -m bench._fanout_publisher agentflow GATEWAY_ID    (dashboard.broadcast.asend, this env's layer)
+    python -m bench._fanout_publisher agentflow GATEWAY_ID    (agentflow.lib.broadcast, this env's layer)
     python -m bench._fanout_publisher bare WS_URL             (a websocket to the bare server's /publish)
 
 Commands on stdin: ``step STEP RATE_MSGS_PER_S DURATION_S`` sends RATE×DURATION messages on a fixed
@@ -36,13 +36,17 @@ async def agentflow_sender(gateway_id: int):
     import django
 
     django.setup()
-    from dashboard import broadcast
+    from agentflow.lib import broadcast
+    from fleet import live
 
-    group = broadcast.gateway_group(gateway_id)
+    group = live.gateway_group(gateway_id)
 
     async def send(**fields) -> None:
-        await broadcast.asend(
-            group, "sessions.changed", gateway_id=gateway_id, changes=changes(fields.get("n", 0)), **fields
+        # publish(): the declared event plus the benchmark's own timing fields.
+        await broadcast.publish(
+            live.SESSIONS_CHANGED,
+            group,
+            {"gateway_id": gateway_id, "changes": changes(fields.get("n", 0)), **fields},
         )
 
     return send, None

@@ -64,8 +64,8 @@ def bench_sessions() -> dict:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from dashboard.models import AgentSession, Gateway
-    from dashboard.sessions import sync_sessions
+    from fleet.models import AgentSession, Gateway
+    from fleet.sessions import sync_sessions
 
     gateway = Gateway.objects.create(name="bench", url="ws://127.0.0.1:1/", token="x")
     now = datetime.now(UTC)
@@ -121,8 +121,8 @@ def chat_rows(gateway_id: int, rows: int, interleaved: int, per_session: int):
 def bench_cleanup(rows: int = 1_000_000, interleaved: int = 20, per_session: int = 500) -> dict:
     from django.db import connection, connections
 
-    from dashboard.cleanup import CleanupResult, delete_before
-    from dashboard.models import ChatHistory, Gateway
+    from agentflow.lib.retention import DeleteStats, delete_before
+    from fleet.models import ChatHistory, Gateway
 
     gateway = Gateway.objects.get(name="bench")
     ChatHistory.objects.all().delete()
@@ -148,7 +148,7 @@ def bench_cleanup(rows: int = 1_000_000, interleaved: int = 20, per_session: int
     process = ctx.Process(target=_reader, args=(gateway.pk, stop, counts))
     process.start()
     time.sleep(0.5)
-    stats = CleanupResult()
+    stats = DeleteStats()
     started = time.perf_counter()
     deleted = delete_before(
         ChatHistory, "timestamp", datetime.now(UTC) - timedelta(days=7), batch_size=10_000, stats=stats
@@ -178,7 +178,7 @@ def _reader(gateway_id: int, stop, counts) -> None:
     from django.db import connections
     from django.db.utils import OperationalError
 
-    from dashboard.models import ChatHistory
+    from fleet.models import ChatHistory
 
     connections.close_all()  # never share the parent's SQLite connection across fork
     n = 0
@@ -196,8 +196,9 @@ def _reader(gateway_id: int, stop, counts) -> None:
 
 
 def bench_idle_chat_tick() -> dict:
-    from dashboard.models import Gateway
-    from scheduler import batches, runner
+    from fleet import batches
+    from fleet.models import Gateway
+    from scheduler import runner
 
     # A closed port: had the tick tried the gateway, it would have recorded an error, not ok.
     gateway = Gateway.objects.create(name="idle", url="ws://127.0.0.1:1/", token="x")

@@ -63,7 +63,7 @@ def listener(env: dict[str, str], gateway_pk: int):
     """``manage.py run_gateway_listener --refresh 1``; returns once it has connected."""
     from django.utils import timezone
 
-    from dashboard.models import Gateway
+    from fleet.models import Gateway
 
     started = timezone.now()
     path = common.log_path("e2e-listener")
@@ -171,15 +171,15 @@ async def drive(
 ) -> dict:
     from playwright.async_api import async_playwright
 
-    from dashboard import broadcast
-    from dashboard.services import async_client
+    from fleet import live
+    from fleet.services import async_client
 
     watch = Watch()
     client = async_client(gateway)
     client.on("*", watch.on_gateway_event)
     await client.connect()
     await client.sessions_subscribe()
-    follower = asyncio.create_task(watch.follow_layer(broadcast.gateway_group(gateway.pk)))
+    follower = asyncio.create_task(watch.follow_layer(live.gateway_group(gateway.pk)))
     warmup: list[dict] = []
     sends: list[dict] = []
     try:
@@ -267,10 +267,10 @@ def stats(values: list[float]) -> dict:
 
 def run() -> dict:
     common.setup("e2e")
-    from dashboard.models import Gateway
     from demo.gateway import DEFAULT_AGENTS, DemoGateway, ensure_installed
-    from scheduler import batches, runner
-    from scheduler.models import Batch
+    from fleet import batches
+    from fleet.models import Gateway
+    from scheduler import runner
     from tests.conftest import free_port_block
 
     ensure_installed()
@@ -283,8 +283,8 @@ def run() -> dict:
     ):
         gateway = Gateway.objects.create(name="e2e", url=gw.url, token=gw.token)
         # The org chart as the app builds it: BATCH-002 (roster) and BATCH-001 (sessions).
-        runner.run(Batch.CONFIG_POLLING, gateway, batches.poll_config)
-        runner.run(Batch.SESSION_POLLING, gateway, batches.poll_sessions)
+        runner.run(batches.CONFIG_POLLING, gateway, batches.poll_config)
+        runner.run(batches.SESSION_POLLING, gateway, batches.poll_sessions)
         gateway.refresh_from_db()
         env = common.server_env()
         with common.daphne(env, "e2e-daphne") as (daphne, url), listener(env, gateway.pk) as proc:

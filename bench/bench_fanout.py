@@ -1,5 +1,5 @@
 """Issue 4, fan-out: 100 authenticated dashboard websockets on a real Daphne, all in one gateway
-group, fed through dashboard.broadcast by a publisher process.
+group, fed through agentflow.lib.broadcast by a publisher process.
 
 * sustained: 1,000 deliveries/s (10 messages/s x 100 clients) for 60 s: p50 <= 20 ms,
   p99 <= 100 ms, nothing lost, nothing reordered;
@@ -7,9 +7,6 @@ group, fed through dashboard.broadcast by a publisher process.
   p99 > 250 ms or a loss;
 * the same steps from 1k with RedisPubSubChannelLayer (AGENTFLOW_CHANNEL_LAYER=pubsub) and through
   a bare ``websockets`` broadcast server (the ceiling), with the same clients and publisher;
-* an experiment, not the app as shipped: 1k, 2k, 4k with the dispatch fix proposed for
-  dashboard/consumers.py applied inside Daphne (bench/_asgi_fix_dispatch.py), for both layers
-  (skipped when DashboardConsumer already has a dispatch of its own).
 
 Three processes per run besides this one: the server, the clients (bench._fanout_clients) and the
 publisher (bench._fanout_publisher); latency = client receive time - publisher send time."""
@@ -32,9 +29,7 @@ SUSTAINED = (1000, 60)  # deliveries/s, seconds
 KNEE_RATES = (1000, 2000, 4000, 8000, 16000)
 KNEE_STEP_S = 10
 KNEE_P99_MS = 250
-EXPERIMENT_RATES = (1000, 2000, 4000)
 APP = "agentflow.asgi:application"
-FIXED_APP = "bench._asgi_fix_dispatch:application"
 
 
 class LineProcess:
@@ -217,7 +212,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 def run() -> dict:
     common.setup("fanout")
-    from dashboard.models import Gateway
+    from fleet.models import Gateway
 
     gateway = Gateway.objects.create(name="fanout", url="ws://127.0.0.1:1/", token="x")
     cookie = common.login_cookie()
@@ -225,28 +220,16 @@ def run() -> dict:
     figures: dict = {"clients": CLIENTS}
 
     figures["loadavg_1m_start"] = round(os.getloadavg()[0], 2)
-    fixed = [("knee", rate, KNEE_STEP_S) for rate in EXPERIMENT_RATES]
     runs = [
         # The sustained 60 s run uses the app's default layer (pubsub); core gets the same steps.
         ("core", "core", APP, knee_plan),
         ("pubsub", "pubsub", APP, [("sustained", *SUSTAINED), *knee_plan[1:]]),
     ]
-    # Not the app as shipped: the dispatch fix proposed for dashboard/consumers.py, applied inside
-    # the Daphne process by bench/_asgi_fix_dispatch.py, to measure what it buys. Skipped once the
-    # app's consumer has a dispatch of its own (the fix, or another take on it, is in).
-    from dashboard.consumers import DashboardConsumer
-
-    figures["app_has_own_dispatch"] = "dispatch" in vars(DashboardConsumer)
-    if not figures["app_has_own_dispatch"]:
-        runs += [
-            ("core_dispatch_fix", "core", FIXED_APP, fixed),
-            ("pubsub_dispatch_fix", "pubsub", FIXED_APP, fixed),
-        ]
     for label, layer, app, plan in runs:
         common.clear_redis()
         env = common.server_env(AGENTFLOW_CHANNEL_LAYER=layer)
         print(
-            f"  AgentFlow, {layer} channel layer{' + proposed dispatch fix' if app == FIXED_APP else ''}",
+            f"  AgentFlow, {layer} channel layer",
             flush=True,
         )
         with common.daphne(env, f"fanout-{label}-daphne", app=app) as (proc, url):
@@ -315,27 +298,10 @@ def run() -> dict:
         "ws_dropped_total": {"core": core["ws_dropped_total"], "pubsub": pubsub["ws_dropped_total"]},
         "daphne_exceptions": {
             label: figures[label]["daphne_exceptions"]
-            for label in ("core", "pubsub", "core_dispatch_fix", "pubsub_dispatch_fix")
+            for label in ("core", "pubsub")
             if label in figures and figures[label]["daphne_exceptions"]
         },
     }
-    experiment = {}
-    for label, unfixed_1k in (("core_dispatch_fix", core_1k), ("pubsub_dispatch_fix", pubsub_1k)):
-        if label not in figures:
-            continue
-        result, fixed_1k = figures[label], step(figures[label], "knee", 1000)
-        experiment[label] = {
-            "step_1k_p50_ms": fixed_1k["p50_ms"],
-            "step_1k_p99_ms": fixed_1k["p99_ms"],
-            "step_1k_server_cpu_us_per_delivery": fixed_1k["server_cpu_us_per_delivery"],
-            "cpu_per_delivery_fixed_over_unfixed": ratio(
-                fixed_1k["server_cpu_us_per_delivery"], unfixed_1k["server_cpu_us_per_delivery"]
-            ),
-            "knee": result["knee_deliveries_per_s"] or f"> {EXPERIMENT_RATES[-1]}",
-            "max_ok_deliveries_per_s": result["max_ok_deliveries_per_s"],
-            "ws_dropped_total": result["ws_dropped_total"],
-        }
-    figures["summary"]["experiment_proposed_dispatch_fix"] = experiment
     s = figures["summary"]
     figures["targets"] = [
         {

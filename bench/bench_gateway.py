@@ -9,8 +9,8 @@ import statistics
 import tempfile
 import time
 
-from dashboard.gateway import GatewayClient
 from demo.gateway import DemoGateway, ensure_installed
+from openclaw import GatewayClient
 from tests.conftest import free_port_block
 
 

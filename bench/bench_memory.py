@@ -134,7 +134,7 @@ async def measure(pid: int, base_url: str, cookie: str) -> dict:
 
 def run() -> dict:
     common.setup("memory")
-    from dashboard.models import Gateway
+    from fleet.models import Gateway
 
     Gateway.objects.get_or_create(name="memory", defaults={"url": "ws://127.0.0.1:1/", "token": "x"})
     cookie = common.login_cookie()

@@ -26,7 +26,7 @@ WARMUP = 3
 
 
 def build_fleet() -> dict:
-    from dashboard.models import Agent, AgentSession, Gateway, HealthSample
+    from fleet.models import Agent, AgentSession, Gateway, HealthSample
 
     now = datetime.now(UTC)
     gateway = Gateway.objects.create(
@@ -137,7 +137,7 @@ def chat_rows(gateway_id: int, keys: list[str]):
 def fill_chat(gateway_id: int, keys: list[str]) -> float:
     from django.db import connection
 
-    from dashboard.models import ChatHistory
+    from fleet.models import ChatHistory
 
     started = time.perf_counter()
     with connection.cursor() as cursor:
@@ -191,7 +191,7 @@ def time_parts() -> dict:
     from django.test import RequestFactory
 
     from dashboard import overview
-    from dashboard.models import AgentSession
+    from fleet.models import AgentSession
 
     build, render = [], []
     request = RequestFactory().get("/")
@@ -230,7 +230,7 @@ def run() -> dict:
     from django.contrib.auth import get_user_model
     from django.test import Client
 
-    from dashboard.models import Agent, AgentSession, ChatHistory, Gateway, HealthSample
+    from fleet.models import Agent, AgentSession, ChatHistory, Gateway, HealthSample
 
     for model in (ChatHistory, AgentSession, Agent, HealthSample, Gateway):
         model.objects.all().delete()

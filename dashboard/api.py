@@ -20,7 +20,11 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET
 
-from .models import Agent, AgentSession, ApiToken, ChatHistory, ConfigHistory, Gateway
+from fleet.models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway
+from scheduler import registry
+from scheduler.models import BatchRun
+
+from .models import ApiToken
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 100
@@ -233,23 +237,21 @@ def chat(request: HttpRequest, session_key: str) -> dict[str, Any]:
 
 @api_view
 def batches(request: HttpRequest) -> dict[str, Any]:
-    from scheduler.models import Batch, BatchRun
-
-    latest = {run.batch: run for run in BatchRun.objects.select_related("gateway").latest_per_batch()}
+    latest = {run.batch: run for run in BatchRun.objects.latest_per_batch()}
     results = []
-    for batch in Batch:
-        run = latest.get(batch.value)
+    for spec in registry.batches():
+        run = latest.get(spec.id)
         results.append(
             {
-                "batch": batch.value,
-                "name": batch.label,
+                "batch": spec.id,
+                "name": spec.label,
                 "last_run": None
                 if run is None
                 else {
                     "started_at": _ts(run.started_at),
                     "status": run.status,
                     "duration_ms": round(run.duration_ms, 1),
-                    "gateway": run.gateway.name if run.gateway else None,
+                    "gateway": run.target_name or None if run.scope == "gateway" else None,
                     "counts": run.counts,
                     "error": run.error or None,
                 },

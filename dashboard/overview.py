@@ -14,7 +14,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.encoding import iri_to_uri
 
-from .models import Agent, AgentSession, Alert, Gateway, HealthSample
+from fleet.models import Agent, AgentSession, Gateway, HealthSample
+from scheduler.models import Alert
 
 STATUS_ORDER = {AgentSession.Status.ACTIVE: 0, AgentSession.Status.IDLE: 1, AgentSession.Status.OFFLINE: 2}
 # Rendering every session row of a large fleet is what makes an overview slow, and nobody
@@ -86,7 +87,7 @@ class SessionUrls:
     def __call__(self, row: SessionRow) -> str:
         parts = self._prefix.get(row.gateway_id)
         if parts is None:
-            url = reverse("session-detail", args=[row.gateway_id, self.MARK])
+            url = reverse("dashboard:session-detail", args=[row.gateway_id, self.MARK])
             before, _, after = url.partition(self.MARK)
             parts = self._prefix[row.gateway_id] = (before, after)
         return parts[0] + iri_to_uri(row.session_key) + parts[1]
@@ -207,7 +208,7 @@ def build(filters: Filters | None = None, gateway_ids: list[int] | None = None) 
         nodes: dict[int, AgentNode] = {}
         budget = _row_budget(gw_agents, by_agent, filters)
         # One reverse() per gateway, not one per agent (200 agents: ~10 ms of the page).
-        list_url = reverse("fragment-agent-sessions", args=[gw.pk, 0])
+        list_url = reverse("dashboard:fragment-agent-sessions", args=[gw.pk, 0])
         for agent in gw_agents:
             own = sorted(by_agent.get(agent.pk, []), key=_sort_key)
             status = own[0].status if own else AgentSession.Status.OFFLINE
@@ -291,7 +292,7 @@ def agent_sessions(agent: Agent, filters: Filters, limit: int = 200) -> AgentNod
         [node(s) for s in shown],
         len(top) - len(shown),
         session_count=len(own),
-        sessions_url=reverse("fragment-agent-sessions", args=[agent.gateway_id, agent.pk]),
+        sessions_url=reverse("dashboard:fragment-agent-sessions", args=[agent.gateway_id, agent.pk]),
     )
 
 

@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 from django.apps import AppConfig
 
 
@@ -6,8 +8,9 @@ class SchedulerConfig(AppConfig):
     verbose_name = "Batch jobs"
 
     def ready(self) -> None:
-        from dashboard import metrics
+        from agentflow.lib import metrics
 
+        from . import live  # noqa: F401 - declares the engine's live events
         from .metrics import BatchCollector
 
         metrics.register(BatchCollector())

@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from dashboard.redis import get_redis, key
+from agentflow.lib.redis import get_redis, key
+
+from . import registry
 
 log = logging.getLogger("agentflow.scheduler")
 
@@ -57,9 +59,7 @@ class BatchCollector(Collector):
         hist = HistogramMetricFamily(
             "batch_execution_duration_seconds", "Batch run duration", labels=["batch"]
         )
-        from .models import Batch
-
-        for batch in Batch.values:
+        for batch in registry.batch_ids():
             data = _decode(client.hgetall(key("metrics", "batch_duration", batch)))
             if not data:
                 continue

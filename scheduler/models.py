@@ -1,24 +1,29 @@
+"""The engine's records: one ``BatchRun`` per batch execution and the ``Alert`` notices operators see.
+
+The engine never points a foreign key at a domain app (ARCHITECTURE.md rule 7): a run records
+what it ran for as a scope name, an id and the name it had then (``gateway``, 3, "prod").
+"""
+
+from __future__ import annotations
+
 from django.db import models
 from django.utils import timezone
 
-
-class Batch(models.TextChoices):
-    SESSION_POLLING = "BATCH-001", "Session polling"
-    CONFIG_POLLING = "BATCH-002", "Config polling"
-    CHAT_POLLING = "BATCH-003", "Chat polling"
-    HISTORY_CLEANUP = "BATCH-004", "History cleanup"
-    HEALTH_CHECK = "BATCH-005", "Health check"
+from . import registry
 
 
 class BatchRunQuerySet(models.QuerySet["BatchRun"]):
-    def latest_per_batch(self) -> list["BatchRun"]:
-        """The most recent run of each batch (one small query per batch: five index lookups)."""
+    def latest_per_batch(self) -> list[BatchRun]:
+        """The most recent run of each registered batch (one index lookup per batch)."""
         runs = []
-        for batch in Batch.values:
+        for batch in registry.batch_ids():
             run = self.filter(batch=batch).order_by("-started_at").first()
             if run is not None:
                 runs.append(run)
         return runs
+
+    def for_target(self, scope: str, target_id: int) -> BatchRunQuerySet:
+        return self.filter(scope=scope, target_id=target_id)
 
 
 class BatchRun(models.Model):
@@ -27,10 +32,13 @@ class BatchRun(models.Model):
         ERROR = "error", "Error"
         SKIPPED = "skipped", "Skipped"
 
-    batch = models.CharField(max_length=10, choices=Batch.choices)
-    gateway = models.ForeignKey(
-        "dashboard.Gateway", null=True, blank=True, on_delete=models.CASCADE, related_name="batch_runs"
+    # A registry key (e.g. "BATCH-001"), not a choice: a new batch kind needs no migration.
+    batch = models.CharField(max_length=50)
+    scope = models.CharField(
+        max_length=40, blank=True, help_text="What the batch ran for: '' (global) or a scope name."
     )
+    target_id = models.BigIntegerField(null=True, blank=True)
+    target_name = models.CharField(max_length=200, blank=True, help_text="The target's name when it ran.")
     started_at = models.DateTimeField(default=timezone.now)
     duration_ms = models.FloatField(default=0)
     status = models.CharField(max_length=10, choices=Status.choices)
@@ -44,7 +52,41 @@ class BatchRun(models.Model):
         indexes = [
             models.Index(fields=["batch", "-started_at"], name="batchrun_batch_time"),
             models.Index(fields=["started_at"], name="batchrun_time"),
+            models.Index(fields=["scope", "target_id"], name="batchrun_target"),
         ]
 
     def __str__(self) -> str:
         return f"{self.batch} {self.started_at:%Y-%m-%d %H:%M:%S} {self.status}"
+
+    @property
+    def batch_label(self) -> str:
+        spec = registry.find(self.batch)
+        return spec.label if spec else self.batch
+
+
+class AlertQuerySet(models.QuerySet["Alert"]):
+    def open(self) -> AlertQuerySet:
+        return self.filter(resolved_at__isnull=True)
+
+
+class Alert(models.Model):
+    """Something an operator must see on the dashboard (e.g. a failed history cleanup)."""
+
+    class Level(models.TextChoices):
+        WARNING = "warning", "Warning"
+        ERROR = "error", "Error"
+
+    level = models.CharField(max_length=10, choices=Level.choices, default=Level.ERROR)
+    source = models.CharField(max_length=50)
+    message = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AlertQuerySet.as_manager()
+
+    class Meta:
+        db_table = "dashboard_alert"  # moved from the dashboard app, table kept (scheduler 0002)
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"[{self.source}] {self.message[:80]}"

@@ -1,4 +1,4 @@
-"""Running one batch for one gateway: lock, time, record, log, count.
+"""Running one batch for one target: lock, time, record, log, count, and alert when it says so.
 
 Every run ends as exactly one ``BatchRun`` row (ok / error / skipped), one structured log
 line in the design's wording and one increment of the Redis-backed metrics.
@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.core.mail import mail_admins
+from django.db import transaction
 from django.utils import timezone
 
-from dashboard.models import Gateway
+from agentflow.lib.locks import lock
 
-from . import metrics
-from .locks import batch_lock
-from .models import Batch, BatchRun
+from . import live, metrics, registry
+from .models import Alert, BatchRun
 
 log = logging.getLogger("agentflow.scheduler")
 
@@ -33,46 +35,74 @@ class Outcome:
     counts: dict[str, Any] = field(default_factory=dict)
 
 
-BatchFn = Callable[[Gateway | None], Outcome]
+BatchFn = Callable[[Any], Outcome]
 
 
-def run(batch: str, gateway: Gateway | None, fn: BatchFn, *, lock_ttl: int = 120) -> BatchRun:
-    label = Batch(batch).label
+def run(
+    batch: str, target: Any = None, fn: BatchFn | None = None, *, lock_ttl: int | None = None
+) -> BatchRun:
+    """Run ``batch`` for ``target`` (None for a global batch); ``fn`` overrides the registered work
+    (the cleanup command passes one with progress output)."""
+    spec = registry.get(batch)
+    fn = fn or spec.fn
+    scope = registry.scope(spec.scope) if spec.scope and target is not None else None
+    target_name = scope.label(target) if scope else ""
     started_at = timezone.now()
     started = time.perf_counter()
-    scope = gateway.pk if gateway else "global"
     status, error, counts, summary = BatchRun.Status.OK, "", {}, ""
-    with batch_lock(batch, scope, lock_ttl) as acquired:
+    failure: BaseException | None = None
+    with lock(batch, target.pk if target is not None else "global", lock_ttl or spec.lock_ttl) as acquired:
         if not acquired:
             status, summary = BatchRun.Status.SKIPPED, "skipped, previous run still holds the lock"
             error = "previous run still holds the lock"  # the reason operators see on the run
             counts = {"reason": "locked"}
         else:
             try:
-                outcome = fn(gateway)
+                outcome = fn(target)
                 summary, counts = outcome.summary, outcome.counts
             except Skip as exc:
                 status, error, summary = BatchRun.Status.SKIPPED, str(exc), f"skipped ({exc})"
             except Exception as exc:
+                failure = exc
                 status, error, summary = (
                     BatchRun.Status.ERROR,
                     f"{type(exc).__name__}: {exc}",
                     f"error: {exc}",
                 )
                 log.exception(
-                    "[%s] %s failed%s", batch, label, f" for gateway {gateway.name}" if gateway else ""
+                    "[%s] %s failed%s",
+                    batch,
+                    spec.label,
+                    f" for {spec.scope} {target_name}" if target_name else "",
                 )
     duration = time.perf_counter() - started
-    where = f" gateway={gateway.name}" if gateway else ""
+    where = f" {spec.scope}={target_name}" if target_name else ""
     level = logging.ERROR if status == BatchRun.Status.ERROR else logging.INFO
-    log.log(level, "[%s] %s: %s%s (%.0fms)", batch, label, summary, where, duration * 1000)
+    log.log(level, "[%s] %s: %s%s (%.0fms)", batch, spec.label, summary, where, duration * 1000)
     metrics.record(batch, status, duration)
+    if failure is not None and spec.alert_on_error:
+        notify_failure(spec, failure)
     return BatchRun.objects.create(
         batch=batch,
-        gateway=gateway,
+        scope=spec.scope or "" if target is not None else "",
+        target_id=target.pk if target is not None else None,
+        target_name=target_name[:200],
         started_at=started_at,
         duration_ms=duration * 1000,
         status=status,
         counts=counts,
         error=error[:5000],
     )
+
+
+def notify_failure(spec: registry.BatchSpec, exc: BaseException) -> None:
+    """An Alert on the dashboard, a mail to the admins and a live nudge to open pages."""
+    text = "".join(traceback.format_exception(exc))
+    log.error("[%s] %s failed:\n%s", spec.id, spec.label, text)
+    with transaction.atomic():
+        Alert.objects.create(source=spec.id, message=f"{spec.label} failed: {type(exc).__name__}: {exc}")
+    try:
+        mail_admins(f"AgentFlow: {spec.label.lower()} failed", text, fail_silently=False)
+    except Exception:
+        log.exception("[%s] could not mail the admins", spec.id)
+    live.ALERT_RAISED.send()

@@ -63,14 +63,14 @@ def live_openclaw(openclaw: DemoGateway) -> DemoGateway:
 
 @pytest.fixture
 def gateway_row(db, live_openclaw):
-    from dashboard.models import Gateway
+    from fleet.models import Gateway
 
     return Gateway.objects.create(name="test-gw", url=live_openclaw.url, token=live_openclaw.token)
 
 
 @pytest.fixture
 def redis_client():
-    from dashboard.redis import get_redis
+    from agentflow.lib.redis import get_redis
 
     client = get_redis()
     client.ping()
@@ -87,3 +87,13 @@ def operator(db, django_user_model):
 @pytest.fixture
 def admin_user(db, django_user_model):
     return django_user_model.objects.create_superuser("boss", password="boss-pass")
+
+
+@pytest.fixture
+def redis_prefix(settings):
+    """A Redis namespace of this test's own: locks, metrics, open panels, sequence numbers and
+    channel-layer groups of concurrent test runs (or of a ``make run``) never mix with ours."""
+    from tests.support.redis import isolated_redis
+
+    with isolated_redis(settings) as prefix:
+        yield prefix

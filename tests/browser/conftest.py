@@ -128,8 +128,8 @@ def gateway_listener(server_env, gateway_row, tmp_path):
     started once the gateway row exists; returns when it has connected to the real gateway."""
     from django.utils import timezone
 
-    from dashboard.models import Gateway
-    from dashboard.redis import get_redis
+    from agentflow.lib.redis import get_redis
+    from fleet.models import Gateway
 
     started = timezone.now()
     log_path = tmp_path / "listener.log"

@@ -12,22 +12,19 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
-from dashboard.gateway import SyncGatewayClient
-from dashboard.models import ChatHistory, Gateway
-from scheduler import batches
+from fleet import batches
+from fleet.models import ChatHistory, Gateway
+from openclaw import SyncGatewayClient
 from tests.browser.conftest import login, off_loop, screenshot
-from tests.scheduler.support import isolated_redis
 
-pytestmark = [pytest.mark.browser, pytest.mark.gateway, pytest.mark.redis]
+pytestmark = [
+    pytest.mark.usefixtures("redis_prefix"),
+    pytest.mark.browser,
+    pytest.mark.gateway,
+    pytest.mark.redis,
+]
 
 DEMO_AGENTS = ("main", "researcher", "writer")
-
-
-@pytest.fixture(autouse=True)
-def redis_prefix(settings):
-    """A Redis namespace of this test's own, handed to Daphne and the listener via server_env."""
-    with isolated_redis(settings) as prefix:
-        yield prefix
 
 
 @pytest.fixture(autouse=True)

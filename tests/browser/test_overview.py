@@ -1,8 +1,10 @@
 """The fleet overview in a real browser, against the real gateway."""
 
+from __future__ import annotations
+
 import pytest
 
-from scheduler import batches
+from fleet import batches
 from tests.browser.conftest import login, off_loop, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.gateway]

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from django.urls import reverse
 
-from dashboard.models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway
+from fleet.models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway
 
 STORED_TOKEN = "stored-admin-token-0b9e61"  # markers to look for in responses
 NEW_TOKEN = "replacement-admin-token-5aa2d0"
@@ -61,7 +61,7 @@ def test_a_logged_in_operator_sees_the_overview_without_the_token(client, operat
 
 def test_an_operator_without_staff_rights_cannot_open_the_admin(client, operator, gateway):
     client.force_login(operator)
-    response = client.get(reverse("admin:dashboard_gateway_change", args=[gateway.pk]))
+    response = client.get(reverse("admin:fleet_gateway_change", args=[gateway.pk]))
     assert response.status_code == 302
     assert reverse("admin:login") in response["Location"]
 
@@ -70,7 +70,7 @@ def test_an_operator_without_staff_rights_cannot_open_the_admin(client, operator
 
 
 def test_the_gateway_change_page_never_renders_the_token(staff_client, gateway):
-    response = staff_client.get(reverse("admin:dashboard_gateway_change", args=[gateway.pk]))
+    response = staff_client.get(reverse("admin:fleet_gateway_change", args=[gateway.pk]))
     assert response.status_code == 200
     content = response.content.decode()
     assert 'type="password"' in content
@@ -80,7 +80,7 @@ def test_the_gateway_change_page_never_renders_the_token(staff_client, gateway):
 
 def test_the_gateway_list_shows_whether_a_token_is_set_but_not_the_token(staff_client, gateway):
     Gateway.objects.create(name="no-token", url="ws://127.0.0.1:1/")
-    response = staff_client.get(reverse("admin:dashboard_gateway_changelist"))
+    response = staff_client.get(reverse("admin:fleet_gateway_changelist"))
     assert response.status_code == 200
     content = response.content.decode()
     assert "Token set" in content
@@ -89,7 +89,7 @@ def test_the_gateway_list_shows_whether_a_token_is_set_but_not_the_token(staff_c
 
 
 def test_a_blank_token_keeps_the_stored_one(staff_client, gateway):
-    url = reverse("admin:dashboard_gateway_change", args=[gateway.pk])
+    url = reverse("admin:fleet_gateway_change", args=[gateway.pk])
     response = staff_client.post(url, change_form(gateway, url="ws://127.0.0.1:18790/"))
     assert response.status_code == 302, response.context["adminform"].form.errors
     gateway.refresh_from_db()
@@ -98,7 +98,7 @@ def test_a_blank_token_keeps_the_stored_one(staff_client, gateway):
 
 
 def test_a_new_token_replaces_the_stored_one(staff_client, gateway):
-    url = reverse("admin:dashboard_gateway_change", args=[gateway.pk])
+    url = reverse("admin:fleet_gateway_change", args=[gateway.pk])
     response = staff_client.post(url, change_form(gateway, token=NEW_TOKEN))
     assert response.status_code == 302
     gateway.refresh_from_db()
@@ -108,7 +108,7 @@ def test_a_new_token_replaces_the_stored_one(staff_client, gateway):
 
 
 def test_saving_the_form_does_not_reset_the_recorded_status(staff_client, gateway):
-    url = reverse("admin:dashboard_gateway_change", args=[gateway.pk])
+    url = reverse("admin:fleet_gateway_change", args=[gateway.pk])
     staff_client.post(url, change_form(gateway, token=NEW_TOKEN))
     gateway.refresh_from_db()
     assert gateway.status == Gateway.Status.CONNECTED
@@ -118,7 +118,7 @@ def test_saving_the_form_does_not_reset_the_recorded_status(staff_client, gatewa
     "bad_url", ["http://127.0.0.1:18789/", "127.0.0.1:18789", "https://gw.example.test/"]
 )
 def test_a_url_that_is_not_a_websocket_url_is_rejected_with_a_clear_error(staff_client, gateway, bad_url):
-    url = reverse("admin:dashboard_gateway_change", args=[gateway.pk])
+    url = reverse("admin:fleet_gateway_change", args=[gateway.pk])
     response = staff_client.post(url, change_form(gateway, url=bad_url, token=NEW_TOKEN))
     assert response.status_code == 200  # the form comes back with the error
     assert response.context["adminform"].form.errors["url"] == [
@@ -134,7 +134,7 @@ def test_a_url_that_is_not_a_websocket_url_is_rejected_with_a_clear_error(staff_
 
 
 def test_a_wss_url_with_surrounding_spaces_is_accepted_and_trimmed(staff_client, gateway):
-    url = reverse("admin:dashboard_gateway_change", args=[gateway.pk])
+    url = reverse("admin:fleet_gateway_change", args=[gateway.pk])
     response = staff_client.post(url, change_form(gateway, url="  wss://gw.example.test/  "))
     assert response.status_code == 302
     gateway.refresh_from_db()
@@ -143,7 +143,7 @@ def test_a_wss_url_with_surrounding_spaces_is_accepted_and_trimmed(staff_client,
 
 def test_adding_a_gateway_stores_its_token(staff_client, db):
     response = staff_client.post(
-        reverse("admin:dashboard_gateway_add"),
+        reverse("admin:fleet_gateway_add"),
         {
             "name": "new-gw",
             "url": "ws://127.0.0.1:18789/",
@@ -160,7 +160,7 @@ def test_adding_a_gateway_stores_its_token(staff_client, db):
 
 def test_the_gateway_list_searches_and_filters(staff_client, gateway):
     Gateway.objects.create(name="staging", url="ws://10.0.0.9:18789/", enabled=False)
-    changelist = reverse("admin:dashboard_gateway_changelist")
+    changelist = reverse("admin:fleet_gateway_changelist")
     response = staff_client.get(changelist, {"q": "prod"})
     assert response.status_code == 200
     assert [g.name for g in response.context["cl"].result_list] == ["prod-eu"]
@@ -236,7 +236,7 @@ def results(response) -> list:
 
 
 def test_the_agent_list_renders_searches_and_filters(staff_client, synced):
-    changelist = reverse("admin:dashboard_agent_changelist")
+    changelist = reverse("admin:fleet_agent_changelist")
     assert len(results(staff_client.get(changelist))) == 3
     assert [a.agent_id for a in results(staff_client.get(changelist, {"q": "writ"}))] == ["writer"]
     filtered = results(staff_client.get(changelist, {"gateway__id__exact": synced["other"].pk}))
@@ -245,7 +245,7 @@ def test_the_agent_list_renders_searches_and_filters(staff_client, synced):
 
 
 def test_the_session_list_renders_searches_and_filters(staff_client, synced):
-    changelist = reverse("admin:dashboard_agentsession_changelist")
+    changelist = reverse("admin:fleet_agentsession_changelist")
     assert len(results(staff_client.get(changelist))) == 2
     found = results(staff_client.get(changelist, {"q": "beta"}))
     assert [s.session_key for s in found] == ["agent:writer:beta"]
@@ -259,7 +259,7 @@ def test_the_session_list_renders_searches_and_filters(staff_client, synced):
 
 
 def test_the_config_history_list_renders_searches_and_filters(staff_client, synced):
-    changelist = reverse("admin:dashboard_confighistory_changelist")
+    changelist = reverse("admin:fleet_confighistory_changelist")
     response = staff_client.get(changelist)
     assert len(results(response)) == 2
     assert "a" * 16 in response.content.decode()  # the short hash column
@@ -270,7 +270,7 @@ def test_the_config_history_list_renders_searches_and_filters(staff_client, sync
 
 
 def test_the_chat_history_list_renders_searches_and_filters(staff_client, synced):
-    changelist = reverse("admin:dashboard_chathistory_changelist")
+    changelist = reverse("admin:fleet_chathistory_changelist")
     assert len(results(staff_client.get(changelist))) == 2
     assert [m.message_id for m in results(staff_client.get(changelist, {"q": "You said"}))] == ["m2"]
     assert [m.message_id for m in results(staff_client.get(changelist, {"role__exact": "user"}))] == ["m1"]
@@ -285,8 +285,8 @@ def test_the_chat_history_list_renders_searches_and_filters(staff_client, synced
 def test_the_change_pages_of_synced_rows_render(staff_client, synced, model):
     from django.apps import apps
 
-    row = apps.get_model("dashboard", model).objects.first()
-    response = staff_client.get(reverse(f"admin:dashboard_{model}_change", args=[row.pk]))
+    row = apps.get_model("fleet", model).objects.first()
+    response = staff_client.get(reverse(f"admin:fleet_{model}_change", args=[row.pk]))
     assert response.status_code == 200
     assert STORED_TOKEN not in response.content.decode()
 
@@ -294,7 +294,7 @@ def test_the_change_pages_of_synced_rows_render(staff_client, synced, model):
 def test_keeping_the_token_is_not_logged_as_a_token_change(staff_client, gateway):
     from django.contrib.admin.models import LogEntry
 
-    url = reverse("admin:dashboard_gateway_change", args=[gateway.pk])
+    url = reverse("admin:fleet_gateway_change", args=[gateway.pk])
     staff_client.post(url, change_form(gateway, url="ws://127.0.0.1:18790/"))
     [entry] = LogEntry.objects.all()
     assert "token" not in entry.get_change_message().lower()

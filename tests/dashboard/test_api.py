@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dashboard.models import Agent, AgentSession, ApiToken, ChatHistory, ConfigHistory, Gateway
+from dashboard.models import ApiToken
+from fleet.models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway
 from scheduler.models import BatchRun
+from tests.support.factories import make_batch_run
 
 pytestmark = pytest.mark.django_db
 
@@ -66,9 +68,7 @@ def fleet(db):
             text=f"message {i}",
             timestamp=T0 + timedelta(minutes=i),
         )
-    BatchRun.objects.create(
-        batch="BATCH-001", gateway=alpha, status="ok", counts={"sessions": 3}, duration_ms=12
-    )
+    make_batch_run("BATCH-001", alpha, status="ok", counts={"sessions": 3}, duration_ms=12)
     BatchRun.objects.create(batch="BATCH-004", status="error", error="RuntimeError: boom")
     return alpha, beta
 

@@ -1,5 +1,5 @@
 """The dashboard websocket (dashboard.consumers) through the real ASGI stack: origin check,
-session auth, group fan-out from dashboard.broadcast over the real Redis channel layer, chat
+session auth, group fan-out from agentflow.lib.broadcast over the real Redis channel layer, chat
 panel registration, frame limits and the dropped-message counter on /metrics."""
 
 from __future__ import annotations
@@ -18,25 +18,24 @@ from django.conf import settings
 from django.test import AsyncClient, Client
 
 from agentflow.asgi import application
-from dashboard import broadcast, chats, consumers, events
-from dashboard.gateway import Event
-from dashboard.models import Gateway
+from dashboard import consumers
+from fleet import chats, events, live
+from fleet.models import Gateway
+from openclaw import Event
+from scheduler.live import ALERT_RAISED
 from tests.conftest import load_frame
-from tests.scheduler.support import isolated_redis
+from tests.support.live import apush
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
+pytestmark = [
+    pytest.mark.usefixtures("redis_prefix"),
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.redis,
+]
 
 PATH = "/ws/dashboard/"
 TOKEN = "consumer-test-token-5f0c9d2e"
 SESSION_KEY = "agent:main:x"
 SECRET_KEYS = re.compile(r'"[^"]*(token|secret|password|url)[^"]*"\s*:', re.I)  # no such field is pushed
-
-
-@pytest.fixture(autouse=True)
-def redis_prefix(settings):
-    """Our own Redis namespace: channel groups, open panels, sequence numbers and the counter."""
-    with isolated_redis(settings) as prefix:
-        yield prefix
 
 
 @pytest.fixture
@@ -159,7 +158,7 @@ async def test_an_authenticated_page_receives_sessions_changed(gateway, sessioni
         {"session_key": "agent:main:main", "agent_id": "main", "status": "active", "has_active_run": True}
     ]
     async with open_page(sessionid) as page:
-        await sync_to_async(broadcast.sessions_changed)(gateway.pk, changes)
+        await live.SESSIONS_CHANGED.asend(gateway_id=gateway.pk, changes=changes)
         message = await page.receive()
         assert message["type"] == "sessions.changed"
         assert message["gateway_id"] == gateway.pk
@@ -171,23 +170,24 @@ async def test_an_authenticated_page_receives_sessions_changed(gateway, sessioni
 async def test_pages_get_only_enabled_gateways_and_alerts(gateway, sessionid):
     disabled = await Gateway.objects.acreate(name="off", url="ws://127.0.0.1:8/", token=TOKEN, enabled=False)
     async with open_page(sessionid) as page:
-        await broadcast.asend(broadcast.gateway_group(disabled.pk), "gateway.status", gateway_id=disabled.pk)
+        await apush(live.gateway_group(disabled.pk), "gateway.status", gateway_id=disabled.pk)
         assert await page.nothing()
-        await sync_to_async(broadcast.gateway_status)(gateway.pk, "disconnected")
+        await live.GATEWAY_STATUS.asend(gateway_id=gateway.pk, status="disconnected", label="Disconnected")
         assert await page.receive() == {
             "gateway_id": gateway.pk,
             "status": "disconnected",
+            "label": "Disconnected",
             "seq": 1,
             "type": "gateway.status",
         }
-        await sync_to_async(broadcast.alert_raised)()
+        await ALERT_RAISED.asend()
         assert (await page.receive())["type"] == "alert.raised"
 
 
 async def test_an_idle_page_stays_connected_past_the_layers_blocking_pop(gateway, sessionid):
     async with open_page(sessionid) as page:
         assert await page.nothing(7)  # longer than the layer's 5 s BZPOPMIN
-        await sync_to_async(broadcast.gateway_status)(gateway.pk, "connected")
+        await live.GATEWAY_STATUS.asend(gateway_id=gateway.pk, status="connected", label="Connected")
         assert (await page.receive())["status"] == "connected"
 
 
@@ -195,16 +195,16 @@ async def test_an_idle_page_stays_connected_past_the_layers_blocking_pop(gateway
 
 
 async def test_an_open_panel_gets_chat_stream_deltas_and_is_registered(gateway, sessionid):
-    group = broadcast.chat_group(gateway.pk, SESSION_KEY)
+    group = live.chat_group(gateway.pk, SESSION_KEY)
     async with open_page(sessionid) as page:
         # Before the panel is open, the page is not in the chat group.
-        await broadcast.asend(group, "chat.stream", gateway_id=gateway.pk, session_key=SESSION_KEY)
+        await apush(group, "chat.stream", gateway_id=gateway.pk, session_key=SESSION_KEY)
         assert await page.nothing()
 
         await open_panel(page, gateway.pk, SESSION_KEY)
         assert SESSION_KEY in await sync_to_async(chats.open_panels)(gateway.pk)
         for state, delta in [("delta", "Hel"), ("delta", "lo"), ("final", "")]:
-            await broadcast.asend(
+            await apush(
                 group,
                 "chat.stream",
                 gateway_id=gateway.pk,
@@ -224,13 +224,11 @@ async def test_an_open_panel_gets_chat_stream_deltas_and_is_registered(gateway, 
         assert all(m["session_key"] == SESSION_KEY and m["run_id"] == "run-1" for m in received)
         assert [m["seq"] for m in received] == sorted(m["seq"] for m in received)
 
-        await sync_to_async(broadcast.chat_messages)(gateway.pk, SESSION_KEY, [7, 8])
+        await live.CHAT_MESSAGES.asend(gateway_id=gateway.pk, session_key=SESSION_KEY, message_ids=[7, 8])
         assert (await page.receive())["message_ids"] == [7, 8]
 
         # Another session's panel is none of this page's business.
-        await broadcast.asend(
-            broadcast.chat_group(gateway.pk, "agent:main:other"), "chat.stream", state="delta"
-        )
+        await apush(live.chat_group(gateway.pk, "agent:main:other"), "chat.stream", state="delta")
         assert await page.nothing()
 
 
@@ -245,7 +243,7 @@ async def test_panel_open_for_an_unknown_gateway_is_ignored(gateway, sessionid):
         assert await page.nothing(0.5)  # still open: ignored, not closed
         assert await sync_to_async(chats.open_panels)(unknown) == []
         assert await sync_to_async(chats.open_panels)(gateway.pk) == []
-        await broadcast.asend(broadcast.chat_group(unknown, SESSION_KEY), "chat.stream", state="delta")
+        await apush(live.chat_group(unknown, SESSION_KEY), "chat.stream", state="delta")
         assert await page.nothing()
 
 
@@ -284,7 +282,7 @@ async def test_a_frame_at_the_limit_is_still_accepted(gateway, sessionid):
         assert len(frame) == consumers.MAX_FRAME
         await page.communicator.send_to(text_data=frame)
         assert await page.nothing(0.5)
-        await sync_to_async(broadcast.gateway_status)(gateway.pk, "connected")
+        await live.GATEWAY_STATUS.asend(gateway_id=gateway.pk, status="connected", label="Connected")
         assert (await page.receive())["type"] == "gateway.status"
 
 
@@ -294,7 +292,7 @@ async def test_malformed_messages_are_ignored_and_the_socket_stays_usable(gatewa
             await page.communicator.send_to(text_data=frame)
         await page.communicator.send_to(bytes_data=b"\xff\xfe not utf-8")
         assert await page.nothing(0.5)
-        await sync_to_async(broadcast.gateway_status)(gateway.pk, "connected")
+        await live.GATEWAY_STATUS.asend(gateway_id=gateway.pk, status="connected", label="Connected")
         assert (await page.receive())["status"] == "connected"
 
 
@@ -303,7 +301,7 @@ async def test_malformed_messages_are_ignored_and_the_socket_stays_usable(gatewa
 
 async def test_a_skipped_sequence_number_counts_dropped_messages_on_metrics(gateway, sessionid):
     layer = get_channel_layer()
-    group = broadcast.gateway_group(gateway.pk)
+    group = live.gateway_group(gateway.pk)
     before = await dropped_total()
     async with open_page(sessionid) as page:
         for seq in (1, 5):
@@ -337,10 +335,10 @@ async def test_sequences_are_tracked_per_group(gateway, sessionid):
     async with open_page(sessionid) as page:
         await open_panel(page, gateway.pk, SESSION_KEY)
         # Interleaved pushes to two groups, each numbered on its own: no gap in either.
-        await sync_to_async(broadcast.gateway_status)(gateway.pk, "connected")
-        await broadcast.asend(broadcast.chat_group(gateway.pk, SESSION_KEY), "chat.stream", state="delta")
-        await sync_to_async(broadcast.gateway_status)(gateway.pk, "connected")
-        await broadcast.asend(broadcast.chat_group(gateway.pk, SESSION_KEY), "chat.stream", state="final")
+        await live.GATEWAY_STATUS.asend(gateway_id=gateway.pk, status="connected", label="Connected")
+        await apush(live.chat_group(gateway.pk, SESSION_KEY), "chat.stream", state="delta")
+        await live.GATEWAY_STATUS.asend(gateway_id=gateway.pk, status="connected", label="Connected")
+        await apush(live.chat_group(gateway.pk, SESSION_KEY), "chat.stream", state="final")
         assert [(await page.receive())["seq"] for _ in range(4)] == [1, 1, 2, 2]
     assert await dropped_total() == before
 
@@ -357,12 +355,12 @@ async def test_no_token_or_secret_in_any_message_of_a_replayed_gateway_run(gatew
     session_key = next(f["payload"]["sessionKey"] for f in frames if f["event"] == "chat")
     async with open_page(sessionid) as page:
         await open_panel(page, gateway.pk, session_key)
-        await sync_to_async(broadcast.gateway_status)(gateway.pk, "connected")
+        await live.GATEWAY_STATUS.asend(gateway_id=gateway.pk, status="connected", label="Connected")
         for frame in frames:
             await events.handle(
                 gateway.pk, Event(event=frame["event"], payload=copy.deepcopy(frame["payload"]))
             )
-        await sync_to_async(broadcast.config_changed)(gateway.pk, None)
+        await live.CONFIG_CHANGED.asend(gateway_id=gateway.pk, history_id=None)
         received = []
         while not await page.nothing(0.5):
             received.append(await page.receive())

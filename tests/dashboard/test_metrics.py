@@ -6,8 +6,8 @@ import pytest
 from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from dashboard import services
-from dashboard.models import Agent, AgentSession, Gateway
+from fleet import services
+from fleet.models import Agent, AgentSession, Gateway
 
 SECRET_TOKEN = "metrics-test-token-c41b2e"  # a marker to look for in responses
 

@@ -13,13 +13,14 @@ from html.parser import HTMLParser
 import pytest
 from django.utils import timezone
 
-from dashboard import configs, overview
-from dashboard.gateway import SyncGatewayClient
-from dashboard.models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway, HealthSample
+from dashboard import overview
+from fleet import configs
+from fleet.models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway, HealthSample
+from openclaw import SyncGatewayClient
 from scheduler.models import BatchRun
-from tests.scheduler.support import isolated_redis
+from tests.support.factories import make_batch_run
 
-pytestmark = [pytest.mark.django_db, pytest.mark.redis]
+pytestmark = [pytest.mark.usefixtures("redis_prefix"), pytest.mark.django_db, pytest.mark.redis]
 
 TOKEN = "views-test-gateway-token-9c41e7"  # looked for in every page
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -113,12 +114,6 @@ def session_keys(node: Node) -> list[str]:
 
 
 # --- fixtures -----------------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def redis_prefix(settings):
-    with isolated_redis(settings) as prefix:
-        yield prefix
 
 
 @pytest.fixture
@@ -470,7 +465,7 @@ def test_session_page_for_a_session_not_stored_yet(web, gateway):
 
 
 def test_opening_a_session_page_registers_its_chat_panel(web, gateway):
-    from dashboard import chats
+    from fleet import chats
 
     web.get(f"/gateways/{gateway.pk}/sessions/agent:writer:main/")
     assert chats.open_panels(gateway.pk) == ["agent:writer:main"]
@@ -602,7 +597,7 @@ def wait_for(predicate, timeout: float, what: str):
 
 
 def history_texts(gateway_client: SyncGatewayClient, key: str) -> list[str]:
-    from dashboard.chats import message_text
+    from fleet.chats import message_text
 
     messages = gateway_client.chat_history(key, limit=50).get("messages") or []
     return [message_text(m.get("content")) for m in messages]
@@ -791,10 +786,8 @@ def test_config_history_of_another_gateway_is_not_mixed_in(web, gateway, config_
 
 
 def test_batch_runs_page(web, gateway):
-    BatchRun.objects.create(batch="BATCH-001", gateway=gateway, status="ok", duration_ms=12, counts={"n": 3})
-    BatchRun.objects.create(
-        batch="BATCH-001", gateway=gateway, status="ok", started_at=timezone.now() - timedelta(hours=1)
-    )
+    make_batch_run("BATCH-001", gateway, status="ok", duration_ms=12, counts={"n": 3})
+    make_batch_run("BATCH-001", gateway, status="ok", started_at=timezone.now() - timedelta(hours=1))
     BatchRun.objects.create(batch="BATCH-004", status="error", error="RuntimeError: boom")
     page = dom(web.get("/batches/"))
     latest = {tr.attrs["id"]: tr for tr in page.find_all("tr") if tr.attrs.get("id", "").startswith("batch-")}
@@ -816,7 +809,7 @@ def test_batch_runs_page(web, gateway):
 def test_the_gateway_token_never_appears_in_any_page(web, fleet, gateway, config_rows):
     (message,) = chat(gateway, "agent:main:main", ["hi"])
     Gateway.objects.filter(pk=gateway.pk).update(status="auth_failed", status_reason="The token was rejected")
-    BatchRun.objects.create(batch="BATCH-005", gateway=gateway, status="error", error="auth failed")
+    make_batch_run("BATCH-005", gateway, status="error", error="auth failed")
     paths = [
         "/",
         "/?q=main",

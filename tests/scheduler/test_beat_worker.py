@@ -20,10 +20,10 @@ from django.conf import settings
 from django.db import connection
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from scheduler.models import Batch, BatchRun
+from fleet import batches
+from scheduler.models import BatchRun
 from scheduler.schedules import ensure_schedules
-
-from .support import wait_for
+from tests.support.gateway import wait_for
 
 BASE_DIR = Path(settings.BASE_DIR)
 CELERY = str(Path(sys.executable).with_name("celery"))
@@ -109,7 +109,7 @@ def test_beat_and_a_worker_run_session_polling_on_its_schedule(gateway_row, redi
         tmp_path / "beat.log",
     )
     try:
-        runs = BatchRun.objects.filter(batch=Batch.SESSION_POLLING, gateway=gateway_row)
+        runs = BatchRun.objects.filter(batch=batches.SESSION_POLLING, target_id=gateway_row.pk)
         try:
             wait_for(lambda: runs.count() >= 3, timeout=30, interval=0.5, what="three BATCH-001 runs")
         except AssertionError:
@@ -120,7 +120,7 @@ def test_beat_and_a_worker_run_session_polling_on_its_schedule(gateway_row, redi
         assert statuses <= {"ok", "skipped"}
         assert all(run.duration_ms > 0 for run in runs)
         # only the enabled schedule ran
-        assert not BatchRun.objects.exclude(batch=Batch.SESSION_POLLING).exists()
+        assert not BatchRun.objects.exclude(batch=batches.SESSION_POLLING).exists()
     finally:
         stop(beat)
         stop(worker)

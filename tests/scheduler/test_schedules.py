@@ -10,7 +10,8 @@ import pytest
 from django.core.management import call_command
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from scheduler.schedules import SPECS, TASK, ensure_schedules
+from scheduler import registry
+from scheduler.schedules import TASK, ensure_schedules
 
 pytestmark = pytest.mark.django_db
 
@@ -34,10 +35,10 @@ def test_it_creates_the_five_batch_schedules():
     cleanup = tasks["BATCH-004 History cleanup"]
     assert cleanup.interval is None
     assert (cleanup.crontab.minute, cleanup.crontab.hour, str(cleanup.crontab.timezone)) == ("0", "3", "UTC")
-    for spec in SPECS:
+    for spec in registry.batches():
         task = tasks[spec.task_name]
         assert task.task == TASK
-        assert json.loads(task.args) == [spec.batch]
+        assert json.loads(task.args) == [spec.id]
         assert task.enabled
 
 
@@ -79,13 +80,13 @@ def test_reset_restores_the_defaults():
 def test_the_command_reports_what_it_did():
     out = io.StringIO()
     call_command("setup_schedules", stdout=out)
-    assert out.getvalue().splitlines() == [f"{spec.task_name}: created" for spec in SPECS]
+    assert out.getvalue().splitlines() == [f"{spec.task_name}: created" for spec in registry.batches()]
 
     out = io.StringIO()
     call_command("setup_schedules", stdout=out)
-    assert out.getvalue().splitlines() == [f"{spec.task_name}: exists" for spec in SPECS]
+    assert out.getvalue().splitlines() == [f"{spec.task_name}: exists" for spec in registry.batches()]
 
     out = io.StringIO()
     call_command("setup_schedules", "--reset", stdout=out)
-    assert out.getvalue().splitlines() == [f"{spec.task_name}: reset" for spec in SPECS]
+    assert out.getvalue().splitlines() == [f"{spec.task_name}: reset" for spec in registry.batches()]
     assert PeriodicTask.objects.count() == 5

@@ -9,9 +9,10 @@ import socket
 import pytest
 
 from agentflow.celery import app
-from dashboard.models import Gateway
+from fleet import batches
+from fleet.models import Gateway
 from scheduler import tasks
-from scheduler.models import Batch, BatchRun
+from scheduler.models import BatchRun
 
 pytestmark = [pytest.mark.django_db, pytest.mark.redis]
 
@@ -35,18 +36,18 @@ def test_it_runs_a_per_gateway_batch_once_for_each_enabled_gateway(redis_prefix,
     beta = Gateway.objects.create(name="beta", url=closed_url())
     Gateway.objects.create(name="off", url=closed_url(), enabled=False)
 
-    tasks.run_batch(Batch.CHAT_POLLING)  # no open panel: no gateway call, so closed ports are fine
+    tasks.run_batch(batches.CHAT_POLLING)  # no open panel: no gateway call, so closed ports are fine
 
-    runs = BatchRun.objects.filter(batch=Batch.CHAT_POLLING)
-    assert sorted(r.gateway.name for r in runs) == [alpha.name, beta.name]
+    runs = BatchRun.objects.filter(batch=batches.CHAT_POLLING)
+    assert sorted(r.target_name for r in runs) == [alpha.name, beta.name]
     assert {r.status for r in runs} == {"ok"}
 
 
 def test_it_runs_the_cleanup_once_without_a_gateway(redis_prefix, eager):
     Gateway.objects.create(name="alpha", url=closed_url())
-    tasks.run_batch(Batch.HISTORY_CLEANUP)
+    tasks.run_batch(batches.HISTORY_CLEANUP)
     run = BatchRun.objects.get()
-    assert (run.batch, run.gateway, run.status) == ("BATCH-004", None, "ok")
+    assert (run.batch, run.target_id, run.status) == ("BATCH-004", None, "ok")
 
 
 def test_an_unknown_batch_is_refused(redis_prefix):
@@ -56,8 +57,8 @@ def test_an_unknown_batch_is_refused(redis_prefix):
 
 def test_a_gateway_disabled_or_deleted_meanwhile_is_not_run(redis_prefix):
     off = Gateway.objects.create(name="off", url=closed_url(), enabled=False)
-    tasks.run_batch_for_gateway(Batch.SESSION_POLLING, off.pk)
-    tasks.run_batch_for_gateway(Batch.SESSION_POLLING, 99999)
+    tasks.run_batch_for_gateway(batches.SESSION_POLLING, off.pk)
+    tasks.run_batch_for_gateway(batches.SESSION_POLLING, 99999)
     assert not BatchRun.objects.exists()
 
 

@@ -1,10 +1,14 @@
+from __future__ import annotations
+
 from django.core.management.base import BaseCommand
 
 from scheduler.schedules import ensure_schedules
 
 
 class Command(BaseCommand):
-    help = "Create the five batch schedules in django-celery-beat (idempotent; --reset restores defaults)."
+    help = (
+        "Create the registered batch schedules in django-celery-beat (idempotent; --reset restores defaults)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(

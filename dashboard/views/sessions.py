@@ -1,0 +1,110 @@
+"""A session's chat panel: history, streaming reply, composer (chat.send) and abort (chat.abort)."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from fleet import chats, services
+from fleet.models import AgentSession, ChatHistory, Gateway
+from openclaw import GatewayError
+
+CHAT_PAGE = 100  # messages shown on a chat panel before "older"
+PREVIEW_CHARS = 4000  # longer messages render truncated with a link to the full text
+
+
+def _session_context(gateway: Gateway, session_key: str, request: HttpRequest) -> dict:
+    session = (
+        AgentSession.objects.filter(gateway=gateway, session_key=session_key).select_related("agent").first()
+    )
+    before = request.GET.get("before")
+    history = ChatHistory.objects.filter(gateway=gateway, session_key=session_key).order_by(
+        "-timestamp", "-id"
+    )
+    if before and before.isdigit():
+        history = history.filter(id__lt=int(before))
+    page = list(history[: CHAT_PAGE + 1])
+    older = page[CHAT_PAGE].pk if len(page) > CHAT_PAGE else None
+    page = list(reversed(page[:CHAT_PAGE]))
+    return {
+        "gateway": gateway,
+        "session": session,
+        "session_key": session_key,
+        "chat_messages": page,  # not "messages": that name is the flash messages base.html shows
+        "older": page[0].pk if older and page else None,
+        "preview_chars": PREVIEW_CHARS,
+        "idempotency_key": uuid.uuid4(),
+        "can_send": gateway.can_write,
+        "send_disabled_reason": _send_disabled_reason(gateway),
+    }
+
+
+def _send_disabled_reason(gateway: Gateway) -> str:
+    if gateway.can_write:
+        return ""
+    if gateway.status == Gateway.Status.READ_ONLY:
+        return f"This gateway is read-only: {gateway.status_reason}"
+    return f"The gateway is {gateway.get_status_display().lower()}" + (
+        f": {gateway.status_reason}" if gateway.status_reason else "."
+    )
+
+
+@require_GET
+def session_detail(request: HttpRequest, gateway_id: int, session_key: str) -> HttpResponse:
+    gateway = get_object_or_404(Gateway, pk=gateway_id)
+    context = _session_context(gateway, session_key, request)
+    chats.open_panel(gateway.pk, session_key)  # BATCH-003 polls it from now on; the websocket keeps it open
+    if request.htmx and request.htmx.target == "chat-log":
+        return render(request, "dashboard/session.html#chat_log", context)
+    return render(request, "dashboard/session.html", context)
+
+
+@require_GET
+def message_detail(request: HttpRequest, gateway_id: int, message_id: int) -> HttpResponse:
+    message = get_object_or_404(ChatHistory, gateway_id=gateway_id, pk=message_id)
+    return render(request, "dashboard/message.html", {"message": message})
+
+
+@require_POST
+def session_send(request: HttpRequest, gateway_id: int, session_key: str) -> HttpResponse:
+    gateway = get_object_or_404(Gateway, pk=gateway_id)
+    text = request.POST.get("message", "").strip()
+    key = request.POST.get("idempotency_key") or str(uuid.uuid4())
+    error = ""
+    if not text:
+        error = "Type a message first."
+    elif len(text) > 100_000:
+        error = "The message is too long (100,000 characters at most)."
+    elif not gateway.can_write:
+        error = _send_disabled_reason(gateway)
+    else:
+        try:
+            services.send_chat(gateway, session_key, text, idempotency_key=key[:100])
+        except GatewayError as exc:
+            error = exc.operator_message
+    if request.htmx:
+        context = _session_context(gateway, session_key, request)
+        context.update(error=error, draft=text if error else "")
+        return render(request, "dashboard/session.html#composer", context, status=400 if error else 200)
+    if error:
+        messages.error(request, error)
+    return redirect(reverse("dashboard:session-detail", args=[gateway.pk, session_key]))
+
+
+@require_POST
+def session_abort(request: HttpRequest, gateway_id: int, session_key: str) -> HttpResponse:
+    gateway = get_object_or_404(Gateway, pk=gateway_id)
+    try:
+        services.abort_chat(gateway, session_key, run_id=request.POST.get("run_id") or None)
+        message, status = "Abort requested.", 200
+    except GatewayError as exc:
+        message, status = exc.operator_message, 400
+    if request.htmx:
+        return HttpResponse(f'<span class="notice" role="status">{message}</span>', status=status)
+    (messages.success if status == 200 else messages.error)(request, message)
+    return redirect(reverse("dashboard:session-detail", args=[gateway.pk, session_key]))

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+
+from .models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway, HealthSample
+
+
+class GatewayForm(forms.ModelForm):
+    # The token is write-only: never rendered back into the page.
+    token = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only. Leave blank to keep the current token.",
+    )
+
+    class Meta:
+        model = Gateway
+        fields = ["name", "url", "token", "enabled"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Start blank, so keeping the token is not logged as "Changed token".
+        self.initial["token"] = ""
+
+    def clean_url(self):
+        url = self.cleaned_data["url"].strip()
+        if not url.startswith(("ws://", "wss://")):
+            raise forms.ValidationError("The gateway URL must start with ws:// or wss://")
+        return url
+
+    def clean_token(self):
+        token = self.cleaned_data.get("token", "")
+        if not token and self.instance.pk:
+            return self.instance.token  # keep the stored one
+        if not token:
+            raise forms.ValidationError("A new gateway needs its token (gateway.auth.token).")
+        return token
+
+
+@admin.register(Gateway)
+class GatewayAdmin(admin.ModelAdmin):
+    form = GatewayForm
+    list_display = [
+        "name",
+        "url",
+        "enabled",
+        "status",
+        "latency_ms",
+        "version",
+        "has_token",
+        "last_checked_at",
+    ]
+    list_filter = ["enabled", "status"]
+    search_fields = ["name", "url"]
+    readonly_fields = [
+        "status",
+        "status_reason",
+        "last_error_code",
+        "version",
+        "protocol",
+        "scopes",
+        "latency_ms",
+        "last_connected_at",
+        "last_checked_at",
+        "created_at",
+        "updated_at",
+    ]
+    fieldsets = [
+        (None, {"fields": ["name", "url", "token", "enabled"]}),
+        ("Last known state", {"fields": readonly_fields}),
+    ]
+
+    @admin.display(boolean=True, description="Token set")
+    def has_token(self, obj: Gateway) -> bool:
+        return bool(obj.token)
+
+
+@admin.register(Agent)
+class AgentAdmin(admin.ModelAdmin):
+    list_display = ["agent_id", "name", "emoji", "model", "gateway", "parent", "is_default", "updated_at"]
+    list_filter = ["gateway", "is_default"]
+    search_fields = ["agent_id", "name", "model"]
+    list_select_related = ["gateway", "parent"]
+    raw_id_fields = ["parent"]
+
+
+@admin.register(AgentSession)
+class AgentSessionAdmin(admin.ModelAdmin):
+    list_display = [
+        "session_key",
+        "agent",
+        "status",
+        "has_active_run",
+        "total_tokens",
+        "gw_updated_at",
+        "gateway",
+    ]
+    list_filter = ["gateway", "status", "has_active_run", "kind"]
+    search_fields = ["session_key", "session_id", "title", "agent_key"]
+    list_select_related = ["gateway", "agent"]
+    raw_id_fields = ["agent", "parent"]
+    date_hierarchy = "gw_updated_at"
+
+
+@admin.register(ConfigHistory)
+class ConfigHistoryAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "gateway", "short_hash", "changed_paths"]
+    list_filter = ["gateway"]
+    search_fields = ["hash"]
+    date_hierarchy = "created_at"
+    list_select_related = ["gateway"]
+
+    @admin.display(description="Hash")
+    def short_hash(self, obj: ConfigHistory) -> str:
+        return obj.hash[-16:]
+
+
+@admin.register(ChatHistory)
+class ChatHistoryAdmin(admin.ModelAdmin):
+    list_display = ["timestamp", "gateway", "session_key", "role", "short_text", "run_id"]
+    list_filter = ["gateway", "role"]
+    search_fields = ["session_key", "message_id", "run_id", "text"]
+    date_hierarchy = "timestamp"
+    list_select_related = ["gateway"]
+    show_full_result_count = False  # COUNT(*) over millions of rows is slow
+
+    @admin.display(description="Text")
+    def short_text(self, obj: ChatHistory) -> str:
+        return obj.text[:80]
+
+
+@admin.register(HealthSample)
+class HealthSampleAdmin(admin.ModelAdmin):
+    list_display = ["checked_at", "gateway", "connected", "latency_ms", "error"]
+    list_filter = ["gateway", "connected"]
+    date_hierarchy = "checked_at"

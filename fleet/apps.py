@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class FleetConfig(AppConfig):
+    name = "fleet"
+    verbose_name = "Fleet monitoring"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_delete
+
+        from agentflow.lib import metrics
+
+        from . import batches, live  # noqa: F401 - live declares the fleet's live events
+        from .metrics import FleetCollector
+        from .models import Gateway
+
+        batches.register()
+        metrics.register(FleetCollector())
+        post_delete.connect(_forget_batch_runs, sender=Gateway, dispatch_uid="fleet-gateway-runs")
+
+
+def _forget_batch_runs(sender, instance, **kwargs) -> None:
+    """A deleted gateway's batch runs go with it (the engine keeps no foreign key to fleet rows)."""
+    from scheduler.models import BatchRun
+
+    BatchRun.objects.for_target("gateway", instance.pk).delete()

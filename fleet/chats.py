@@ -1,0 +1,148 @@
+"""Chat history: open-panel registry (Redis) and storing ``chat.history`` messages (BATCH-003).
+
+Open panels live in one Redis sorted set per gateway, scored by expiry time, so any number
+of web instances can register panels and any worker can read them; a crashed browser's
+panel simply expires.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+
+from agentflow.lib.redis import get_redis, key
+
+from .models import ChatHistory, Gateway, from_ms
+
+TRUNCATION_MARK = "\n…[truncated by AgentFlow]"
+
+
+def _panels_key(gateway_id: int) -> str:
+    return key("chatpanels", gateway_id)
+
+
+def open_panel(gateway_id: int, session_key: str, ttl: int | None = None) -> None:
+    """Register (or refresh) an open chat panel for ``ttl`` seconds."""
+    ttl = ttl or settings.AGENTFLOW_CHAT_PANEL_TTL
+    get_redis().zadd(_panels_key(gateway_id), {session_key: time.time() + ttl})
+
+
+def close_panel(gateway_id: int, session_key: str) -> None:
+    get_redis().zrem(_panels_key(gateway_id), session_key)
+
+
+def open_panels(gateway_id: int) -> list[str]:
+    """Session keys with a live panel; expired registrations are dropped on the way."""
+    client = get_redis()
+    pipe = client.pipeline()
+    pipe.zremrangebyscore(_panels_key(gateway_id), "-inf", time.time())
+    pipe.zrange(_panels_key(gateway_id), 0, -1)
+    _, members = pipe.execute()
+    return [m.decode() if isinstance(m, bytes) else m for m in members]
+
+
+def message_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+            elif isinstance(part, str):
+                parts.append(part)
+        return "\n".join(parts)
+    return ""
+
+
+@dataclass
+class ParsedMessage:
+    message_id: str
+    role: str
+    text: str
+    timestamp: datetime
+    run_id: str
+    usage: dict[str, Any] | None
+
+
+def parse_message(message: Any) -> ParsedMessage | None:
+    """One ``chat.history`` message, or None when it lacks an id or timestamp."""
+    if not isinstance(message, dict):
+        return None
+    meta = message.get("__openclaw") if isinstance(message.get("__openclaw"), dict) else {}
+    message_id = meta.get("id")
+    timestamp = from_ms(message.get("timestamp")) or from_ms(meta.get("recordTimestampMs"))
+    if not isinstance(message_id, str) or not message_id or len(message_id) > 200 or timestamp is None:
+        return None
+    text = message_text(message.get("content"))
+    limit = settings.AGENTFLOW_CHAT_MAX_CHARS
+    if len(text) > limit:
+        text = text[:limit] + TRUNCATION_MARK
+    run_id = meta.get("runId") if isinstance(meta.get("runId"), str) else ""
+    usage = message.get("usage") if isinstance(message.get("usage"), dict) else None
+    role = message.get("role") if isinstance(message.get("role"), str) else "unknown"
+    return ParsedMessage(message_id, role[:32], text, timestamp, run_id[:200], usage)
+
+
+@dataclass
+class StoreResult:
+    received: int = 0
+    stored: list[ChatHistory] = field(default_factory=list)
+    invalid: int = 0
+    overlap: bool = False  # True when a fetched message was already stored (no gap)
+
+
+def store_messages(gateway: Gateway, session_key: str, messages: Any) -> StoreResult:
+    """Insert the messages not stored yet; re-polls never duplicate (unique message id)."""
+    result = StoreResult()
+    parsed: dict[str, ParsedMessage] = {}
+    for message in messages if isinstance(messages, list) else []:
+        result.received += 1
+        item = parse_message(message)
+        if item is None:
+            result.invalid += 1
+        else:
+            parsed[item.message_id] = item
+    if not parsed:
+        return result
+    existing = set(
+        ChatHistory.objects.filter(
+            gateway=gateway, session_key=session_key, message_id__in=list(parsed)
+        ).values_list("message_id", flat=True)
+    )
+    result.overlap = bool(existing)
+    new = [
+        ChatHistory(
+            gateway=gateway,
+            session_key=session_key,
+            message_id=m.message_id,
+            role=m.role,
+            text=m.text,
+            timestamp=m.timestamp,
+            run_id=m.run_id,
+            usage=m.usage,
+        )
+        for m in parsed.values()
+        if m.message_id not in existing
+    ]
+    if new:
+        # ignore_conflicts: a concurrent poll (or the live listener) may have stored one meanwhile.
+        ChatHistory.objects.bulk_create(new, ignore_conflicts=True)
+        # With ignore_conflicts the database hands back no primary keys; the push needs them.
+        pks = dict(
+            ChatHistory.objects.filter(
+                gateway=gateway, session_key=session_key, message_id__in=[m.message_id for m in new]
+            ).values_list("message_id", "pk")
+        )
+        for message in new:
+            message.pk = pks.get(message.message_id)
+        result.stored = new
+    return result
+
+
+def has_history(gateway: Gateway, session_key: str) -> bool:
+    return ChatHistory.objects.filter(gateway=gateway, session_key=session_key).exists()

@@ -1,0 +1,11 @@
+"""The engine's live events (see :mod:`agentflow.lib.broadcast`)."""
+
+from __future__ import annotations
+
+from agentflow.lib import broadcast
+
+ALERTS_GROUP = "alerts"
+
+ALERT_RAISED = broadcast.declare(
+    "alert.raised", ALERTS_GROUP, (), doc="A new Alert: pages offer a reload rather than reloading."
+)

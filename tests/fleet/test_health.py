@@ -1,0 +1,140 @@
+"""/healthz: public, JSON, reports database, Redis and each enabled gateway; never leaks a token."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+from django.utils import timezone
+
+from agentflow.lib.redis import get_redis
+from fleet import services
+from fleet.models import Gateway
+
+SECRET_TOKEN = "health-test-token-7f3a9c"  # a marker to look for in responses
+
+
+@pytest.fixture
+def fresh_redis_pool():
+    """``get_redis`` caches its pool: drop it around tests that point REDIS_URL elsewhere."""
+    get_redis.cache_clear()
+    yield
+    get_redis.cache_clear()
+
+
+def make_gateway(name: str, status: str, reason: str = "", **fields) -> Gateway:
+    return Gateway.objects.create(
+        name=name,
+        url=f"ws://127.0.0.1:18789/{name}",
+        token=SECRET_TOKEN,
+        status=status,
+        status_reason=reason,
+        last_checked_at=timezone.now(),
+        **fields,
+    )
+
+
+def test_healthz_answers_without_login_with_every_section(client, db, redis_client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"status", "database", "redis", "gateways"}
+    assert body["database"] == {"ok": True, "error": None}
+    assert body["redis"] == {"ok": True, "error": None}
+    assert body["gateways"] == []
+    assert body["status"] == "ok"
+
+
+def test_healthz_is_never_cached(client, db, redis_client):
+    response = client.get("/healthz")
+    assert "no-cache" in response["Cache-Control"] or "max-age=0" in response["Cache-Control"]
+
+
+def test_healthz_only_answers_get(client, db, redis_client):
+    assert client.post("/healthz").status_code == 405
+
+
+@pytest.mark.gateway
+def test_a_connected_gateway_reports_ok_with_its_latency(client, gateway_row, redis_client):
+    services.probe(gateway_row)
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    [summary] = body["gateways"]
+    assert summary["name"] == "test-gw"
+    assert summary["status"] == "connected"
+    assert summary["error"] is None
+    assert summary["latency_ms"] is not None and summary["latency_ms"] >= 0
+    assert summary["version"] == "2026.9.6"
+    assert summary["checked_at"]
+    assert gateway_row.token not in response.content.decode()
+
+
+def test_a_read_only_gateway_still_counts_as_healthy(client, db, redis_client):
+    make_gateway("ro", Gateway.Status.READ_ONLY, "the connection was not granted operator.write")
+    body = client.get("/healthz").json()
+    assert body["status"] == "ok"
+    assert body["gateways"][0]["error"] is None
+
+
+def test_a_disconnected_gateway_degrades_the_report_and_shows_its_error(client, db, redis_client):
+    make_gateway("good", Gateway.Status.CONNECTED, latency_ms=12.345)
+    make_gateway("bad", Gateway.Status.DISCONNECTED, "Cannot reach the gateway: connection refused.")
+    response = client.get("/healthz")
+    assert response.status_code == 200  # degraded is not down: the web app itself works
+    body = response.json()
+    assert body["status"] == "degraded"
+    by_name = {g["name"]: g for g in body["gateways"]}
+    assert by_name["bad"]["status"] == "disconnected"
+    assert by_name["bad"]["error"] == "Cannot reach the gateway: connection refused."
+    assert by_name["good"]["error"] is None
+    assert by_name["good"]["latency_ms"] == 12.3
+
+
+def test_an_auth_failed_gateway_degrades_the_report(client, db, redis_client):
+    make_gateway(
+        "locked", Gateway.Status.AUTH_FAILED, "Authentication failed: the gateway rejected the token"
+    )
+    body = client.get("/healthz").json()
+    assert body["status"] == "degraded"
+    assert body["gateways"][0]["error"].startswith("Authentication failed")
+
+
+def test_a_disabled_gateway_is_left_out(client, db, redis_client):
+    make_gateway("off", Gateway.Status.DISCONNECTED, "switched off", enabled=False)
+    body = client.get("/healthz").json()
+    assert body["status"] == "ok"
+    assert body["gateways"] == []
+
+
+@pytest.mark.usefixtures("fresh_redis_pool")
+def test_redis_down_makes_healthz_answer_503_down(client, db):
+    make_gateway("good", Gateway.Status.CONNECTED)
+    with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):
+        get_redis.cache_clear()
+        response = client.get("/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "down"
+    assert body["redis"]["ok"] is False
+    assert "ConnectionError" in body["redis"]["error"]
+    assert body["database"] == {"ok": True, "error": None}
+
+
+@pytest.mark.usefixtures("fresh_redis_pool")
+def test_a_redis_password_never_appears_in_the_report(client, db):
+    with override_settings(REDIS_URL="redis://:redis-pass-5d1e@127.0.0.1:1/0"):
+        get_redis.cache_clear()
+        response = client.get("/healthz")
+    assert response.status_code == 503
+    assert "redis-pass-5d1e" not in response.content.decode()
+
+
+def test_the_token_never_appears_in_the_report(client, db, redis_client):
+    make_gateway("a", Gateway.Status.CONNECTED)
+    make_gateway("b", Gateway.Status.AUTH_FAILED, "Authentication failed: the gateway rejected the token")
+    make_gateway("c", Gateway.Status.DISCONNECTED, "Cannot reach the gateway")
+    response = client.get("/healthz")
+    assert len(response.json()["gateways"]) == 3
+    assert SECRET_TOKEN not in response.content.decode()
