@@ -158,3 +158,15 @@ def test_unknown_and_malformed_events_are_ignored(gateway, listen, frame):
     handle(gateway, frame)
     assert AgentSession.objects.count() == 0
     assert pulse.receive(timeout=0.2) is None
+
+
+def test_the_dispatch_table_and_the_ignored_set_do_not_overlap():
+    assert set(events.HANDLERS) == {"sessions.changed", "agent", "chat", "config.changed"}
+    assert not set(events.HANDLERS) & events.IGNORED
+
+
+def test_ignored_events_are_silent_and_unknown_ones_are_logged_at_debug(gateway, caplog):
+    caplog.set_level("DEBUG", logger="agentflow.events")
+    handle(gateway, {"event": "tick", "payload": {"ts": 1}}, {"event": "brand.new", "payload": {}})
+    logged = [r.getMessage() for r in caplog.records if r.name == "agentflow.events"]
+    assert logged == [f"gateway {gateway.pk}: event brand.new not handled"]
