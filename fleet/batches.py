@@ -18,8 +18,7 @@ from django.utils import timezone
 from agentflow.lib.retention import delete_before
 from openclaw import GatewayError, GatewayTimeout
 from scheduler.models import BatchRun
-from scheduler.registry import BatchSpec, Scope, register_batch, register_scope
-from scheduler.runner import Outcome, Skip
+from scheduler.registry import BatchSpec, Outcome, Scope, Skip, register_batch, register_scope
 
 from . import chats, configs, live, retention, sessions
 from .models import Gateway, HealthSample

@@ -9,11 +9,20 @@ batch kind is a registration, not a migration.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
-if TYPE_CHECKING:
-    from .runner import Outcome
+
+class Skip(Exception):
+    """Raised by a batch to end its run as ``skipped`` with a reason (e.g. gateway unreachable)."""
+
+
+@dataclass
+class Outcome:
+    """What a batch returns: the log line's summary and the counts recorded on its run."""
+
+    summary: str  # the part of the log line after the batch name, e.g. "12 sessions"
+    counts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

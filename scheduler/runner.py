@@ -10,7 +10,6 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.mail import mail_admins
@@ -21,18 +20,11 @@ from agentflow.lib.locks import lock
 
 from . import live, metrics, registry
 from .models import Alert, BatchRun
+from .registry import Outcome, Skip
+
+__all__ = ["Outcome", "Skip", "run"]
 
 log = logging.getLogger("agentflow.scheduler")
-
-
-class Skip(Exception):
-    """Raised by a batch to end its run as ``skipped`` with a reason (e.g. gateway unreachable)."""
-
-
-@dataclass
-class Outcome:
-    summary: str  # the part of the log line after the batch name, e.g. "12 sessions"
-    counts: dict[str, Any] = field(default_factory=dict)
 
 
 BatchFn = Callable[[Any], Outcome]
