@@ -65,9 +65,13 @@ class LiveEvent:
 EVENTS: dict[str, LiveEvent] = {}
 
 
+def _fixed_group(group: str) -> GroupOf:
+    return lambda _data: group
+
+
 def declare(name: str, group: GroupOf | str, fields: tuple[str, ...] = (), doc: str = "") -> LiveEvent:
     """Declare a live event (once, at import of the owning app's ``live`` module)."""
-    group_of: GroupOf = (lambda _data, g=group: g) if isinstance(group, str) else group
+    group_of = _fixed_group(group) if isinstance(group, str) else group
     event = LiveEvent(name, group_of, tuple(fields), doc)
     existing = EVENTS.get(name)
     if existing is not None and existing.fields != event.fields:
