@@ -4,7 +4,7 @@ Each live event is declared once, by the app that owns it (``fleet/live.py``,
 ``scheduler/live.py``), as a :class:`LiveEvent`: its name (``noun.verb``), the group it goes to
 and its fields. Senders call ``EVENT.send(...)``, ``await EVENT.asend(...)`` or
 ``EVENT.send_on_commit(...)``; the dashboard consumer forwards every declared event as it is,
-and ``static/js/live/`` pages subscribe to them by name. Nothing secret goes out: events are
+and pages (``static/js/live.js``) subscribe to them by name. Nothing secret goes out: events are
 small JSON (ids, statuses, labels).
 
 Every group message carries a per-group sequence number (a Redis counter), so consumers can
