@@ -135,7 +135,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "agentflow.sqlite3",
+            "NAME": str(DATA_DIR / "agentflow.sqlite3"),
             "OPTIONS": {
                 # WAL + a busy timeout lets readers work while a writer holds the lock;
                 # IMMEDIATE avoids the upgrade deadlock of deferred transactions.

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.forms import ModelForm
+from django.http import HttpRequest
 
 from .models import ApiToken
 
@@ -12,7 +14,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
     fields = ["user", "name", "prefix", "created_at", "last_used_at"]
     readonly_fields = ["prefix", "created_at", "last_used_at"]
 
-    def save_model(self, request, obj, form, change):
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: ModelForm, change: bool) -> None:
         if change:
             return super().save_model(request, obj, form, change)
         token, raw = ApiToken.issue(obj.user, obj.name)

@@ -17,7 +17,11 @@ from django.utils.encoding import iri_to_uri
 from fleet.models import Agent, AgentSession, Gateway, HealthSample
 from scheduler.models import Alert
 
-STATUS_ORDER = {AgentSession.Status.ACTIVE: 0, AgentSession.Status.IDLE: 1, AgentSession.Status.OFFLINE: 2}
+STATUS_ORDER: dict[str, int] = {
+    AgentSession.Status.ACTIVE: 0,
+    AgentSession.Status.IDLE: 1,
+    AgentSession.Status.OFFLINE: 2,
+}
 # Rendering every session row of a large fleet is what makes an overview slow, and nobody
 # reads 2,000 rows at once. The page renders at most ROW_BUDGET session rows, busiest agents
 # first and at most SESSIONS_PER_AGENT each; an agent whose rows did not fit loads them when
@@ -273,7 +277,7 @@ def agent_sessions(agent: Agent, filters: Filters, limit: int = 200) -> AgentNod
     own = sorted(session_rows(qs), key=_sort_key)
     by_parent: dict[int, list[SessionRow]] = defaultdict(list)
     ids = {s.pk for s in own}
-    top = []
+    top: list[SessionRow] = []
     for s in own:
         (by_parent[s.parent_id] if s.parent_id in ids else top).append(s)
 

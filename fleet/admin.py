@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin
 
@@ -18,18 +20,18 @@ class GatewayForm(forms.ModelForm):
         model = Gateway
         fields = ["name", "url", "token", "enabled"]
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Start blank, so keeping the token is not logged as "Changed token".
         self.initial["token"] = ""
 
-    def clean_url(self):
+    def clean_url(self) -> str:
         url = self.cleaned_data["url"].strip()
         if not url.startswith(("ws://", "wss://")):
             raise forms.ValidationError("The gateway URL must start with ws:// or wss://")
         return url
 
-    def clean_token(self):
+    def clean_token(self) -> str:
         token = self.cleaned_data.get("token", "")
         if not token and self.instance.pk:
             return self.instance.token  # keep the stored one
@@ -53,7 +55,7 @@ class GatewayAdmin(admin.ModelAdmin):
     ]
     list_filter = ["enabled", "status"]
     search_fields = ["name", "url"]
-    readonly_fields = [
+    readonly_fields = (
         "status",
         "status_reason",
         "last_error_code",
@@ -65,7 +67,7 @@ class GatewayAdmin(admin.ModelAdmin):
         "last_checked_at",
         "created_at",
         "updated_at",
-    ]
+    )
     fieldsets = [
         (None, {"fields": ["name", "url", "token", "enabled"]}),
         ("Last known state", {"fields": readonly_fields}),

@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from django.apps import AppConfig
+
+if TYPE_CHECKING:  # models cannot be imported before the app registry is ready
+    from .models import Gateway
 
 
 class FleetConfig(AppConfig):
@@ -21,7 +26,7 @@ class FleetConfig(AppConfig):
         post_delete.connect(_forget_batch_runs, sender=Gateway, dispatch_uid="fleet-gateway-runs")
 
 
-def _forget_batch_runs(sender, instance, **kwargs) -> None:
+def _forget_batch_runs(sender: type[Gateway], instance: Gateway, **kwargs: Any) -> None:
     """A deleted gateway's batch runs go with it (the engine keeps no foreign key to fleet rows)."""
     from scheduler.models import BatchRun
 

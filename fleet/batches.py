@@ -10,6 +10,7 @@ per-gateway or global, lock TTL.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
@@ -152,7 +153,7 @@ def cleanup_history(
     chat_days: int | None = None,
     batch_size: int | None = None,
     dry_run: bool = False,
-    progress=None,
+    progress: Callable[[str, int], None] | None = None,
 ) -> Outcome:
     """BATCH-004: config history > 30 days, chat history > 7 days, old batch runs; in bounded batches."""
     config_days = config_days if config_days is not None else settings.AGENTFLOW_CONFIG_RETENTION_DAYS

@@ -17,6 +17,7 @@ from django.conf import settings
 from agentflow.lib.redis import get_redis, key
 
 from .models import ChatHistory, Gateway, from_ms
+from .payloads import as_dict, as_str
 
 TRUNCATION_MARK = "\n…[truncated by AgentFlow]"
 
@@ -73,7 +74,7 @@ def parse_message(message: Any) -> ParsedMessage | None:
     """One ``chat.history`` message, or None when it lacks an id or timestamp."""
     if not isinstance(message, dict):
         return None
-    meta = message.get("__openclaw") if isinstance(message.get("__openclaw"), dict) else {}
+    meta = as_dict(message.get("__openclaw"))
     message_id = meta.get("id")
     timestamp = from_ms(message.get("timestamp")) or from_ms(meta.get("recordTimestampMs"))
     if not isinstance(message_id, str) or not message_id or len(message_id) > 200 or timestamp is None:
@@ -82,9 +83,9 @@ def parse_message(message: Any) -> ParsedMessage | None:
     limit = settings.AGENTFLOW_CHAT_MAX_CHARS
     if len(text) > limit:
         text = text[:limit] + TRUNCATION_MARK
-    run_id = meta.get("runId") if isinstance(meta.get("runId"), str) else ""
+    run_id = as_str(meta.get("runId"), "")
     usage = message.get("usage") if isinstance(message.get("usage"), dict) else None
-    role = message.get("role") if isinstance(message.get("role"), str) else "unknown"
+    role = as_str(message.get("role"), "unknown")
     return ParsedMessage(message_id, role[:32], text, timestamp, run_id[:200], usage)
 
 

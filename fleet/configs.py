@@ -15,6 +15,7 @@ from typing import Any
 from django.db import transaction
 
 from .models import Agent, ConfigHistory, Gateway
+from .payloads import as_dict, as_list, as_str
 
 REDACTED = "__REDACTED__"
 SECRET_KEY_RE = re.compile(
@@ -101,11 +102,10 @@ def record_config(gateway: Gateway, payload: Any) -> ConfigResult:
 
 
 def _agent_config(config: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-    agents = config.get("agents") if isinstance(config.get("agents"), dict) else {}
-    entries = agents.get("entries") if isinstance(agents.get("entries"), dict) else {}
-    defaults = agents.get("defaults") if isinstance(agents.get("defaults"), dict) else {}
-    system = defaults.get("systemAgent") if isinstance(defaults.get("systemAgent"), dict) else {}
-    return entries, system.get("agentId") if isinstance(system.get("agentId"), str) else None
+    agents = as_dict(config.get("agents"))
+    entries = as_dict(agents.get("entries"))
+    system = as_dict(as_dict(agents.get("defaults")).get("systemAgent"))
+    return entries, as_str(system.get("agentId"), None)
 
 
 def org_parents(
@@ -122,9 +122,8 @@ def org_parents(
     queue = [default_id]
     while queue:
         boss = queue.pop(0)
-        entry = entries.get(boss) if isinstance(entries.get(boss), dict) else {}
-        sub = entry.get("subagents") if isinstance(entry.get("subagents"), dict) else {}
-        allowed = sub.get("allowAgents") if isinstance(sub.get("allowAgents"), list) else []
+        sub = as_dict(as_dict(entries.get(boss)).get("subagents"))
+        allowed = as_list(sub.get("allowAgents"))
         names = [a for a in allowed if isinstance(a, str)]  # a malformed entry must not break the chart
         targets = sorted(known - {boss}) if "*" in names else [a for a in names if a in known]
         for agent in targets:
@@ -140,18 +139,18 @@ def rebuild_roster(gateway: Gateway, roster: Any, config: dict[str, Any] | None)
     if not isinstance(roster, dict) or not isinstance(roster.get("agents"), list):
         raise ValueError("agents.list returned no agents list")
     entries, system_id = _agent_config(config or {})
-    default_id = roster.get("defaultId") if isinstance(roster.get("defaultId"), str) else system_id
+    default_id = as_str(roster.get("defaultId"), system_id)
     rows = [a for a in roster["agents"] if isinstance(a, dict) and isinstance(a.get("id"), str) and a["id"]]
     wanted: dict[str, dict[str, Any]] = {}
-    for agent in rows:
-        identity = agent.get("identity") if isinstance(agent.get("identity"), dict) else {}
-        model = agent.get("model")
+    for entry in rows:
+        identity = as_dict(entry.get("identity"))
+        model = entry.get("model")
         model_name = model.get("primary") if isinstance(model, dict) else model
-        wanted[agent["id"][:200]] = {
-            "name": str(agent.get("name") or identity.get("name") or agent["id"])[:200],
+        wanted[entry["id"][:200]] = {
+            "name": str(entry.get("name") or identity.get("name") or entry["id"])[:200],
             "emoji": str(identity.get("emoji") or "")[:32],
             "model": str(model_name or "")[:200],
-            "is_default": agent["id"] == default_id,
+            "is_default": entry["id"] == default_id,
         }
     parents = org_parents(list(wanted), default_id, entries)
     writes = 0

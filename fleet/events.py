@@ -25,6 +25,7 @@ from scheduler.tasks import queue_batch
 from . import live, sessions
 from .batches import CONFIG_POLLING, SESSION_POLLING
 from .models import Gateway
+from .payloads import as_dict
 
 log = logging.getLogger("agentflow.events")
 
@@ -52,7 +53,7 @@ async def on_sessions_changed(gateway_id: int, payload: dict[str, Any]) -> None:
 
 
 async def on_agent(gateway_id: int, payload: dict[str, Any]) -> None:
-    data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
+    data = as_dict(payload.get("data"))
     if payload.get("stream") == "lifecycle" and data.get("phase") in ("start", "end", "error"):
         await live.AGENT_RUN.asend(
             gateway_id=gateway_id,

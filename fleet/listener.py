@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
 
@@ -28,8 +28,8 @@ log = logging.getLogger("agentflow.listener")
 @dataclass
 class Watch:
     fingerprint: str
-    task: asyncio.Task[None]
     client: GatewayClient | None = None
+    task: asyncio.Task[None] = field(init=False)  # set at once: the task is given its own watch
 
 
 def fingerprint(gateway: Gateway) -> str:
@@ -69,7 +69,7 @@ class FleetListener:
                 await self._stop(pk)
         for pk, gw in wanted.items():
             if pk not in self.watches:
-                watch = Watch(fingerprint=fingerprint(gw), task=None)  # type: ignore[arg-type]
+                watch = Watch(fingerprint=fingerprint(gw))
                 watch.task = asyncio.create_task(self._watch(gw, watch), name=f"gateway-{pk}")
                 self.watches[pk] = watch
 

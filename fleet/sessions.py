@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .models import Agent, AgentSession, Gateway, from_ms
+from .payloads import as_str
 
 log = logging.getLogger("agentflow.sessions")
 
@@ -153,7 +154,7 @@ def sync_sessions(
         if not isinstance(key, str) or not key or len(key) > 500:
             result.invalid += 1
             continue
-        agent_key = row.get("agentId") if isinstance(row.get("agentId"), str) else ""
+        agent_key = as_str(row.get("agentId"), "")
         if agent_key and agent_key not in agents:
             agents[agent_key] = Agent.objects.get_or_create(gateway=gateway, agent_id=agent_key[:200])[0].pk
         incoming[key] = row_state(row, agents.get(agent_key), now)

@@ -1,5 +1,5 @@
 """OpenClaw gateway client (protocol v4). No Django imports: Django code goes through
-``dashboard.services``."""
+``fleet.services``."""
 
 from __future__ import annotations
 

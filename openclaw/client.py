@@ -581,9 +581,9 @@ class GatewayClient:
     async def _wait_disconnect(self, stopper: asyncio.Future[Any] | None) -> None:
         while self._connected.is_set() and not self._closing:
             self._wake.clear()
-            waiters = [asyncio.ensure_future(self._wake.wait())]
+            waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
             if stopper:
-                waiters.append(stopper)  # type: ignore[arg-type]
+                waiters.append(stopper)
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             waiters[0].cancel()
             if stopper and stopper.done():
@@ -591,9 +591,9 @@ class GatewayClient:
 
     async def _sleep(self, delay: float, stopper: asyncio.Future[Any] | None) -> None:
         self._wake.clear()
-        waiters = [asyncio.ensure_future(self._wake.wait())]
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
         if stopper:
-            waiters.append(stopper)  # type: ignore[arg-type]
+            waiters.append(stopper)
         await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
         waiters[0].cancel()
 

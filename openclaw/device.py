@@ -13,6 +13,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -80,8 +81,9 @@ class DeviceIdentity:
     def sign(self, payload: str) -> str:
         return b64url(self.private_key.sign(payload.encode("utf-8")))
 
-    def proof(self, *, nonce: str, signed_at: int, **fields: object) -> dict[str, object]:
-        payload = proof_payload(device_id=self.device_id, nonce=nonce, signed_at=signed_at, **fields)  # type: ignore[arg-type]
+    def proof(self, *, nonce: str, signed_at: int, **fields: Any) -> dict[str, object]:
+        # ``fields`` are proof_payload's other keyword arguments, checked by name when it is called.
+        payload = proof_payload(device_id=self.device_id, nonce=nonce, signed_at=signed_at, **fields)
         return {
             "id": self.device_id,
             "publicKey": self.public_key,

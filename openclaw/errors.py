@@ -188,16 +188,18 @@ def error_from_payload(error: Any, *, method: str | None = None) -> GatewayError
         return GatewayError(f"malformed error object: {str(error)[:200]}", method=method)
     code = str(error.get("code") or "UNKNOWN")
     message = str(error.get("message") or "no message")
-    details = error.get("details") if isinstance(error.get("details"), dict) else {}
+    raw_details = error.get("details")
+    details = raw_details if isinstance(raw_details, dict) else {}
     detail_code = str(details.get("code") or "")
     retry_after = error.get("retryAfterMs")
-    usable = (
+    retry_after_ms: int | None = None
+    if (
         isinstance(retry_after, int | float)
         and not isinstance(retry_after, bool)
         and math.isfinite(retry_after)
         and retry_after >= 0
-    )
-    retry_after_ms = int(retry_after) if usable else None
+    ):
+        retry_after_ms = int(retry_after)
     kwargs: dict[str, Any] = {
         "code": code,
         "details": details,

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.utils import timezone
 
 from .models import Alert, BatchRun
@@ -26,5 +28,5 @@ class AlertAdmin(admin.ModelAdmin):
     actions = ["resolve"]
 
     @admin.action(description="Mark selected alerts resolved")
-    def resolve(self, request, queryset):
+    def resolve(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
         queryset.filter(resolved_at__isnull=True).update(resolved_at=timezone.now())

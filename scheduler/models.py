@@ -15,7 +15,7 @@ from . import registry
 class BatchRunQuerySet(models.QuerySet["BatchRun"]):
     def latest_per_batch(self) -> list[BatchRun]:
         """The most recent run of each registered batch (one index lookup per batch)."""
-        runs = []
+        runs: list[BatchRun] = []
         for batch in registry.batch_ids():
             run = self.filter(batch=batch).order_by("-started_at").first()
             if run is not None:

@@ -30,7 +30,8 @@ def ensure_schedules(reset: bool = False) -> list[tuple[str, bool]]:
             )
             defaults.update(interval=interval, crontab=None)
         else:
-            minute, hour = spec.crontab  # type: ignore[misc]
+            assert spec.crontab is not None  # BatchSpec allows exactly one of the two schedules
+            minute, hour = spec.crontab
             crontab, _ = CrontabSchedule.objects.get_or_create(
                 minute=minute, hour=hour, day_of_week="*", day_of_month="*", month_of_year="*", timezone="UTC"
             )

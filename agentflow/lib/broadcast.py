@@ -4,7 +4,7 @@ Each live event is declared once, by the app that owns it (``fleet/live.py``,
 ``scheduler/live.py``), as a :class:`LiveEvent`: its name (``noun.verb``), the group it goes to
 and its fields. Senders call ``EVENT.send(...)``, ``await EVENT.asend(...)`` or
 ``EVENT.send_on_commit(...)``; the dashboard consumer forwards every declared event as it is,
-and ``static/js/live/`` pages subscribe to them by name. Nothing secret goes out: events are
+and pages (``static/js/live.js``) subscribe to them by name. Nothing secret goes out: events are
 small JSON (ids, statuses, labels).
 
 Every group message carries a per-group sequence number (a Redis counter), so consumers can
@@ -65,9 +65,13 @@ class LiveEvent:
 EVENTS: dict[str, LiveEvent] = {}
 
 
+def _fixed_group(group: str) -> GroupOf:
+    return lambda _data: group
+
+
 def declare(name: str, group: GroupOf | str, fields: tuple[str, ...] = (), doc: str = "") -> LiveEvent:
     """Declare a live event (once, at import of the owning app's ``live`` module)."""
-    group_of: GroupOf = (lambda _data, g=group: g) if isinstance(group, str) else group
+    group_of = _fixed_group(group) if isinstance(group, str) else group
     event = LiveEvent(name, group_of, tuple(fields), doc)
     existing = EVENTS.get(name)
     if existing is not None and existing.fields != event.fields:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection, transaction
-from django.db.models import Model
+from django.db.models import Field, Model
 
 
 @dataclass
@@ -44,11 +44,17 @@ def delete_before(
         return qs.count()
     table = model._meta.db_table
     model_field = model._meta.get_field(field)
+    pk_field = model._meta.pk
+    # The raw SQL below needs real columns: a reverse relation or a column-less field has none.
+    if not isinstance(model_field, Field) or model_field.column is None:
+        raise ValueError(f"{model.__name__}.{field} is not a column")
+    if pk_field is None or pk_field.column is None:
+        raise ValueError(f"{model.__name__} has no primary-key column")
     column = model_field.column
     # Raw SQL gets the value in the column's storage format, as the ORM would pass it (on SQLite a
     # naive UTC string; an aware datetime's "+00:00" suffix made a row exactly at the cutoff "older").
     db_cutoff = model_field.get_db_prep_value(cutoff, connection)
-    pk = model._meta.pk.column
+    pk = pk_field.column
     qn = connection.ops.quote_name
     # Walk the time index in pk-batches: the subquery picks the next batch_size ids through the
     # index, the outer DELETE removes exactly those. Raw SQL: the ORM has no DELETE ... LIMIT.

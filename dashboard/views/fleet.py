@@ -5,23 +5,27 @@ re-fetched piece is the same markup as the full page."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
 from dashboard import overview
+from dashboard.views import HtmxHttpRequest
 from fleet.models import Agent, AgentSession, Gateway
 
 
 @require_GET
-def overview_page(request: HttpRequest) -> HttpResponse:
+def overview_page(request: HtmxHttpRequest) -> HttpResponse:
     filters = overview.Filters.from_query(request.GET)
-    context = {"gateways": overview.build(filters), "filters": filters}
+    gateways = overview.build(filters)
+    context: dict[str, Any] = {"gateways": gateways, "filters": filters}
     if request.htmx and request.htmx.target == "fleet":
         return render(request, "dashboard/overview.html#fleet", context)
     context.update(
         statuses=AgentSession.Status.choices,
-        agent_ids=sorted({a.agent_id for gv in context["gateways"] for a in gv.agent_choices}),
+        agent_ids=sorted({a.agent_id for gv in gateways for a in gv.agent_choices}),
         alerts=overview.open_alerts(),
     )
     return render(request, "dashboard/overview.html", context)

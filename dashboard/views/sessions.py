@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from dashboard.views import HtmxHttpRequest
 from fleet import chats, services
 from fleet.models import AgentSession, ChatHistory, Gateway
 from openclaw import GatewayError
@@ -55,7 +56,7 @@ def _send_disabled_reason(gateway: Gateway) -> str:
 
 
 @require_GET
-def session_detail(request: HttpRequest, gateway_id: int, session_key: str) -> HttpResponse:
+def session_detail(request: HtmxHttpRequest, gateway_id: int, session_key: str) -> HttpResponse:
     gateway = get_object_or_404(Gateway, pk=gateway_id)
     context = _session_context(gateway, session_key, request)
     chats.open_panel(gateway.pk, session_key)  # BATCH-003 polls it from now on; the websocket keeps it open
@@ -71,7 +72,7 @@ def message_detail(request: HttpRequest, gateway_id: int, message_id: int) -> Ht
 
 
 @require_POST
-def session_send(request: HttpRequest, gateway_id: int, session_key: str) -> HttpResponse:
+def session_send(request: HtmxHttpRequest, gateway_id: int, session_key: str) -> HttpResponse:
     gateway = get_object_or_404(Gateway, pk=gateway_id)
     text = request.POST.get("message", "").strip()
     key = request.POST.get("idempotency_key") or str(uuid.uuid4())
@@ -97,7 +98,7 @@ def session_send(request: HttpRequest, gateway_id: int, session_key: str) -> Htt
 
 
 @require_POST
-def session_abort(request: HttpRequest, gateway_id: int, session_key: str) -> HttpResponse:
+def session_abort(request: HtmxHttpRequest, gateway_id: int, session_key: str) -> HttpResponse:
     gateway = get_object_or_404(Gateway, pk=gateway_id)
     try:
         services.abort_chat(gateway, session_key, run_id=request.POST.get("run_id") or None)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
@@ -13,7 +14,7 @@ class Command(BaseCommand):
         "password printed once. An existing user is left alone unless a password is given in the environment."
     )
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         User = get_user_model()
         username = os.environ.get("AGENTFLOW_ADMIN_USER") or "admin"
         password = os.environ.get("AGENTFLOW_ADMIN_PASSWORD")

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from fleet.models import Gateway
 from fleet.services import probe
@@ -10,11 +12,11 @@ from openclaw import GatewayError
 class Command(BaseCommand):
     help = "Connect to each enabled gateway (or the named ones), time a config.get and record the status."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("names", nargs="*")
         parser.add_argument("--timeout", type=float, default=5.0)
 
-    def handle(self, *args, names, timeout, **options):
+    def handle(self, *args: Any, names: list[str], timeout: float, **options: Any) -> None:
         gateways = Gateway.objects.enabled()
         if names:
             gateways = gateways.filter(name__in=names)

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from fleet import batches
 from scheduler import runner
+from scheduler.runner import Outcome
 
 
 class Command(BaseCommand):
@@ -12,7 +15,7 @@ class Command(BaseCommand):
         "Delete config history and chat history past retention, in bounded batches (same work as BATCH-004)."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--config-days", type=int, default=settings.AGENTFLOW_CONFIG_RETENTION_DAYS)
         parser.add_argument("--chat-days", type=int, default=settings.AGENTFLOW_CHAT_RETENTION_DAYS)
         parser.add_argument("--batch-size", type=int, default=settings.AGENTFLOW_CLEANUP_BATCH_SIZE)
@@ -20,7 +23,9 @@ class Command(BaseCommand):
             "--dry-run", action="store_true", help="Count what would be deleted; delete nothing."
         )
 
-    def handle(self, *args, config_days, chat_days, batch_size, dry_run, **options):
+    def handle(
+        self, *args: Any, config_days: int, chat_days: int, batch_size: int, dry_run: bool, **options: Any
+    ) -> None:
         last = {"n": 0}
 
         def progress(table: str, deleted: int) -> None:
@@ -28,7 +33,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {table}: {deleted} rows deleted so far")
                 last["n"] = deleted
 
-        def work(_gateway):
+        def work(_gateway: None) -> Outcome:
             return batches.cleanup_history(
                 config_days=config_days,
                 chat_days=chat_days,

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from fleet.services import register_gateway
 
@@ -14,14 +15,14 @@ class Command(BaseCommand):
         "and AGENTFLOW_GATEWAY_NAME. The token is never printed."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--name", default=os.environ.get("AGENTFLOW_GATEWAY_NAME") or "default")
         parser.add_argument("--url", default=os.environ.get("AGENTFLOW_GATEWAY_URL"))
         parser.add_argument(
             "--token-file", help="Read the token from this file (default: AGENTFLOW_GATEWAY_TOKEN)."
         )
 
-    def handle(self, *args, name, url, token_file, **options):
+    def handle(self, *args: Any, name: str, url: str | None, token_file: str | None, **options: Any) -> None:
         token = os.environ.get("AGENTFLOW_GATEWAY_TOKEN", "")
         if token_file:
             try:

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from fleet.listener import FleetListener
 
@@ -14,10 +15,10 @@ class Command(BaseCommand):
         "the dashboard. Reconnects with backoff; picks up admin changes every --refresh seconds."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--refresh", type=float, default=10.0)
 
-    def handle(self, *args, refresh, **options):
+    def handle(self, *args: Any, refresh: float, **options: Any) -> None:
         asyncio.run(self._main(refresh))
 
     async def _main(self, refresh: float) -> None:
