@@ -63,9 +63,9 @@ def live_openclaw(openclaw: DemoGateway) -> DemoGateway:
 
 @pytest.fixture
 def gateway_row(db, live_openclaw):
-    from fleet.models import Gateway
+    from tests.support.factories import make_gateway
 
-    return Gateway.objects.create(name="test-gw", url=live_openclaw.url, token=live_openclaw.token)
+    return make_gateway("test-gw", url=live_openclaw.url, token=live_openclaw.token)
 
 
 @pytest.fixture
