@@ -10,6 +10,7 @@ from django.test import override_settings
 from fleet import services
 from fleet.models import Gateway
 from openclaw import AuthError, ConnectionLostError, GatewayClient, SyncGatewayClient
+from tests.support.factories import make_gateway
 
 SECRET_TOKEN = "services-test-token-e2f871"  # a marker to look for in recorded reasons
 
@@ -92,7 +93,7 @@ def test_connected_yields_a_working_client_and_records_connected(gateway_row):
 
 def test_connected_to_a_closed_port_raises_and_records_why(db):
     port = closed_port()
-    gateway = Gateway.objects.create(name="nowhere", url=f"ws://127.0.0.1:{port}/", token=SECRET_TOKEN)
+    gateway = make_gateway("nowhere", url=f"ws://127.0.0.1:{port}/", token=SECRET_TOKEN)
     with pytest.raises(ConnectionLostError), services.connected(gateway, connect_timeout=3):
         pytest.fail("the body must not run without a connection")
     gateway.refresh_from_db()
@@ -110,7 +111,7 @@ def test_connected_to_a_closed_port_raises_and_records_why(db):
 
 
 def test_every_gateway_gets_one_device_identity_shared_by_all_clients(db, tmp_path):
-    gateway = Gateway.objects.create(name="local", url="ws://127.0.0.1:18789/", token=SECRET_TOKEN)
+    gateway = make_gateway("local", url="ws://127.0.0.1:18789/", token=SECRET_TOKEN)
     with override_settings(GATEWAY_DEVICE_DIR=tmp_path):
         client = services.async_client(gateway)
         other = services.async_client(gateway)
@@ -121,7 +122,7 @@ def test_every_gateway_gets_one_device_identity_shared_by_all_clients(db, tmp_pa
 
 
 def test_remote_gateways_get_a_device_identity_that_survives_restarts(db, tmp_path):
-    gateway = Gateway.objects.create(name="remote", url="wss://gw.example.test/", token=SECRET_TOKEN)
+    gateway = make_gateway("remote", url="wss://gw.example.test/", token=SECRET_TOKEN)
     with override_settings(GATEWAY_DEVICE_DIR=tmp_path):
         first = services.client_options(gateway)["device"]
         second = services.client_options(gateway)["device"]
