@@ -23,8 +23,8 @@ from fleet import chats, events, live
 from fleet.models import Gateway
 from openclaw import Event
 from scheduler.live import ALERT_RAISED
-from tests.conftest import load_frame
 from tests.support.factories import make_gateway
+from tests.support.frames import load_frame
 from tests.support.live import apush
 
 pytestmark = [

@@ -7,7 +7,6 @@ chat turn these tests need is made once (``support.chatted_session``).
 from __future__ import annotations
 
 import json
-import socket
 import time
 from datetime import timedelta
 
@@ -30,14 +29,9 @@ from tests.support.gateway import (
     wait_for,
 )
 from tests.support.live import Listener
+from tests.support.ports import closed_port
 
 pytestmark = [pytest.mark.django_db, pytest.mark.redis]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

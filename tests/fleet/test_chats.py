@@ -12,8 +12,8 @@ import time_machine
 from agentflow.lib.redis import get_redis
 from fleet import chats
 from fleet.models import ChatHistory
-from tests.conftest import load_frame
 from tests.support.factories import make_gateway
+from tests.support.frames import load_frame
 
 HISTORY = load_frame("43-chat.history.after-turn.json")["response"]["payload"]["messages"]
 KEY = "agent:writer:main"

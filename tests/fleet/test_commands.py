@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import re
-import socket
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -12,6 +11,7 @@ from django.core.management import CommandError, call_command
 
 from fleet.models import Gateway
 from tests.support.factories import make_gateway
+from tests.support.ports import closed_port
 
 SECRET_TOKEN = "command-test-token-9d04aa"  # markers to look for in output
 OTHER_TOKEN = "command-test-token-other-31c7"
@@ -21,12 +21,6 @@ def run(*args, **options) -> str:
     out, err = io.StringIO(), io.StringIO()
     call_command(*args, stdout=out, stderr=err, **options)
     return out.getvalue() + err.getvalue()
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import pytest
 from fleet import configs
 from fleet.configs import REDACTED, changed_paths, org_parents, redact
 from fleet.models import Agent, ConfigHistory
-from tests.conftest import load_frame
 from tests.support.factories import make_gateway
+from tests.support.frames import load_frame
 
 CONFIG_GET = load_frame("30-config.get.json")["response"]["payload"]
 AGENTS_LIST = load_frame("31-agents.list.json")["response"]["payload"]

@@ -14,8 +14,8 @@ from fleet import events, live
 from fleet.models import AgentSession, Gateway, from_ms
 from openclaw import Event
 from scheduler import tasks
-from tests.conftest import load_frame
 from tests.support.factories import make_gateway, make_session
+from tests.support.frames import load_frame
 from tests.support.live import Listener
 
 pytestmark = [pytest.mark.usefixtures("redis_prefix"), pytest.mark.django_db, pytest.mark.redis]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -23,17 +22,12 @@ from fleet.listener import FleetListener
 from fleet.models import Gateway
 from openclaw import GatewayClient
 from tests.support.factories import make_gateway
+from tests.support.ports import closed_port
 
 pytestmark = [pytest.mark.gateway, pytest.mark.django_db(transaction=True)]
 
 REFRESH = 0.2
 WRONG_TOKEN = "listener-wrong-token-41d7c2"  # a marker to look for in recorded reasons
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @sync_to_async

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from django.test import override_settings
 
@@ -11,14 +9,9 @@ from fleet import services
 from fleet.models import Gateway
 from openclaw import AuthError, ConnectionLostError, GatewayClient, SyncGatewayClient
 from tests.support.factories import make_gateway
+from tests.support.ports import closed_port
 
 SECRET_TOKEN = "services-test-token-e2f871"  # a marker to look for in recorded reasons
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- probe ---------------------------------------------------------------------------------------

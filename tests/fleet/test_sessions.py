@@ -16,8 +16,8 @@ from django.test.utils import CaptureQueriesContext
 
 from fleet import sessions
 from fleet.models import Agent, AgentSession
-from tests.conftest import load_frame
 from tests.support.factories import make_gateway
+from tests.support.frames import load_frame
 
 pytestmark = pytest.mark.django_db
 
