@@ -271,7 +271,7 @@ def run() -> dict:
     from fleet import batches
     from fleet.models import Gateway
     from scheduler import runner
-    from tests.conftest import free_port_block
+    from tests.support.ports import free_port_block
 
     ensure_installed()
     Gateway.objects.all().delete()

@@ -11,7 +11,7 @@ import time
 
 from demo.gateway import DemoGateway, ensure_installed
 from openclaw import GatewayClient
-from tests.conftest import free_port_block
+from tests.support.ports import free_port_block
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -6,41 +6,13 @@ error out with the reason, so CI can never pass without having exercised it.
 
 from __future__ import annotations
 
-import json
 import secrets
-import socket
-from pathlib import Path
 
 import pytest
 from django.conf import settings
 
 from demo.gateway import DemoGateway, ensure_installed
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "openclaw" / "examples"
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "frames"
-
-
-def load_frame(name: str):
-    """A captured frame from the protocol reference (copied into tests/fixtures/frames)."""
-    return json.loads((FIXTURES / name).read_text())
-
-
-def free_port_block(span: int = 200) -> int:
-    """A port P with P and P+150 (the stub model) free, spaced away from other gateways."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port + span > 65000:
-            continue
-        try:
-            for candidate in (port, port + 150):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", candidate))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free loopback port block found")
+from tests.support.ports import free_port_block
 
 
 @pytest.fixture(scope="session")
@@ -63,9 +35,9 @@ def live_openclaw(openclaw: DemoGateway) -> DemoGateway:
 
 @pytest.fixture
 def gateway_row(db, live_openclaw):
-    from fleet.models import Gateway
+    from tests.support.factories import make_gateway
 
-    return Gateway.objects.create(name="test-gw", url=live_openclaw.url, token=live_openclaw.token)
+    return make_gateway("test-gw", url=live_openclaw.url, token=live_openclaw.token)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ Chromium (no browser download). Screenshots go to test-artifacts/."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,27 +11,13 @@ from pathlib import Path
 from urllib.request import urlopen
 
 import pytest
-from django.db import connection
+
+from tests.support.ports import free_port
+from tests.support.processes import database_url
 
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = os.environ.get("AGENTFLOW_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-def database_url() -> str:
-    """The URL of the database pytest-django created, for the server subprocess."""
-    s = connection.settings_dict
-    if s["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{s['NAME']}"
-    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -193,27 +178,3 @@ def page(chromium):
     page = context.new_page()
     yield page
     context.close()
-
-
-def login(page, base_url: str, username: str, password: str) -> None:
-    page.goto(f"{base_url}/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base_url}/")
-
-
-def screenshot(page, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
-
-
-def off_loop(fn, *args):
-    """Run ``fn`` in a worker thread: Playwright's loop owns this one, and code that uses
-    async_to_sync (the broadcast module) cannot run beside it."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(fn, *args).result()

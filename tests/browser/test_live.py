@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 from fleet import batches
 from fleet.models import ChatHistory, Gateway
 from openclaw import SyncGatewayClient
-from tests.browser.conftest import login, off_loop, screenshot
+from tests.support.browser import login, off_loop, screenshot
 
 pytestmark = [
     pytest.mark.usefixtures("redis_prefix"),

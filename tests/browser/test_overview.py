@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fleet import batches
-from tests.browser.conftest import login, off_loop, screenshot
+from tests.support.browser import login, off_loop, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.gateway]
 

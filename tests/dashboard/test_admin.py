@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 import pytest
 from django.urls import reverse
 
-from fleet.models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway
+from fleet.models import AgentSession, Gateway
+from tests.support.factories import make_agent, make_chat, make_config, make_gateway, make_session
+from tests.support.html import dom
 
 STORED_TOKEN = "stored-admin-token-0b9e61"  # markers to look for in responses
 NEW_TOKEN = "replacement-admin-token-5aa2d0"
@@ -22,8 +24,8 @@ def staff_client(client, admin_user):
 
 @pytest.fixture
 def gateway(db) -> Gateway:
-    return Gateway.objects.create(
-        name="prod-eu", url="ws://127.0.0.1:18789/", token=STORED_TOKEN, status=Gateway.Status.CONNECTED
+    return make_gateway(
+        "prod-eu", url="ws://127.0.0.1:18789/", token=STORED_TOKEN, status=Gateway.Status.CONNECTED
     )
 
 
@@ -73,18 +75,18 @@ def test_the_gateway_change_page_never_renders_the_token(staff_client, gateway):
     response = staff_client.get(reverse("admin:fleet_gateway_change", args=[gateway.pk]))
     assert response.status_code == 200
     content = response.content.decode()
-    assert 'type="password"' in content
+    assert dom(response).find("input", name="token").attrs["type"] == "password"
     assert "Leave blank to keep the current token." in content
     assert STORED_TOKEN not in content
 
 
 def test_the_gateway_list_shows_whether_a_token_is_set_but_not_the_token(staff_client, gateway):
-    Gateway.objects.create(name="no-token", url="ws://127.0.0.1:1/")
+    make_gateway("no-token", token="")
     response = staff_client.get(reverse("admin:fleet_gateway_changelist"))
     assert response.status_code == 200
     content = response.content.decode()
     assert "Token set" in content
-    assert 'alt="True"' in content and 'alt="False"' in content
+    assert {"True", "False"} <= {img.attrs.get("alt") for img in dom(response).find_all("img")}
     assert STORED_TOKEN not in content
 
 
@@ -159,7 +161,7 @@ def test_adding_a_gateway_stores_its_token(staff_client, db):
 
 
 def test_the_gateway_list_searches_and_filters(staff_client, gateway):
-    Gateway.objects.create(name="staging", url="ws://10.0.0.9:18789/", enabled=False)
+    make_gateway("staging", url="ws://10.0.0.9:18789/", enabled=False)
     changelist = reverse("admin:fleet_gateway_changelist")
     response = staff_client.get(changelist, {"q": "prod"})
     assert response.status_code == 200
@@ -175,55 +177,33 @@ def test_the_gateway_list_searches_and_filters(staff_client, gateway):
 
 @pytest.fixture
 def synced(gateway):
-    other = Gateway.objects.create(name="prod-us", url="ws://127.0.0.1:18800/", token=STORED_TOKEN)
-    main = Agent.objects.create(
-        gateway=gateway, agent_id="main", name="Main Agent", emoji="🦀", is_default=True
-    )
-    writer = Agent.objects.create(gateway=gateway, agent_id="writer", name="Writer", parent=main)
-    Agent.objects.create(gateway=other, agent_id="researcher", name="Researcher")
+    other = make_gateway("prod-us", token=STORED_TOKEN)
+    main = make_agent(gateway, "main", name="Main Agent", emoji="🦀", is_default=True)
+    writer = make_agent(gateway, "writer", name="Writer", parent=main)
+    make_agent(other, "researcher", name="Researcher")
     when = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
-    AgentSession.objects.create(
-        gateway=gateway,
-        agent=main,
-        session_key="agent:main:alpha",
-        agent_key="main",
+    make_session(
+        gateway,
+        "agent:main:alpha",
+        main,
         kind="direct",
         status=AgentSession.Status.ACTIVE,
         has_active_run=True,
         total_tokens=120,
         gw_updated_at=when,
     )
-    AgentSession.objects.create(
-        gateway=gateway,
-        agent=writer,
-        session_key="agent:writer:beta",
-        agent_key="writer",
-        status=AgentSession.Status.IDLE,
-        gw_updated_at=when,
+    make_session(gateway, "agent:writer:beta", writer, status=AgentSession.Status.IDLE, gw_updated_at=when)
+    make_config(
+        gateway, "sha256:" + "a" * 64, config={"agents": {}}, changed_paths=["agents"], created_at=when
     )
-    ConfigHistory.objects.create(
-        gateway=gateway,
-        hash="sha256:" + "a" * 64,
-        config={"agents": {}},
-        changed_paths=["agents"],
-        created_at=when,
-    )
-    ConfigHistory.objects.create(gateway=other, hash="sha256:" + "b" * 64, config={}, created_at=when)
-    ChatHistory.objects.create(
-        gateway=gateway,
-        session_key="agent:main:alpha",
-        message_id="m1",
-        role="user",
-        text="hello there",
-        timestamp=when,
-        run_id="run-1",
-    )
-    ChatHistory.objects.create(
-        gateway=gateway,
-        session_key="agent:main:alpha",
+    make_config(other, "sha256:" + "b" * 64, created_at=when)
+    make_chat(gateway, "agent:main:alpha", "hello there", message_id="m1", timestamp=when, run_id="run-1")
+    make_chat(
+        gateway,
+        "agent:main:alpha",
+        "You said: hello there",
         message_id="m2",
         role="assistant",
-        text="You said: hello there",
         timestamp=when,
         run_id="run-1",
     )

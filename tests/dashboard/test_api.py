@@ -8,9 +8,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from dashboard.models import ApiToken
-from fleet.models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway
-from scheduler.models import BatchRun
-from tests.support.factories import make_batch_run
+from tests.support.factories import (
+    make_agent,
+    make_api_token,
+    make_batch_run,
+    make_chat,
+    make_config,
+    make_gateway,
+    make_session,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -28,48 +34,43 @@ ENDPOINTS = [
 
 @pytest.fixture
 def fleet(db):
-    alpha = Gateway.objects.create(
-        name="alpha", url="ws://127.0.0.1:18789/", token=SECRET_TOKEN, status="connected", latency_ms=12.5
+    alpha = make_gateway(
+        "alpha", url="ws://127.0.0.1:18789/", token=SECRET_TOKEN, status="connected", latency_ms=12.5
     )
-    beta = Gateway.objects.create(name="beta", url="ws://127.0.0.1:18989/", token=SECRET_TOKEN)
-    main = Agent.objects.create(gateway=alpha, agent_id="main", name="Main", is_default=True)
-    Agent.objects.create(gateway=alpha, agent_id="researcher", name="Researcher", parent=main)
-    Agent.objects.create(gateway=alpha, agent_id="writer", name="Writer")
-    Agent.objects.create(gateway=beta, agent_id="main", name="Beta main", is_default=True)
+    beta = make_gateway("beta", url="ws://127.0.0.1:18989/", token=SECRET_TOKEN)
+    main = make_agent(alpha, "main", name="Main", is_default=True)
+    make_agent(alpha, "researcher", name="Researcher", parent=main)
+    make_agent(alpha, "writer", name="Writer")
+    make_agent(beta, "main", name="Beta main", is_default=True)
     for i, (agent, status) in enumerate([("main", "active"), ("writer", "idle"), ("writer", "offline")]):
-        AgentSession.objects.create(
-            gateway=alpha,
-            session_key=f"agent:{agent}:s{i}",
+        make_session(
+            alpha,
+            f"agent:{agent}:s{i}",
             agent_key=agent,
             status=status,
             gw_updated_at=T0 - timedelta(minutes=i),
         )
-    AgentSession.objects.create(
-        gateway=beta, session_key="agent:main:main", agent_key="main", status="active"
-    )
-    ConfigHistory.objects.create(
-        gateway=alpha, hash="h1", config={"gateway": {"auth": {"token": "__REDACTED__"}}}, created_at=T0
-    )
-    ConfigHistory.objects.create(
-        gateway=alpha,
-        hash="h2",
-        config={},
+    make_session(beta, "agent:main:main", agent_key="main", status="active")
+    make_config(alpha, "h1", config={"gateway": {"auth": {"token": "__REDACTED__"}}}, created_at=T0)
+    make_config(
+        alpha,
+        "h2",
         changed_paths=["agents.entries.writer.identity.emoji"],
         diff="-a\n+b",
         created_at=T0 + timedelta(hours=1),
     )
-    ConfigHistory.objects.create(gateway=beta, hash="hb", config={}, created_at=T0)
+    make_config(beta, "hb", created_at=T0)
     for i in range(5):
-        ChatHistory.objects.create(
-            gateway=alpha,
-            session_key="agent:writer:main",
+        make_chat(
+            alpha,
+            "agent:writer:main",
+            f"message {i}",
             message_id=f"m{i}",
             role="user" if i % 2 == 0 else "assistant",
-            text=f"message {i}",
             timestamp=T0 + timedelta(minutes=i),
         )
     make_batch_run("BATCH-001", alpha, status="ok", counts={"sessions": 3}, duration_ms=12)
-    BatchRun.objects.create(batch="BATCH-004", status="error", error="RuntimeError: boom")
+    make_batch_run("BATCH-004", status="error", error="RuntimeError: boom")
     return alpha, beta
 
 
@@ -81,7 +82,7 @@ def api(client, operator):
 
 @pytest.fixture
 def bearer(client, operator):
-    _, raw = ApiToken.issue(operator, "ops script")
+    _, raw = make_api_token(operator, "ops script")
     return {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
 
 

@@ -23,7 +23,8 @@ from fleet import chats, events, live
 from fleet.models import Gateway
 from openclaw import Event
 from scheduler.live import ALERT_RAISED
-from tests.conftest import load_frame
+from tests.support.factories import make_gateway
+from tests.support.frames import load_frame
 from tests.support.live import apush
 
 pytestmark = [
@@ -40,7 +41,7 @@ SECRET_KEYS = re.compile(r'"[^"]*(token|secret|password|url)[^"]*"\s*:', re.I)  
 
 @pytest.fixture
 def gateway(db):
-    return Gateway.objects.create(name="ws-gw", url="ws://127.0.0.1:9/", token=TOKEN)
+    return make_gateway("ws-gw", token=TOKEN)
 
 
 @pytest.fixture

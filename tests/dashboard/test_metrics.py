@@ -7,7 +7,8 @@ from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from fleet import services
-from fleet.models import Agent, AgentSession, Gateway
+from fleet.models import AgentSession, Gateway
+from tests.support.factories import make_agent, make_gateway, make_session
 
 SECRET_TOKEN = "metrics-test-token-c41b2e"  # a marker to look for in responses
 
@@ -21,14 +22,8 @@ def samples(body: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
-def make_gateway(name: str, status: str, **fields) -> Gateway:
-    return Gateway.objects.create(
-        name=name, url=f"ws://127.0.0.1:18789/{name}", token=SECRET_TOKEN, status=status, **fields
-    )
-
-
 def test_metrics_answers_without_login_in_prometheus_text(client, db):
-    make_gateway("alpha", Gateway.Status.CONNECTED, latency_ms=250.0)
+    make_gateway("alpha", status=Gateway.Status.CONNECTED, latency_ms=250.0)
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain; version=0.0.4")
@@ -50,8 +45,8 @@ def test_a_probed_gateway_reports_up_and_its_measured_latency(client, gateway_ro
 
 
 def test_an_unhealthy_gateway_reports_down_without_a_latency(client, db):
-    make_gateway("broken", Gateway.Status.DISCONNECTED, status_reason="connection refused")
-    make_gateway("ro", Gateway.Status.READ_ONLY)
+    make_gateway("broken", status=Gateway.Status.DISCONNECTED, status_reason="connection refused")
+    make_gateway("ro", status=Gateway.Status.READ_ONLY)
     values = samples(client.get("/metrics").content.decode())
     assert values[("gateway_up", (("gateway", "broken"),))] == 0.0
     assert values[("gateway_up", (("gateway", "ro"),))] == 1.0
@@ -60,18 +55,18 @@ def test_an_unhealthy_gateway_reports_down_without_a_latency(client, db):
 
 
 def test_disabled_gateways_are_not_exported(client, db):
-    make_gateway("off", Gateway.Status.CONNECTED, enabled=False)
+    make_gateway("off", status=Gateway.Status.CONNECTED, enabled=False)
     body = client.get("/metrics").content.decode()
     assert 'gateway="off"' not in body
 
 
 def test_agents_and_sessions_are_counted_per_gateway(client, db):
-    gw = make_gateway("alpha", Gateway.Status.CONNECTED)
-    main = Agent.objects.create(gateway=gw, agent_id="main")
-    Agent.objects.create(gateway=gw, agent_id="writer")
-    AgentSession.objects.create(gateway=gw, agent=main, session_key="s1", status=AgentSession.Status.ACTIVE)
-    AgentSession.objects.create(gateway=gw, agent=main, session_key="s2", status=AgentSession.Status.IDLE)
-    AgentSession.objects.create(gateway=gw, agent=main, session_key="s3", status=AgentSession.Status.IDLE)
+    gw = make_gateway("alpha", status=Gateway.Status.CONNECTED)
+    main = make_agent(gw, "main")
+    make_agent(gw, "writer")
+    make_session(gw, "s1", main, status=AgentSession.Status.ACTIVE)
+    make_session(gw, "s2", main, status=AgentSession.Status.IDLE)
+    make_session(gw, "s3", main, status=AgentSession.Status.IDLE)
     values = samples(client.get("/metrics").content.decode())
     assert values[("agentflow_agents", (("gateway", "alpha"),))] == 2.0
     assert values[("agentflow_sessions", (("gateway", "alpha"), ("status", "active")))] == 1.0
@@ -80,7 +75,7 @@ def test_agents_and_sessions_are_counted_per_gateway(client, db):
 
 @override_settings(METRICS_ALLOWED_IPS=["10.0.0.5"])
 def test_metrics_restricted_to_other_addresses_answers_403(client, db):
-    make_gateway("alpha", Gateway.Status.CONNECTED)
+    make_gateway("alpha", status=Gateway.Status.CONNECTED)
     response = client.get("/metrics", REMOTE_ADDR="192.0.2.7")
     assert response.status_code == 403
     body = response.content.decode()
@@ -90,7 +85,7 @@ def test_metrics_restricted_to_other_addresses_answers_403(client, db):
 
 @override_settings(METRICS_ALLOWED_IPS=["10.0.0.5", "127.0.0.1"])
 def test_metrics_restricted_to_the_scraper_address_answers(client, db):
-    make_gateway("alpha", Gateway.Status.CONNECTED)
+    make_gateway("alpha", status=Gateway.Status.CONNECTED)
     response = client.get("/metrics", REMOTE_ADDR="10.0.0.5")
     assert response.status_code == 200
     assert 'gateway_up{gateway="alpha"}' in response.content.decode()
@@ -101,8 +96,10 @@ def test_metrics_only_answers_get(client, db):
 
 
 def test_the_token_never_appears_in_the_metrics(client, db):
-    make_gateway("a", Gateway.Status.CONNECTED, latency_ms=5.0)
-    make_gateway("b", Gateway.Status.AUTH_FAILED, status_reason="Authentication failed")
+    make_gateway("a", token=SECRET_TOKEN, status=Gateway.Status.CONNECTED, latency_ms=5.0)
+    make_gateway(
+        "b", token=SECRET_TOKEN, status=Gateway.Status.AUTH_FAILED, status_reason="Authentication failed"
+    )
     body = client.get("/metrics").content.decode()
     assert 'gateway="a"' in body and 'gateway="b"' in body
     assert SECRET_TOKEN not in body

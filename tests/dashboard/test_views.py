@@ -8,105 +8,30 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from html.parser import HTMLParser
 
 import pytest
 from django.utils import timezone
 
 from dashboard import overview
 from fleet import configs
-from fleet.models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway, HealthSample
+from fleet.models import Agent, AgentSession, ConfigHistory, Gateway, HealthSample
 from openclaw import SyncGatewayClient
-from scheduler.models import BatchRun
-from tests.support.factories import make_batch_run
+from tests.support.factories import (
+    make_agent,
+    make_batch_run,
+    make_chat,
+    make_gateway,
+    make_health_sample,
+    make_session,
+)
+from tests.support.gateway import wait_for
+from tests.support.html import Node, dom
 
 pytestmark = [pytest.mark.usefixtures("redis_prefix"), pytest.mark.django_db, pytest.mark.redis]
 
 TOKEN = "views-test-gateway-token-9c41e7"  # looked for in every page
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 HTMX = {"HX-Request": "true"}
-
-
-# --- a small DOM, enough to check nesting and order ------------------------------------------------
-
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-
-
-class Node:
-    def __init__(self, tag: str, attrs: dict[str, str | None], parent: Node | None) -> None:
-        self.tag, self.attrs, self.parent = tag, attrs, parent
-        self.children: list[Node | str] = []
-
-    def iter(self):
-        yield self
-        for child in self.children:
-            if isinstance(child, Node):
-                yield from child.iter()
-
-    def find_all(self, tag: str | None = None, cls: str | None = None, **attrs: str) -> list[Node]:
-        found = []
-        for node in self.iter():
-            if node is self or (tag and node.tag != tag):
-                continue
-            if cls and cls not in (node.attrs.get("class") or "").split():
-                continue
-            if all(node.attrs.get(name.replace("_", "-")) == value for name, value in attrs.items()):
-                found.append(node)
-        return found
-
-    def find(self, tag: str | None = None, cls: str | None = None, **attrs: str) -> Node:
-        found = self.find_all(tag, cls, **attrs)
-        assert found, f"no <{tag or '*'} class={cls} {attrs}> in <{self.tag} {self.attrs}>"
-        return found[0]
-
-    def has(self, tag: str | None = None, cls: str | None = None, **attrs: str) -> bool:
-        return bool(self.find_all(tag, cls, **attrs))
-
-    def ancestors(self):
-        node = self.parent
-        while node is not None:
-            yield node
-            node = node.parent
-
-    def inside(self, other: Node) -> bool:
-        return any(a is other for a in self.ancestors())
-
-    @property
-    def text(self) -> str:
-        return "".join(c if isinstance(c, str) else c.text for c in self.children)
-
-
-class _Builder(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.root = Node("#document", {}, None)
-        self.current = self.root
-
-    def handle_starttag(self, tag, attrs):
-        node = Node(tag, {k: v or "" for k, v in attrs}, self.current)
-        self.current.children.append(node)
-        if tag not in VOID:
-            self.current = node
-
-    def handle_startendtag(self, tag, attrs):
-        self.current.children.append(Node(tag, {k: v or "" for k, v in attrs}, self.current))
-
-    def handle_endtag(self, tag):
-        node = self.current
-        while node is not self.root and node.tag != tag:
-            node = node.parent
-        if node is not self.root:
-            self.current = node.parent
-
-    def handle_data(self, data):
-        self.current.children.append(data)
-
-
-def dom(response) -> Node:
-    builder = _Builder()
-    builder.feed(response.content.decode())
-    builder.close()
-    return builder.root
 
 
 def session_keys(node: Node) -> list[str]:
@@ -124,9 +49,8 @@ def web(client, operator):
 
 @pytest.fixture
 def gateway(db):
-    return Gateway.objects.create(
-        name="alpha",
-        url="ws://127.0.0.1:9/",
+    return make_gateway(
+        "alpha",
         token=TOKEN,
         status=Gateway.Status.CONNECTED,
         status_reason="Compatible (protocol 4)",
@@ -135,34 +59,38 @@ def gateway(db):
     )
 
 
-def make_session(gateway, agent, key, status, minutes_ago=0, **fields) -> AgentSession:
-    return AgentSession.objects.create(
-        gateway=gateway,
-        agent=agent,
-        agent_key=agent.agent_id if agent else "",
-        session_key=key,
-        status=status,
-        gw_updated_at=timezone.now() - timedelta(minutes=minutes_ago),
-        **fields,
-    )
-
-
 @pytest.fixture
 def fleet(gateway):
     """main → researcher → writer, plus a loner; main's sessions in mixed order, one subagent run."""
-    main = Agent.objects.create(gateway=gateway, agent_id="main", name="Main", emoji="🦀", is_default=True)
-    researcher = Agent.objects.create(gateway=gateway, agent_id="researcher", name="Researcher", parent=main)
-    writer = Agent.objects.create(gateway=gateway, agent_id="writer", name="Writer", parent=researcher)
-    loner = Agent.objects.create(gateway=gateway, agent_id="loner", name="Loner")
-    make_session(gateway, main, "agent:main:old", "offline", minutes_ago=600)
-    make_session(gateway, main, "agent:main:quiet", "idle", minutes_ago=3)
-    parent = make_session(gateway, main, "agent:main:main", "active", title="Main chat", has_active_run=True)
-    make_session(gateway, main, "agent:main:recent", "active", minutes_ago=0.5)
-    make_session(
-        gateway, main, "agent:main:subagent:1", "active", parent=parent, parent_session_key=parent.session_key
+    main = make_agent(gateway, "main", name="Main", emoji="🦀", is_default=True)
+    researcher = make_agent(gateway, "researcher", name="Researcher", parent=main)
+    writer = make_agent(gateway, "writer", name="Writer", parent=researcher)
+    loner = make_agent(gateway, "loner", name="Loner")
+    make_session(gateway, "agent:main:old", main, status="offline", minutes_ago=600)
+    make_session(gateway, "agent:main:quiet", main, status="idle", minutes_ago=3)
+    parent = make_session(
+        gateway,
+        "agent:main:main",
+        main,
+        status="active",
+        minutes_ago=0,
+        title="Main chat",
+        has_active_run=True,
     )
-    make_session(gateway, researcher, "agent:researcher:main", "idle", minutes_ago=2, title="needle in a hay")
-    make_session(gateway, writer, "agent:writer:main", "offline", minutes_ago=900)
+    make_session(gateway, "agent:main:recent", main, status="active", minutes_ago=0.5)
+    make_session(
+        gateway,
+        "agent:main:subagent:1",
+        main,
+        status="active",
+        minutes_ago=0,
+        parent=parent,
+        parent_session_key=parent.session_key,
+    )
+    make_session(
+        gateway, "agent:researcher:main", researcher, status="idle", minutes_ago=2, title="needle in a hay"
+    )
+    make_session(gateway, "agent:writer:main", writer, status="offline", minutes_ago=900)
     return {"main": main, "researcher": researcher, "writer": writer, "loner": loner, "parent": parent}
 
 
@@ -198,10 +126,10 @@ def test_posts_require_login_and_reach_no_gateway(client, gateway):
 
 
 def test_overview_renders_each_gateway_with_health_counts_and_links(web, fleet, gateway):
-    other = Gateway.objects.create(name="beta", url="ws://127.0.0.1:8/", token=TOKEN)
-    Gateway.objects.create(name="gone", url="ws://127.0.0.1:7/", token=TOKEN, enabled=False)
-    HealthSample.objects.create(gateway=gateway, connected=True, latency_ms=10)
-    HealthSample.objects.create(gateway=gateway, connected=False)
+    other = make_gateway("beta", token=TOKEN)
+    make_gateway("gone", token=TOKEN, enabled=False)
+    make_health_sample(gateway, connected=True, latency_ms=10)
+    make_health_sample(gateway, connected=False)
     response = web.get("/")
     assert response.status_code == 200
     page = dom(response)
@@ -263,7 +191,7 @@ def test_sessions_are_listed_active_first_with_subagent_sessions_under_their_par
 
 
 def test_an_agent_with_many_sessions_shows_a_link_to_the_rest(web, gateway):
-    busy = Agent.objects.create(gateway=gateway, agent_id="busy", name="Busy")
+    busy = make_agent(gateway, "busy", name="Busy")
     AgentSession.objects.bulk_create(
         AgentSession(
             gateway=gateway, agent=busy, agent_key="busy", session_key=f"agent:busy:{i}", status="idle"
@@ -346,8 +274,8 @@ def test_gateway_fragment(web, fleet, gateway):
 
 
 def test_health_fragment(web, gateway):
-    HealthSample.objects.create(gateway=gateway, connected=True, latency_ms=30)
-    HealthSample.objects.create(gateway=gateway, connected=True, latency_ms=10)
+    make_health_sample(gateway, connected=True, latency_ms=30)
+    make_health_sample(gateway, connected=True, latency_ms=10)
     Gateway.objects.filter(pk=gateway.pk).update(
         status=Gateway.Status.DISCONNECTED, status_reason="Connection refused", latency_ms=None
     )
@@ -425,15 +353,9 @@ def test_overview_query_count_is_fixed_for_a_big_fleet(web, gateway, django_asse
 
 
 def chat(gateway, key, texts, role="user"):
+    """A conversation: one stored message per text, a second apart from T0."""
     return [
-        ChatHistory.objects.create(
-            gateway=gateway,
-            session_key=key,
-            message_id=f"m-{uuid.uuid4().hex}",
-            role=role,
-            text=text,
-            timestamp=T0 + timedelta(seconds=i),
-        )
+        make_chat(gateway, key, text, role=role, timestamp=T0 + timedelta(seconds=i))
         for i, text in enumerate(texts)
     ]
 
@@ -585,17 +507,6 @@ def test_a_too_long_message_is_refused_and_kept_as_draft(web, gateway):
 # --- against the real gateway ---------------------------------------------------------------------------
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.3)
-
-
 def history_texts(gateway_client: SyncGatewayClient, key: str) -> list[str]:
     from fleet.chats import message_text
 
@@ -632,11 +543,11 @@ def test_send_starts_a_run_on_the_real_gateway(web, connected_gateway, gateway_c
     assert not form.has("p", role="alert")
     assert form.find("textarea").text == ""  # a fresh composer for the next message
     assert form.find("input", name="idempotency_key").attrs["value"]
-    wait_for(lambda: text in history_texts(gateway_client, key), 30, "the message in chat.history")
+    wait_for(lambda: text in history_texts(gateway_client, key), 30, what="the message in chat.history")
     reply = wait_for(
         lambda: [t for t in history_texts(gateway_client, key) if t.startswith("[stub:stub-model]")],
         60,
-        "the stub model's reply",
+        what="the stub model's reply",
     )
     assert text in reply[0]
     assert TOKEN not in response.content.decode()
@@ -654,7 +565,7 @@ def test_a_double_submit_with_one_idempotency_key_sends_once(web, connected_gate
     wait_for(
         lambda: any(t.startswith("[stub:stub-model]") for t in history_texts(gateway_client, key)),
         60,
-        "the stub model's reply",
+        what="the stub model's reply",
     )
     assert history_texts(gateway_client, key).count(text) == 1
 
@@ -777,7 +688,7 @@ def test_config_history_diffs_two_chosen_versions(web, gateway, config_rows):
 
 
 def test_config_history_of_another_gateway_is_not_mixed_in(web, gateway, config_rows):
-    other = Gateway.objects.create(name="beta", url="ws://127.0.0.1:8/", token=TOKEN)
+    other = make_gateway("beta", token=TOKEN)
     response = web.get(f"/gateways/{other.pk}/config/", {"a": config_rows[0].pk, "b": config_rows[2].pk})
     page = dom(response)
     assert "No config stored yet" in page.text
@@ -788,7 +699,7 @@ def test_config_history_of_another_gateway_is_not_mixed_in(web, gateway, config_
 def test_batch_runs_page(web, gateway):
     make_batch_run("BATCH-001", gateway, status="ok", duration_ms=12, counts={"n": 3})
     make_batch_run("BATCH-001", gateway, status="ok", started_at=timezone.now() - timedelta(hours=1))
-    BatchRun.objects.create(batch="BATCH-004", status="error", error="RuntimeError: boom")
+    make_batch_run("BATCH-004", status="error", error="RuntimeError: boom")
     page = dom(web.get("/batches/"))
     latest = {tr.attrs["id"]: tr for tr in page.find_all("tr") if tr.attrs.get("id", "").startswith("batch-")}
     assert len(latest) == 5

@@ -7,7 +7,6 @@ chat turn these tests need is made once (``support.chatted_session``).
 from __future__ import annotations
 
 import json
-import socket
 import time
 from datetime import timedelta
 
@@ -20,6 +19,7 @@ from fleet import batches, chats, configs, live, sessions
 from fleet.models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway, HealthSample
 from scheduler import runner
 from scheduler.models import BatchRun
+from tests.support.factories import make_gateway, make_session
 from tests.support.gateway import (
     STUB_REPLY,
     admin_client,
@@ -29,14 +29,9 @@ from tests.support.gateway import (
     wait_for,
 )
 from tests.support.live import Listener
+from tests.support.ports import closed_port
 
 pytestmark = [pytest.mark.django_db, pytest.mark.redis]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -167,8 +162,8 @@ def test_malformed_rows_among_the_gateways_rows_are_counted_invalid(gateway_row,
 
 
 def test_a_session_poll_given_no_list_is_recorded_as_an_error(db, redis_prefix):
-    gateway = Gateway.objects.create(name="odd", url="ws://127.0.0.1:9/")
-    AgentSession.objects.create(gateway=gateway, session_key="agent:main:main", status="active")
+    gateway = make_gateway("odd")
+    make_session(gateway, "agent:main:main", status="active")
 
     run = runner.run(batches.SESSION_POLLING, gateway, lambda g: sessions.sync_sessions(g, {"sessions": []}))
 
@@ -178,7 +173,7 @@ def test_a_session_poll_given_no_list_is_recorded_as_an_error(db, redis_prefix):
 
 
 def test_an_unreachable_gateway_skips_the_session_poll(db, redis_prefix):
-    gateway = Gateway.objects.create(name="down", url=f"ws://127.0.0.1:{closed_port()}/", token="t")
+    gateway = make_gateway("down", url=f"ws://127.0.0.1:{closed_port()}/")
     run = runner.run(batches.SESSION_POLLING, gateway, batches.poll_sessions)
     assert run.status == "skipped"
     assert run.error
@@ -265,7 +260,7 @@ def test_config_changes_are_recorded_once_redacted_and_rebuild_the_org_chart(
 
 
 def test_a_config_payload_without_a_hash_is_recorded_as_an_error_and_keeps_the_history(db, redis_prefix):
-    gateway = Gateway.objects.create(name="odd", url="ws://127.0.0.1:9/")
+    gateway = make_gateway("odd")
     configs.record_config(gateway, {"hash": "h1", "sourceConfig": {"a": 1}})
 
     bad_config = runner.run(
@@ -283,7 +278,7 @@ def test_a_config_payload_without_a_hash_is_recorded_as_an_error_and_keeps_the_h
 
 
 def test_without_an_open_panel_chat_polling_makes_no_gateway_call(db, redis_prefix):
-    gateway = Gateway.objects.create(name="nowhere", url=f"ws://127.0.0.1:{closed_port()}/", token="t")
+    gateway = make_gateway("nowhere", url=f"ws://127.0.0.1:{closed_port()}/")
     run = runner.run(batches.CHAT_POLLING, gateway, batches.poll_chats)
     assert (run.status, run.counts) == ("ok", {"panels": 0, "stored": 0})
     assert run.duration_ms < 200
@@ -292,7 +287,7 @@ def test_without_an_open_panel_chat_polling_makes_no_gateway_call(db, redis_pref
 
 
 def test_an_expired_panel_is_no_longer_polled(db, redis_prefix):
-    gateway = Gateway.objects.create(name="nowhere", url=f"ws://127.0.0.1:{closed_port()}/", token="t")
+    gateway = make_gateway("nowhere", url=f"ws://127.0.0.1:{closed_port()}/")
     chats.open_panel(gateway.pk, "agent:main:main", ttl=30)
     with time_machine.travel(time.time() + 31):
         run = runner.run(batches.CHAT_POLLING, gateway, batches.poll_chats)

@@ -11,8 +11,9 @@ import time_machine
 
 from agentflow.lib.redis import get_redis
 from fleet import chats
-from fleet.models import ChatHistory, Gateway
-from tests.conftest import load_frame
+from fleet.models import ChatHistory
+from tests.support.factories import make_gateway
+from tests.support.frames import load_frame
 
 HISTORY = load_frame("43-chat.history.after-turn.json")["response"]["payload"]["messages"]
 KEY = "agent:writer:main"
@@ -20,7 +21,7 @@ KEY = "agent:writer:main"
 
 @pytest.fixture
 def gateway(db):
-    return Gateway.objects.create(name="alpha", url="ws://127.0.0.1:9/", token="chats-test-token")
+    return make_gateway("alpha", token="chats-test-token")
 
 
 def message(message_id: str, text="hi", role="assistant", ts=1795312140000, **extra) -> dict:
@@ -159,7 +160,7 @@ def test_a_message_id_repeated_within_one_poll_is_stored_once(gateway):
 
 
 def test_the_same_message_id_in_another_session_or_gateway_is_another_message(gateway):
-    other = Gateway.objects.create(name="beta", url="ws://127.0.0.1:9/")
+    other = make_gateway("beta")
     chats.store_messages(gateway, KEY, [message("m1")])
     chats.store_messages(gateway, "agent:main:main", [message("m1")])
     chats.store_messages(other, KEY, [message("m1")])

@@ -13,10 +13,11 @@ from django.utils import timezone
 
 from agentflow.lib.locks import lock
 from fleet import batches
-from fleet.models import ChatHistory, ConfigHistory, Gateway
+from fleet.models import ChatHistory, ConfigHistory
 from scheduler import runner
 from scheduler.live import ALERTS_GROUP
 from scheduler.models import Alert, BatchRun
+from tests.support.factories import make_batch_run, make_chat, make_config, make_gateway
 from tests.support.live import Listener
 
 pytestmark = [pytest.mark.django_db, pytest.mark.redis]
@@ -25,22 +26,13 @@ pytestmark = [pytest.mark.django_db, pytest.mark.redis]
 @pytest.fixture
 def history(db):
     """Config rows 40 and 10 days old, chat rows 9 and 2 days old, and a 10-day-old batch run."""
-    gateway = Gateway.objects.create(name="alpha", url="ws://127.0.0.1:9/")
+    gateway = make_gateway("alpha")
     now = timezone.now()
-    for i, days in enumerate([40, 40, 40, 10]):
-        ConfigHistory.objects.create(
-            gateway=gateway, hash=f"h{i}", config={}, created_at=now - timedelta(days=days)
-        )
-    for i, days in enumerate([9, 9, 9, 9, 9, 2]):
-        ChatHistory.objects.create(
-            gateway=gateway,
-            session_key="agent:main:main",
-            message_id=f"m{i}",
-            role="user",
-            text="hi",
-            timestamp=now - timedelta(days=days),
-        )
-    BatchRun.objects.create(batch="BATCH-001", status="ok", started_at=now - timedelta(days=10))
+    for days in [40, 40, 40, 10]:
+        make_config(gateway, created_at=now - timedelta(days=days))
+    for days in [9, 9, 9, 9, 9, 2]:
+        make_chat(gateway, timestamp=now - timedelta(days=days))
+    make_batch_run("BATCH-001", started_at=now - timedelta(days=10))
     return gateway
 
 

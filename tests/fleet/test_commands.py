@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import re
-import socket
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
 from fleet.models import Gateway
+from tests.support.factories import make_gateway
+from tests.support.ports import closed_port
 
 SECRET_TOKEN = "command-test-token-9d04aa"  # markers to look for in output
 OTHER_TOKEN = "command-test-token-other-31c7"
@@ -20,12 +21,6 @@ def run(*args, **options) -> str:
     out, err = io.StringIO(), io.StringIO()
     call_command(*args, stdout=out, stderr=err, **options)
     return out.getvalue() + err.getvalue()
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -205,7 +200,7 @@ def test_check_gateways_with_a_wrong_token_exits_1_and_records_auth_failed(gatew
 
 @pytest.mark.gateway
 def test_check_gateways_checks_every_gateway_even_when_one_is_down(gateway_row):
-    Gateway.objects.create(name="down-gw", url=f"ws://127.0.0.1:{closed_port()}/", token=SECRET_TOKEN)
+    make_gateway("down-gw", url=f"ws://127.0.0.1:{closed_port()}/", token=SECRET_TOKEN)
     out = io.StringIO()
     with pytest.raises(SystemExit) as info:
         call_command("check_gateways", "--timeout", "3", stdout=out)
@@ -219,7 +214,7 @@ def test_check_gateways_checks_every_gateway_even_when_one_is_down(gateway_row):
 
 @pytest.mark.gateway
 def test_check_gateways_only_checks_the_named_gateways(gateway_row):
-    down = Gateway.objects.create(name="down-gw", url=f"ws://127.0.0.1:{closed_port()}/", token=SECRET_TOKEN)
+    down = make_gateway("down-gw", url=f"ws://127.0.0.1:{closed_port()}/", token=SECRET_TOKEN)
     output = run("check_gateways", "test-gw")
     assert "test-gw: Connected" in output
     assert "down-gw" not in output
@@ -228,9 +223,7 @@ def test_check_gateways_only_checks_the_named_gateways(gateway_row):
 
 
 def test_check_gateways_skips_disabled_gateways(db):
-    Gateway.objects.create(
-        name="off", url=f"ws://127.0.0.1:{closed_port()}/", token=SECRET_TOKEN, enabled=False
-    )
+    make_gateway("off", url=f"ws://127.0.0.1:{closed_port()}/", token=SECRET_TOKEN, enabled=False)
     assert run("check_gateways") == ""
     assert Gateway.objects.get(name="off").status == Gateway.Status.UNKNOWN
 

@@ -10,8 +10,9 @@ import pytest
 
 from fleet import configs
 from fleet.configs import REDACTED, changed_paths, org_parents, redact
-from fleet.models import Agent, ConfigHistory, Gateway
-from tests.conftest import load_frame
+from fleet.models import Agent, ConfigHistory
+from tests.support.factories import make_gateway
+from tests.support.frames import load_frame
 
 CONFIG_GET = load_frame("30-config.get.json")["response"]["payload"]
 AGENTS_LIST = load_frame("31-agents.list.json")["response"]["payload"]
@@ -20,7 +21,7 @@ SECRET = "configs-test-secret-5be0d1"
 
 @pytest.fixture
 def gateway(db):
-    return Gateway.objects.create(name="alpha", url="ws://127.0.0.1:9/", token=SECRET)
+    return make_gateway("alpha", token=SECRET)
 
 
 def payload(hash_: str, mutate=None) -> dict:
@@ -144,7 +145,7 @@ def test_a_secret_the_gateway_forgot_to_redact_never_reaches_the_database(gatewa
 
 
 def test_the_history_is_per_gateway(gateway):
-    other = Gateway.objects.create(name="beta", url="ws://127.0.0.1:9/")
+    other = make_gateway("beta")
     configs.record_config(gateway, payload("h1"))
     assert configs.record_config(other, payload("h1")).changed
 

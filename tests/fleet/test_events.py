@@ -14,7 +14,8 @@ from fleet import events, live
 from fleet.models import AgentSession, Gateway, from_ms
 from openclaw import Event
 from scheduler import tasks
-from tests.conftest import load_frame
+from tests.support.factories import make_gateway, make_session
+from tests.support.frames import load_frame
 from tests.support.live import Listener
 
 pytestmark = [pytest.mark.usefixtures("redis_prefix"), pytest.mark.django_db, pytest.mark.redis]
@@ -37,7 +38,7 @@ def handle(gateway: Gateway, *frames: dict) -> None:
 
 @pytest.fixture
 def gateway(db):
-    return Gateway.objects.create(name="alpha", url="ws://127.0.0.1:9/", token="events-test-token")
+    return make_gateway("alpha", token="events-test-token")
 
 
 @pytest.fixture
@@ -102,7 +103,7 @@ def test_a_repeated_event_writes_and_pushes_nothing(gateway, at_event_time, list
 
 
 def test_an_event_leaves_the_other_sessions_alone(gateway, at_event_time):
-    AgentSession.objects.create(gateway=gateway, session_key="agent:main:main", status="active")
+    make_session(gateway, "agent:main:main", status="active")
     handle(gateway, SESSION_EVENTS[0])
     assert AgentSession.objects.get(session_key="agent:main:main").status == "active"
     assert AgentSession.objects.count() == 2

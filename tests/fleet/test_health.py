@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 from django.test import override_settings
-from django.utils import timezone
 
 from agentflow.lib.redis import get_redis
 from fleet import services
 from fleet.models import Gateway
+from tests.support.factories import make_gateway
 
 SECRET_TOKEN = "health-test-token-7f3a9c"  # a marker to look for in responses
 
@@ -19,18 +19,6 @@ def fresh_redis_pool():
     get_redis.cache_clear()
     yield
     get_redis.cache_clear()
-
-
-def make_gateway(name: str, status: str, reason: str = "", **fields) -> Gateway:
-    return Gateway.objects.create(
-        name=name,
-        url=f"ws://127.0.0.1:18789/{name}",
-        token=SECRET_TOKEN,
-        status=status,
-        status_reason=reason,
-        last_checked_at=timezone.now(),
-        **fields,
-    )
 
 
 def test_healthz_answers_without_login_with_every_section(client, db, redis_client):
@@ -72,15 +60,21 @@ def test_a_connected_gateway_reports_ok_with_its_latency(client, gateway_row, re
 
 
 def test_a_read_only_gateway_still_counts_as_healthy(client, db, redis_client):
-    make_gateway("ro", Gateway.Status.READ_ONLY, "the connection was not granted operator.write")
+    make_gateway(
+        "ro", status=Gateway.Status.READ_ONLY, status_reason="the connection was not granted operator.write"
+    )
     body = client.get("/healthz").json()
     assert body["status"] == "ok"
     assert body["gateways"][0]["error"] is None
 
 
 def test_a_disconnected_gateway_degrades_the_report_and_shows_its_error(client, db, redis_client):
-    make_gateway("good", Gateway.Status.CONNECTED, latency_ms=12.345)
-    make_gateway("bad", Gateway.Status.DISCONNECTED, "Cannot reach the gateway: connection refused.")
+    make_gateway("good", status=Gateway.Status.CONNECTED, latency_ms=12.345)
+    make_gateway(
+        "bad",
+        status=Gateway.Status.DISCONNECTED,
+        status_reason="Cannot reach the gateway: connection refused.",
+    )
     response = client.get("/healthz")
     assert response.status_code == 200  # degraded is not down: the web app itself works
     body = response.json()
@@ -94,7 +88,9 @@ def test_a_disconnected_gateway_degrades_the_report_and_shows_its_error(client, 
 
 def test_an_auth_failed_gateway_degrades_the_report(client, db, redis_client):
     make_gateway(
-        "locked", Gateway.Status.AUTH_FAILED, "Authentication failed: the gateway rejected the token"
+        "locked",
+        status=Gateway.Status.AUTH_FAILED,
+        status_reason="Authentication failed: the gateway rejected the token",
     )
     body = client.get("/healthz").json()
     assert body["status"] == "degraded"
@@ -102,7 +98,7 @@ def test_an_auth_failed_gateway_degrades_the_report(client, db, redis_client):
 
 
 def test_a_disabled_gateway_is_left_out(client, db, redis_client):
-    make_gateway("off", Gateway.Status.DISCONNECTED, "switched off", enabled=False)
+    make_gateway("off", status=Gateway.Status.DISCONNECTED, status_reason="switched off", enabled=False)
     body = client.get("/healthz").json()
     assert body["status"] == "ok"
     assert body["gateways"] == []
@@ -110,7 +106,7 @@ def test_a_disabled_gateway_is_left_out(client, db, redis_client):
 
 @pytest.mark.usefixtures("fresh_redis_pool")
 def test_redis_down_makes_healthz_answer_503_down(client, db):
-    make_gateway("good", Gateway.Status.CONNECTED)
+    make_gateway("good", status=Gateway.Status.CONNECTED)
     with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):
         get_redis.cache_clear()
         response = client.get("/healthz")
@@ -132,9 +128,16 @@ def test_a_redis_password_never_appears_in_the_report(client, db):
 
 
 def test_the_token_never_appears_in_the_report(client, db, redis_client):
-    make_gateway("a", Gateway.Status.CONNECTED)
-    make_gateway("b", Gateway.Status.AUTH_FAILED, "Authentication failed: the gateway rejected the token")
-    make_gateway("c", Gateway.Status.DISCONNECTED, "Cannot reach the gateway")
+    make_gateway("a", token=SECRET_TOKEN, status=Gateway.Status.CONNECTED)
+    make_gateway(
+        "b",
+        token=SECRET_TOKEN,
+        status=Gateway.Status.AUTH_FAILED,
+        status_reason="Authentication failed: the gateway rejected the token",
+    )
+    make_gateway(
+        "c", token=SECRET_TOKEN, status=Gateway.Status.DISCONNECTED, status_reason="Cannot reach the gateway"
+    )
     response = client.get("/healthz")
     assert len(response.json()["gateways"]) == 3
     assert SECRET_TOKEN not in response.content.decode()

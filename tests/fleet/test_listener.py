@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +21,8 @@ from fleet import live
 from fleet.listener import FleetListener
 from fleet.models import Gateway
 from openclaw import GatewayClient
+from tests.support.factories import make_gateway
+from tests.support.ports import closed_port
 
 pytestmark = [pytest.mark.gateway, pytest.mark.django_db(transaction=True)]
 
@@ -29,20 +30,9 @@ REFRESH = 0.2
 WRONG_TOKEN = "listener-wrong-token-41d7c2"  # a marker to look for in recorded reasons
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @sync_to_async
 def fetch(pk: int) -> Gateway:
     return Gateway.objects.get(pk=pk)
-
-
-@sync_to_async
-def create_gateway(**fields: Any) -> Gateway:
-    return Gateway.objects.create(**fields)
 
 
 @sync_to_async
@@ -112,7 +102,7 @@ async def test_a_rejected_token_is_recorded_once_and_not_retried_while_the_other
     gateway_row, live_openclaw, caplog
 ):
     caplog.set_level(logging.INFO, logger="agentflow")
-    bad = await create_gateway(name="bad-token-gw", url=live_openclaw.url, token=WRONG_TOKEN)
+    bad = await sync_to_async(make_gateway)("bad-token-gw", url=live_openclaw.url, token=WRONG_TOKEN)
     async with listening() as listener:
         await wait_for_row(gateway_row.pk, is_connected)
         failed = await wait_for_row(bad.pk, lambda r: r.status == Gateway.Status.AUTH_FAILED)
@@ -153,7 +143,7 @@ async def test_a_rejected_token_is_recorded_once_and_not_retried_while_the_other
 
 
 async def test_fixing_a_rejected_token_connects_within_a_few_refresh_intervals(gateway_row, live_openclaw):
-    bad = await create_gateway(name="fixable-gw", url=live_openclaw.url, token=WRONG_TOKEN)
+    bad = await sync_to_async(make_gateway)("fixable-gw", url=live_openclaw.url, token=WRONG_TOKEN)
     async with listening() as listener:
         await wait_for_row(bad.pk, lambda r: r.status == Gateway.Status.AUTH_FAILED)
         old_watch = listener.watches[bad.pk]
@@ -173,7 +163,7 @@ async def test_fixing_a_rejected_token_connects_within_a_few_refresh_intervals(g
 
 async def test_a_refused_port_is_recorded_as_disconnected_with_the_reason(gateway_row):
     port = closed_port()
-    down = await create_gateway(name="refused-gw", url=f"ws://127.0.0.1:{port}/", token=WRONG_TOKEN)
+    down = await sync_to_async(make_gateway)("refused-gw", url=f"ws://127.0.0.1:{port}/", token=WRONG_TOKEN)
     async with listening():
         row = await wait_for_row(down.pk, lambda r: r.status == Gateway.Status.DISCONNECTED)
         assert "refused" in row.status_reason

@@ -9,7 +9,8 @@ import pytest
 
 from agentflow.lib import retention as lib_retention
 from fleet import retention
-from fleet.models import ChatHistory, ConfigHistory, Gateway, HealthSample
+from fleet.models import ChatHistory, ConfigHistory, HealthSample
+from tests.support.factories import make_chat, make_config, make_gateway, make_health_sample
 
 pytestmark = pytest.mark.django_db
 
@@ -18,27 +19,7 @@ NOW = datetime(2026, 11, 20, 3, 0, 0, tzinfo=UTC)
 
 @pytest.fixture
 def gateway():
-    return Gateway.objects.create(name="alpha", url="ws://127.0.0.1:9/")
-
-
-def make_config(gateway, age: timedelta, tag: str = "") -> ConfigHistory:
-    return ConfigHistory.objects.create(
-        gateway=gateway, hash=f"h-{age}-{tag}", config={}, created_at=NOW - age
-    )
-
-
-def make_chat(gateway, age: timedelta, tag: str = "", *, created_age: timedelta | None = None) -> ChatHistory:
-    row = ChatHistory.objects.create(
-        gateway=gateway,
-        session_key="agent:main:main",
-        message_id=f"m-{age}-{tag}",
-        role="user",
-        text="hi",
-        timestamp=NOW - age,
-    )
-    if created_age is not None:  # created_at is auto_now_add: set it afterwards
-        ChatHistory.objects.filter(pk=row.pk).update(created_at=NOW - created_age)
-    return row
+    return make_gateway()
 
 
 def run(**options):
@@ -49,19 +30,24 @@ def run(**options):
 def test_it_deletes_exactly_the_rows_past_retention_and_keeps_the_boundary(gateway):
     second = timedelta(seconds=1)
     keep_config = [
-        make_config(gateway, timedelta(days=30), "boundary"),
-        make_config(gateway, timedelta(days=30) - second),
-        make_config(gateway, timedelta(0)),
+        make_config(gateway, created_at=NOW - timedelta(days=30)),  # the boundary
+        make_config(gateway, created_at=NOW - timedelta(days=30) + second),
+        make_config(gateway, created_at=NOW),
     ]
     old_config = [
-        make_config(gateway, timedelta(days=30) + second),
-        make_config(gateway, timedelta(days=400)),
+        make_config(gateway, created_at=NOW - timedelta(days=30) - second),
+        make_config(gateway, created_at=NOW - timedelta(days=400)),
     ]
     keep_chat = [
-        make_chat(gateway, timedelta(days=7), "boundary"),
-        make_chat(gateway, timedelta(days=6), created_age=timedelta(days=90)),  # by timestamp, not created_at
+        make_chat(gateway, timestamp=NOW - timedelta(days=7)),  # the boundary
+        make_chat(
+            gateway, timestamp=NOW - timedelta(days=6), created_at=NOW - timedelta(days=90)
+        ),  # by timestamp, not created_at
     ]
-    old_chat = [make_chat(gateway, timedelta(days=7) + second), make_chat(gateway, timedelta(days=8))]
+    old_chat = [
+        make_chat(gateway, timestamp=NOW - timedelta(days=7) - second),
+        make_chat(gateway, timestamp=NOW - timedelta(days=8)),
+    ]
 
     result = run()
 
@@ -73,18 +59,18 @@ def test_it_deletes_exactly_the_rows_past_retention_and_keeps_the_boundary(gatew
 
 
 def test_retention_is_configurable(gateway):
-    make_config(gateway, timedelta(days=3))
-    make_chat(gateway, timedelta(days=2))
+    make_config(gateway, created_at=NOW - timedelta(days=3))
+    make_chat(gateway, timestamp=NOW - timedelta(days=2))
     assert (run(config_days=30, chat_days=7).config, run().chat) == (0, 0)
     result = run(config_days=2, chat_days=1)
     assert (result.config, result.chat) == (1, 1)
 
 
 def test_it_deletes_in_batches_of_the_given_size(gateway):
-    for i in range(7):
-        make_config(gateway, timedelta(days=40), str(i))
-    for i in range(4):
-        make_chat(gateway, timedelta(days=10), str(i))
+    for _ in range(7):
+        make_config(gateway, created_at=NOW - timedelta(days=40))
+    for _ in range(4):
+        make_chat(gateway, timestamp=NOW - timedelta(days=10))
     calls = []
 
     result = run(batch_size=3, progress=lambda table, n: calls.append((table, n)))
@@ -98,8 +84,8 @@ def test_it_deletes_in_batches_of_the_given_size(gateway):
 
 
 def test_an_exact_multiple_of_the_batch_size_needs_one_more_empty_batch(gateway):
-    for i in range(4):
-        make_config(gateway, timedelta(days=40), str(i))
+    for _ in range(4):
+        make_config(gateway, created_at=NOW - timedelta(days=40))
     stats = lib_retention.DeleteStats()
     deleted = lib_retention.delete_before(
         ConfigHistory, "created_at", NOW - timedelta(days=30), batch_size=2, stats=stats
@@ -108,10 +94,10 @@ def test_an_exact_multiple_of_the_batch_size_needs_one_more_empty_batch(gateway)
 
 
 def test_a_dry_run_counts_and_deletes_nothing(gateway):
-    make_config(gateway, timedelta(days=31))
-    make_config(gateway, timedelta(days=1))
-    make_chat(gateway, timedelta(days=8))
-    HealthSample.objects.create(gateway=gateway, connected=True, checked_at=NOW - timedelta(days=2))
+    make_config(gateway, created_at=NOW - timedelta(days=31))
+    make_config(gateway, created_at=NOW - timedelta(days=1))
+    make_chat(gateway, timestamp=NOW - timedelta(days=8))
+    make_health_sample(gateway, connected=True, checked_at=NOW - timedelta(days=2))
 
     result = run(dry_run=True)
 
@@ -125,10 +111,8 @@ def test_a_dry_run_counts_and_deletes_nothing(gateway):
 
 
 def test_old_health_samples_go_after_a_day(gateway):
-    recent = HealthSample.objects.create(
-        gateway=gateway, connected=True, checked_at=NOW - timedelta(hours=23)
-    )
-    HealthSample.objects.create(gateway=gateway, connected=False, checked_at=NOW - timedelta(hours=25))
+    recent = make_health_sample(gateway, connected=True, checked_at=NOW - timedelta(hours=23))
+    make_health_sample(gateway, connected=False, checked_at=NOW - timedelta(hours=25))
     assert run().other == 1
     assert list(HealthSample.objects.all()) == [recent]
 
@@ -140,16 +124,16 @@ def test_it_works_with_nothing_to_delete(db):
 
 @pytest.mark.parametrize("batch_size", [0, -1])
 def test_a_batch_size_below_one_is_refused(gateway, batch_size):
-    make_config(gateway, timedelta(days=40))
-    make_config(gateway, timedelta(days=1))
+    make_config(gateway, created_at=NOW - timedelta(days=40))
+    make_config(gateway, created_at=NOW - timedelta(days=1))
     with pytest.raises(ValueError, match="batch_size"):
         run(batch_size=batch_size)
     assert ConfigHistory.objects.count() == 2
 
 
 def test_negative_retention_is_refused_rather_than_deleting_fresh_history(gateway):
-    make_config(gateway, timedelta(0))
-    make_chat(gateway, timedelta(0))
+    make_config(gateway, created_at=NOW)
+    make_chat(gateway, timestamp=NOW)
     with pytest.raises(ValueError, match="days"):
         run(config_days=-1)
     with pytest.raises(ValueError, match="days"):
@@ -162,8 +146,8 @@ def test_outside_a_transaction_each_batch_commits_on_its_own(gateway):
     """The production path (autocommit): short transactions, SQLite's WAL auto-checkpoint restored."""
     from django.db import connection
 
-    for i in range(5):
-        make_config(gateway, timedelta(days=40), str(i))
+    for _ in range(5):
+        make_config(gateway, created_at=NOW - timedelta(days=40))
     if connection.vendor == "sqlite":
         with connection.cursor() as cursor:
             cursor.execute("PRAGMA wal_autocheckpoint")

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from django.test import override_settings
 
 from fleet import services
 from fleet.models import Gateway
 from openclaw import AuthError, ConnectionLostError, GatewayClient, SyncGatewayClient
+from tests.support.factories import make_gateway
+from tests.support.ports import closed_port
 
 SECRET_TOKEN = "services-test-token-e2f871"  # a marker to look for in recorded reasons
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- probe ---------------------------------------------------------------------------------------
@@ -92,7 +86,7 @@ def test_connected_yields_a_working_client_and_records_connected(gateway_row):
 
 def test_connected_to_a_closed_port_raises_and_records_why(db):
     port = closed_port()
-    gateway = Gateway.objects.create(name="nowhere", url=f"ws://127.0.0.1:{port}/", token=SECRET_TOKEN)
+    gateway = make_gateway("nowhere", url=f"ws://127.0.0.1:{port}/", token=SECRET_TOKEN)
     with pytest.raises(ConnectionLostError), services.connected(gateway, connect_timeout=3):
         pytest.fail("the body must not run without a connection")
     gateway.refresh_from_db()
@@ -110,7 +104,7 @@ def test_connected_to_a_closed_port_raises_and_records_why(db):
 
 
 def test_every_gateway_gets_one_device_identity_shared_by_all_clients(db, tmp_path):
-    gateway = Gateway.objects.create(name="local", url="ws://127.0.0.1:18789/", token=SECRET_TOKEN)
+    gateway = make_gateway("local", url="ws://127.0.0.1:18789/", token=SECRET_TOKEN)
     with override_settings(GATEWAY_DEVICE_DIR=tmp_path):
         client = services.async_client(gateway)
         other = services.async_client(gateway)
@@ -121,7 +115,7 @@ def test_every_gateway_gets_one_device_identity_shared_by_all_clients(db, tmp_pa
 
 
 def test_remote_gateways_get_a_device_identity_that_survives_restarts(db, tmp_path):
-    gateway = Gateway.objects.create(name="remote", url="wss://gw.example.test/", token=SECRET_TOKEN)
+    gateway = make_gateway("remote", url="wss://gw.example.test/", token=SECRET_TOKEN)
     with override_settings(GATEWAY_DEVICE_DIR=tmp_path):
         first = services.client_options(gateway)["device"]
         second = services.client_options(gateway)["device"]

@@ -15,8 +15,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from fleet import sessions
-from fleet.models import Agent, AgentSession, Gateway
-from tests.conftest import load_frame
+from fleet.models import Agent, AgentSession
+from tests.support.factories import make_gateway
+from tests.support.frames import load_frame
 
 pytestmark = pytest.mark.django_db
 
@@ -49,7 +50,7 @@ def make_row(key: str = "agent:researcher:main", *, age: float = 5, **fields) ->
 
 @pytest.fixture
 def gateway():
-    return Gateway.objects.create(name="alpha", url="ws://127.0.0.1:9/", token="sessions-test-token")
+    return make_gateway("alpha", token="sessions-test-token")
 
 
 def writes(queries) -> list[str]:
@@ -198,7 +199,7 @@ def test_it_links_a_subagent_session_to_its_parent(gateway):
 
 
 def test_sessions_of_other_gateways_are_never_touched(gateway):
-    other = Gateway.objects.create(name="beta", url="ws://127.0.0.1:9/")
+    other = make_gateway("beta")
     sessions.sync_sessions(other, [make_row("agent:main:main")], NOW)
     sessions.sync_sessions(gateway, [], NOW)
     assert AgentSession.objects.get(gateway=other).status == "active"

@@ -10,7 +10,6 @@ import asyncio
 import copy
 import json
 import random
-import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -39,7 +38,8 @@ from openclaw import (
 )
 from openclaw.client import READ, WRITE
 from openclaw.device import proof_payload, verify
-from tests.conftest import load_frame
+from tests.support.frames import load_frame
+from tests.support.ports import closed_port
 
 TOKEN = "s3cret-fake-gateway-token"
 CHALLENGE = load_frame("01-connect.challenge.event.json")
@@ -168,12 +168,6 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> Non
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.01)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def stop_run(client: GatewayClient, task: asyncio.Task, stop: asyncio.Event | None = None) -> None:

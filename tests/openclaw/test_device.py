@@ -10,7 +10,7 @@ import stat
 import pytest
 
 from openclaw.device import DeviceIdentity, b64url, b64url_decode, proof_payload, verify
-from tests.conftest import load_frame
+from tests.support.frames import load_frame
 
 CONNECT = load_frame("02-connect.request.json")["params"]
 DEVICE = CONNECT["device"]

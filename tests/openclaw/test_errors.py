@@ -22,7 +22,7 @@ from openclaw.errors import (
     UnavailableError,
     error_from_payload,
 )
-from tests.conftest import load_frame
+from tests.support.frames import load_frame
 
 TOKEN = "test-token-123"  # the token the captures were made with: must never reach a message
 

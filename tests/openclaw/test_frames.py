@@ -18,7 +18,7 @@ from openclaw.frames import (
     parse_frame,
     request_frame,
 )
-from tests.conftest import FIXTURES, load_frame
+from tests.support.frames import FIXTURES, load_frame
 
 HELLO = "03-connect.hello-ok.response.json"
 

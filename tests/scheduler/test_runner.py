@@ -12,10 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from agentflow.lib.locks import lock
 from agentflow.lib.redis import get_redis, key
 from fleet import batches
-from fleet.models import Gateway
 from scheduler import runner
 from scheduler.models import BatchRun
 from scheduler.runner import Outcome, Skip
+from tests.support.factories import make_gateway
 
 pytestmark = [pytest.mark.django_db, pytest.mark.redis]
 
@@ -24,7 +24,7 @@ SECRET_TOKEN = "runner-test-token-77a1c0"
 
 @pytest.fixture
 def gateway(db):
-    return Gateway.objects.create(name="alpha", url="ws://127.0.0.1:9/", token=SECRET_TOKEN)
+    return make_gateway("alpha", token=SECRET_TOKEN)
 
 
 def ok(_gateway) -> Outcome:
@@ -152,7 +152,7 @@ def test_it_skips_a_run_started_from_inside_the_same_batch(redis_prefix, gateway
 
 
 def test_the_lock_is_per_batch_and_per_gateway(redis_prefix, gateway):
-    other = Gateway.objects.create(name="beta", url="ws://127.0.0.1:9/")
+    other = make_gateway("beta")
     with lock(batches.SESSION_POLLING, gateway.pk, 60):
         assert runner.run(batches.SESSION_POLLING, other, ok).status == "ok"
         assert runner.run(batches.CONFIG_POLLING, gateway, ok).status == "ok"

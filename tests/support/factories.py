@@ -1,16 +1,32 @@
-"""Hand-rolled factories for the models the tests share (healthchecks' ``BaseTestCase`` style)."""
+"""Hand-rolled factories for the models the tests share (healthchecks' ``BaseTestCase`` style).
+
+Every factory takes the model's fields as keyword overrides; the defaults are only what a row
+needs to exist, so a test spells out exactly the fields its assertions depend on.
+"""
 
 from __future__ import annotations
 
+import itertools
+from datetime import datetime, timedelta
 from typing import Any
 
-from fleet.models import Agent, AgentSession, Gateway
-from scheduler.models import BatchRun
+from django.utils import timezone
+
+from dashboard.models import ApiToken
+from fleet.models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway, HealthSample
+from scheduler.models import Alert, BatchRun
+
+# Unique values for fields a test rarely cares about but the database wants distinct.
+_sequence = itertools.count(1)
 
 
 def make_gateway(name: str = "alpha", **fields: Any) -> Gateway:
+    """A gateway row on a loopback URL nothing listens on (pass ``url`` for a real one)."""
     fields.setdefault("url", f"ws://127.0.0.1:1/{name}")
     fields.setdefault("token", "t")
+    # A gateway with a known status has been checked: keep the row as the health batch leaves it.
+    if fields.get("status", Gateway.Status.UNKNOWN) != Gateway.Status.UNKNOWN:
+        fields.setdefault("last_checked_at", timezone.now())
     return Gateway.objects.create(name=name, **fields)
 
 
@@ -18,10 +34,49 @@ def make_agent(gateway: Gateway, agent_id: str = "main", **fields: Any) -> Agent
     return Agent.objects.create(gateway=gateway, agent_id=agent_id, **fields)
 
 
-def make_session(gateway: Gateway, key: str, agent: Agent | None = None, **fields: Any) -> AgentSession:
+def make_session(
+    gateway: Gateway,
+    key: str = "agent:main:main",
+    agent: Agent | None = None,
+    *,
+    minutes_ago: float | None = None,
+    **fields: Any,
+) -> AgentSession:
+    """A stored session; ``minutes_ago`` sets when the gateway last updated it."""
     if agent is not None:
         fields.setdefault("agent_key", agent.agent_id)
+    if minutes_ago is not None:
+        fields.setdefault("gw_updated_at", timezone.now() - timedelta(minutes=minutes_ago))
     return AgentSession.objects.create(gateway=gateway, agent=agent, session_key=key, **fields)
+
+
+def make_chat(
+    gateway: Gateway,
+    key: str = "agent:main:main",
+    text: str = "hi",
+    *,
+    created_at: datetime | None = None,
+    **fields: Any,
+) -> ChatHistory:
+    """A stored chat message (user, now, a unique message id unless given)."""
+    fields.setdefault("message_id", f"m-{next(_sequence)}")
+    fields.setdefault("role", "user")
+    fields.setdefault("timestamp", timezone.now())
+    row = ChatHistory.objects.create(gateway=gateway, session_key=key, text=text, **fields)
+    if created_at is not None:  # created_at is auto_now_add: only an update can set it
+        ChatHistory.objects.filter(pk=row.pk).update(created_at=created_at)
+        row.created_at = created_at
+    return row
+
+
+def make_config(gateway: Gateway, hash: str | None = None, **fields: Any) -> ConfigHistory:
+    """A stored config version (an empty config and a unique hash unless given)."""
+    fields.setdefault("config", {})
+    return ConfigHistory.objects.create(gateway=gateway, hash=hash or f"h-{next(_sequence)}", **fields)
+
+
+def make_health_sample(gateway: Gateway, connected: bool = True, **fields: Any) -> HealthSample:
+    return HealthSample.objects.create(gateway=gateway, connected=connected, **fields)
 
 
 def make_batch_run(batch: str, gateway: Gateway | None = None, **fields: Any) -> BatchRun:
@@ -30,3 +85,12 @@ def make_batch_run(batch: str, gateway: Gateway | None = None, **fields: Any) ->
         fields.update(scope="gateway", target_id=gateway.pk, target_name=gateway.name)
     fields.setdefault("status", BatchRun.Status.OK)
     return BatchRun.objects.create(batch=batch, **fields)
+
+
+def make_alert(message: str = "something failed", source: str = "BATCH-004", **fields: Any) -> Alert:
+    return Alert.objects.create(message=message, source=source, **fields)
+
+
+def make_api_token(user: Any, name: str = "test token") -> tuple[ApiToken, str]:
+    """An issued API token and its raw value (only ever returned once, as in the app)."""
+    return ApiToken.issue(user, name)
