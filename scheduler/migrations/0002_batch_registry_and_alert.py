@@ -4,6 +4,10 @@
   ``target_name``, copied from the old column and the gateway's name, so no run loses its
   gateway; ``batch`` becomes a plain registry key (no choices: a new batch needs no migration).
 * ``Alert`` moves from ``dashboard`` into the engine, state only: its table keeps its name.
+
+Migrating back (``migrate scheduler 0001``, after ``migrate fleet zero``) restores the
+``gateway`` column from ``target_id`` and drops the ``scheduler.alert`` content type that
+post_migrate made while the backwards path passed through a state holding both Alerts.
 """
 
 import django.utils.timezone
@@ -29,8 +33,18 @@ def copy_back(apps, schema_editor):
             BatchRun.objects.filter(scope="gateway", target_id=target_id).update(gateway_id=target_id)
 
 
+def drop_copied_alert_content_type(apps, schema_editor):
+    ContentType = apps.get_model("contenttypes", "ContentType")
+    db = schema_editor.connection.alias
+    # Only a copy goes: dashboard 0002 renamed the real one (with its permissions and log
+    # entries) back to "dashboard" before this runs.
+    if ContentType.objects.using(db).filter(app_label="dashboard", model="alert").exists():
+        ContentType.objects.using(db).filter(app_label="scheduler", model="alert").delete()
+
+
 class Migration(migrations.Migration):
     dependencies = [
+        ("contenttypes", "0002_remove_content_type_name"),
         ("scheduler", "0001_initial"),
     ]
 
@@ -96,4 +110,5 @@ class Migration(migrations.Migration):
                 ),
             ],
         ),
+        migrations.RunPython(migrations.RunPython.noop, drop_copied_alert_content_type, elidable=False),
     ]
