@@ -14,23 +14,32 @@ import django.utils.timezone
 from django.db import migrations, models
 
 
+# One UPDATE per gateway. ``order_by()`` matters: with the model's ordering (-started_at) the
+# DISTINCT would be over (gateway, started_at), one "distinct" id per run, and the loop would
+# rewrite a gateway's runs once per run (quadratic on a table holding weeks of runs).
+
+
 def copy_gateways(apps, schema_editor):
+    db = schema_editor.connection.alias
     BatchRun = apps.get_model("scheduler", "BatchRun")
     Gateway = apps.get_model("dashboard", "Gateway")
-    names = dict(Gateway.objects.values_list("pk", "name"))
-    for gateway_id in BatchRun.objects.exclude(gateway=None).values_list("gateway_id", flat=True).distinct():
-        BatchRun.objects.filter(gateway_id=gateway_id).update(
+    names = dict(Gateway.objects.using(db).values_list("pk", "name"))
+    runs = BatchRun.objects.using(db)
+    for gateway_id in runs.exclude(gateway=None).order_by().values_list("gateway_id", flat=True).distinct():
+        runs.filter(gateway_id=gateway_id).update(
             scope="gateway", target_id=gateway_id, target_name=names.get(gateway_id, "")[:200]
         )
 
 
 def copy_back(apps, schema_editor):
+    db = schema_editor.connection.alias
     BatchRun = apps.get_model("scheduler", "BatchRun")
     Gateway = apps.get_model("dashboard", "Gateway")
-    known = set(Gateway.objects.values_list("pk", flat=True))
-    for target_id in BatchRun.objects.filter(scope="gateway").values_list("target_id", flat=True).distinct():
+    known = set(Gateway.objects.using(db).values_list("pk", flat=True))
+    runs = BatchRun.objects.using(db).filter(scope="gateway")
+    for target_id in runs.order_by().values_list("target_id", flat=True).distinct():
         if target_id in known:
-            BatchRun.objects.filter(scope="gateway", target_id=target_id).update(gateway_id=target_id)
+            runs.filter(target_id=target_id).update(gateway_id=target_id)
 
 
 def drop_copied_alert_content_type(apps, schema_editor):

@@ -247,6 +247,20 @@ def seed() -> dict:
         ),
     }
 
+    # Older history, as the previous release kept it (it never deleted runs): many runs per
+    # gateway, so a migration that rewrites them one run at a time shows in its statement count.
+    BatchRun.objects.bulk_create(
+        BatchRun(
+            batch="BATCH-003",
+            gateway=(prod, lab)[n % 2],
+            started_at=now - datetime.timedelta(hours=1, seconds=5 * n),
+            duration_ms=1.0,
+            status="ok",
+            counts={"messages": n},
+        )
+        for n in range(40)
+    )
+
     call_command("setup_schedules", verbosity=0)
     # An operator's edit in the admin (BATCH-003 paused) must survive the upgrade too.
     PeriodicTask.objects.filter(args='["BATCH-003"]').update(enabled=False)

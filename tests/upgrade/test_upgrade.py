@@ -7,12 +7,15 @@ lived in the ``dashboard`` app and ``scheduler.BatchRun`` had a ``gateway`` fore
 code is taken from git and run in subprocesses with the shared virtualenv, against a database of
 this test's own (a SQLite file, or a fresh PostgreSQL database when the suite runs on one):
 
-1. previous release: ``migrate``, then ``seed_previous_release.py seed`` (rows of every kind,
-   the schedules, users with permissions, admin log entries, an API token);
+1. previous release: ``manage.py migrate``, then ``seed_previous_release.py seed`` (rows of every
+   kind, the schedules, users with permissions, admin log entries, an API token);
 2. this code: ``migrate``, then ``check_upgraded.py data``;
 3. this code: ``migrate fleet zero`` then ``migrate scheduler 0001``; previous release: ``dump``;
 4. this code: ``migrate`` again, then ``check_upgraded.py app`` (pages, admin, API, token,
    ``makemigrations --check``).
+
+This code's migrations run through ``migrate.py`` (Django's migrate command plus a count of the
+statements rewriting batch runs).
 
 The steps run once (a module fixture); each test below asserts one promise on their output.
 """
@@ -65,6 +68,7 @@ class Upgrade:
     manifest: dict
     before: dict  # table snapshot the previous release left
     upgraded: dict  # check_upgraded.py data, after the first migrate
+    batchrun_updates: dict  # UPDATEs of scheduler_batchrun per migrate step of this code
     downgraded: dict  # table snapshot after migrating back, read by the previous release
     app: dict  # check_upgraded.py app, after migrating up again
 
@@ -138,6 +142,8 @@ def upgrade(tmp_path_factory, database_url) -> Iterator[Upgrade]:
         "DJANGO_SETTINGS_MODULE": "agentflow.settings",
     }
     manage = "manage.py"
+    migrate = [PYTHON, str(HERE / "migrate.py")]
+    updates = {}
     try:
         # 1. The previous release makes and fills its database.
         run([PYTHON, manage, "migrate", "--no-input", "-v0"], old, env)
@@ -146,20 +152,20 @@ def upgrade(tmp_path_factory, database_url) -> Iterator[Upgrade]:
         manifest_file.write_text(json.dumps(seeded["manifest"]))
 
         # 2. This code migrates it and reads it.
-        run([PYTHON, manage, "migrate", "--no-input", "-v0"], ROOT, env)
+        updates["up"] = last_json(run(migrate, ROOT, env))["batchrun_updates"]
         check = [PYTHON, str(HERE / "check_upgraded.py")]
         upgraded = last_json(run([*check, "data", str(manifest_file)], ROOT, env))
 
         # 3. Back down, and the previous release reads what it gets back.
-        run([PYTHON, manage, "migrate", "fleet", "zero", "--no-input", "-v0"], ROOT, env)
-        run([PYTHON, manage, "migrate", "scheduler", "0001", "--no-input", "-v0"], ROOT, env)
+        run([*migrate, "fleet", "zero"], ROOT, env)
+        updates["down"] = last_json(run([*migrate, "scheduler", "0001"], ROOT, env))["batchrun_updates"]
         downgraded = last_json(run([PYTHON, str(HERE / "seed_previous_release.py"), "dump"], old, env))
 
         # 4. Up again, and the app is used on it.
-        run([PYTHON, manage, "migrate", "--no-input", "-v0"], ROOT, env)
+        run(migrate, ROOT, env)
         app = last_json(run([*check, "app", str(manifest_file)], ROOT, env))
 
-        yield Upgrade(seeded["manifest"], seeded["snapshot"], upgraded, downgraded["snapshot"], app)
+        yield Upgrade(seeded["manifest"], seeded["snapshot"], upgraded, updates, downgraded["snapshot"], app)
     finally:
         import redis
 
@@ -215,6 +221,13 @@ def test_batch_runs_keep_their_gateway_as_a_target(upgrade):
     assert runs[seeded["lab_config"]]["target_name"] == "lab-gateway"
     assert runs[seeded["cleanup"]]["scope"] == ""
     assert runs[seeded["cleanup"]]["target_id"] is None
+
+
+def test_batch_runs_are_rewritten_once_per_gateway_not_once_per_run(upgrade):
+    gateway_runs = [row for row in upgrade.before["scheduler_batchrun"] if row["gateway_id"] is not None]
+    assert len(gateway_runs) > 40  # the seed's history: far more runs than gateways
+    gateways = len({row["gateway_id"] for row in gateway_runs})
+    assert upgrade.batchrun_updates == {"up": gateways, "down": gateways}
 
 
 def test_the_moved_models_read_the_same_tables_and_rows(upgrade):
