@@ -4,33 +4,56 @@
   ``target_name``, copied from the old column and the gateway's name, so no run loses its
   gateway; ``batch`` becomes a plain registry key (no choices: a new batch needs no migration).
 * ``Alert`` moves from ``dashboard`` into the engine, state only: its table keeps its name.
+
+Migrating back (``migrate scheduler 0001``, after ``migrate fleet zero``) restores the
+``gateway`` column from ``target_id`` and drops the ``scheduler.alert`` content type that
+post_migrate made while the backwards path passed through a state holding both Alerts.
 """
 
 import django.utils.timezone
 from django.db import migrations, models
 
 
+# One UPDATE per gateway. ``order_by()`` matters: with the model's ordering (-started_at) the
+# DISTINCT would be over (gateway, started_at), one "distinct" id per run, and the loop would
+# rewrite a gateway's runs once per run (quadratic on a table holding weeks of runs).
+
+
 def copy_gateways(apps, schema_editor):
+    db = schema_editor.connection.alias
     BatchRun = apps.get_model("scheduler", "BatchRun")
     Gateway = apps.get_model("dashboard", "Gateway")
-    names = dict(Gateway.objects.values_list("pk", "name"))
-    for gateway_id in BatchRun.objects.exclude(gateway=None).values_list("gateway_id", flat=True).distinct():
-        BatchRun.objects.filter(gateway_id=gateway_id).update(
+    names = dict(Gateway.objects.using(db).values_list("pk", "name"))
+    runs = BatchRun.objects.using(db)
+    for gateway_id in runs.exclude(gateway=None).order_by().values_list("gateway_id", flat=True).distinct():
+        runs.filter(gateway_id=gateway_id).update(
             scope="gateway", target_id=gateway_id, target_name=names.get(gateway_id, "")[:200]
         )
 
 
 def copy_back(apps, schema_editor):
+    db = schema_editor.connection.alias
     BatchRun = apps.get_model("scheduler", "BatchRun")
     Gateway = apps.get_model("dashboard", "Gateway")
-    known = set(Gateway.objects.values_list("pk", flat=True))
-    for target_id in BatchRun.objects.filter(scope="gateway").values_list("target_id", flat=True).distinct():
+    known = set(Gateway.objects.using(db).values_list("pk", flat=True))
+    runs = BatchRun.objects.using(db).filter(scope="gateway")
+    for target_id in runs.order_by().values_list("target_id", flat=True).distinct():
         if target_id in known:
-            BatchRun.objects.filter(scope="gateway", target_id=target_id).update(gateway_id=target_id)
+            runs.filter(target_id=target_id).update(gateway_id=target_id)
+
+
+def drop_copied_alert_content_type(apps, schema_editor):
+    ContentType = apps.get_model("contenttypes", "ContentType")
+    db = schema_editor.connection.alias
+    # Only a copy goes: dashboard 0002 renamed the real one (with its permissions and log
+    # entries) back to "dashboard" before this runs.
+    if ContentType.objects.using(db).filter(app_label="dashboard", model="alert").exists():
+        ContentType.objects.using(db).filter(app_label="scheduler", model="alert").delete()
 
 
 class Migration(migrations.Migration):
     dependencies = [
+        ("contenttypes", "0002_remove_content_type_name"),
         ("scheduler", "0001_initial"),
     ]
 
@@ -96,4 +119,5 @@ class Migration(migrations.Migration):
                 ),
             ],
         ),
+        migrations.RunPython(migrations.RunPython.noop, drop_copied_alert_content_type, elidable=False),
     ]
