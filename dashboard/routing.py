@@ -4,4 +4,7 @@ from django.urls import path
 
 from . import consumers
 
-websocket_urlpatterns = [path("ws/dashboard/", consumers.DashboardConsumer.as_asgi())]
+# The one place the socket's path is written: the pages get it through {% live_socket_url %}.
+WEBSOCKET_PATH = "ws/dashboard/"
+
+websocket_urlpatterns = [path(WEBSOCKET_PATH, consumers.DashboardConsumer.as_asgi(), name="live")]
