@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from html.parser import HTMLParser
 
 import pytest
 from django.utils import timezone
@@ -19,96 +18,13 @@ from fleet.models import Agent, AgentSession, ChatHistory, ConfigHistory, Gatewa
 from openclaw import SyncGatewayClient
 from scheduler.models import BatchRun
 from tests.support.factories import make_batch_run
+from tests.support.html import Node, dom
 
 pytestmark = [pytest.mark.usefixtures("redis_prefix"), pytest.mark.django_db, pytest.mark.redis]
 
 TOKEN = "views-test-gateway-token-9c41e7"  # looked for in every page
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 HTMX = {"HX-Request": "true"}
-
-
-# --- a small DOM, enough to check nesting and order ------------------------------------------------
-
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-
-
-class Node:
-    def __init__(self, tag: str, attrs: dict[str, str | None], parent: Node | None) -> None:
-        self.tag, self.attrs, self.parent = tag, attrs, parent
-        self.children: list[Node | str] = []
-
-    def iter(self):
-        yield self
-        if self.tag == "template" and self.parent is not None:
-            return  # inert until a script clones it, as in a browser
-        for child in self.children:
-            if isinstance(child, Node):
-                yield from child.iter()
-
-    def find_all(self, tag: str | None = None, cls: str | None = None, **attrs: str) -> list[Node]:
-        found = []
-        for node in self.iter():
-            if node is self or (tag and node.tag != tag):
-                continue
-            if cls and cls not in (node.attrs.get("class") or "").split():
-                continue
-            if all(node.attrs.get(name.replace("_", "-")) == value for name, value in attrs.items()):
-                found.append(node)
-        return found
-
-    def find(self, tag: str | None = None, cls: str | None = None, **attrs: str) -> Node:
-        found = self.find_all(tag, cls, **attrs)
-        assert found, f"no <{tag or '*'} class={cls} {attrs}> in <{self.tag} {self.attrs}>"
-        return found[0]
-
-    def has(self, tag: str | None = None, cls: str | None = None, **attrs: str) -> bool:
-        return bool(self.find_all(tag, cls, **attrs))
-
-    def ancestors(self):
-        node = self.parent
-        while node is not None:
-            yield node
-            node = node.parent
-
-    def inside(self, other: Node) -> bool:
-        return any(a is other for a in self.ancestors())
-
-    @property
-    def text(self) -> str:
-        return "".join(c if isinstance(c, str) else c.text for c in self.children)
-
-
-class _Builder(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.root = Node("#document", {}, None)
-        self.current = self.root
-
-    def handle_starttag(self, tag, attrs):
-        node = Node(tag, {k: v or "" for k, v in attrs}, self.current)
-        self.current.children.append(node)
-        if tag not in VOID:
-            self.current = node
-
-    def handle_startendtag(self, tag, attrs):
-        self.current.children.append(Node(tag, {k: v or "" for k, v in attrs}, self.current))
-
-    def handle_endtag(self, tag):
-        node = self.current
-        while node is not self.root and node.tag != tag:
-            node = node.parent
-        if node is not self.root:
-            self.current = node.parent
-
-    def handle_data(self, data):
-        self.current.children.append(data)
-
-
-def dom(response) -> Node:
-    builder = _Builder()
-    builder.feed(response.content.decode())
-    builder.close()
-    return builder.root
 
 
 def session_keys(node: Node) -> list[str]:
