@@ -4,8 +4,8 @@ in the browser, p99 <= 250 ms over 50 sends.
 The real stack, all on loopback with the bench database and Redis prefix: DemoGateway (openclaw +
 stub model, its three agents), Daphne, ``manage.py run_gateway_listener --refresh 1`` and Chromium
 (Playwright) on the overview page. A MutationObserver in the page records Date.now() when an agent
-node's data-pulsed-at changes (live.js pulse()); the bench takes time.time() just before chat.send
-(same machine clock).
+node's data-pulsed-at changes (static/js/live/core.js pulse()); the bench takes time.time() just
+before chat.send (same machine clock).
 
 Sends go round robin over the agents, one session per agent (created by an unmeasured first send),
 and each waits for its run to end (seen on the bench's own gateway connection) before the next:

@@ -71,10 +71,6 @@ class SessionRow:
     agent_key: str
     url: str = ""
 
-    @property
-    def status_label(self) -> str:
-        return self.status.capitalize()
-
 
 def session_rows(qs: Any) -> list[SessionRow]:
     return [SessionRow(*values) for values in qs.values_list(*ROW_FIELDS)]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from scheduler import registry
 from scheduler.models import BatchRun
+
+RUNS_PER_PAGE = 100
 
 
 @require_GET
@@ -23,7 +26,8 @@ def batch_runs(request: HttpRequest) -> HttpResponse:
         "dashboard/batches.html",
         {
             "batches": [(spec, latest.get(spec.id)) for spec in registry.batches()],
-            "recent": recent[:100],
+            # get_page: a bogus or out-of-range ?page= shows the first or last page, never a 404.
+            "recent_page": Paginator(recent, RUNS_PER_PAGE).get_page(request.GET.get("page")),
             "batch_filter": batch,
             "statuses": BatchRun.Status.choices,
         },

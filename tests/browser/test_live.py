@@ -5,6 +5,7 @@ health), the test calls the batch function itself, off Playwright's event loop."
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -118,7 +119,7 @@ def test_the_demo_agents_appear_in_the_org_chart_without_a_reload(
     signed_in(page, live_server_url)
     section = page.locator(f"#gateway-{gateway_row.pk}")
     expect(section).to_contain_text("No agents seen yet.")
-    expect(section.locator(".badge .label")).to_have_text("Connected")  # set by the listener
+    expect(section.locator(".health .status .label")).to_have_text("Connected")  # set by the listener
 
     # BATCH-002 (config + roster) pushes config.changed; the page re-fetches the section.
     run_batch(batches.poll_config, gateway_row)
@@ -204,7 +205,7 @@ def test_a_message_from_outside_pulses_the_agent_within_two_seconds(
     assert writer.get_attribute("data-pulsed-at") is None
 
     sent_at = off_loop(send_from_outside, live_openclaw, "agent:writer:main", "a ping from outside")
-    # The first pulse as the page has it (its node may since have been re-fetched: live.js
+    # The first pulse as the page has it (its node may since have been re-fetched: live/core.js
     # carries the pulse over); returned by the check itself, so a later pulse cannot mask it.
     pulsed = wait_js(
         page,
@@ -236,7 +237,7 @@ def test_a_stopped_gateway_turns_disconnected_and_back_without_a_reload(
     page, live_server_url, gateway_listener, gateway_row, operator, live_openclaw
 ):
     signed_in(page, live_server_url)
-    badge = page.locator(f"#health-{gateway_row.pk} .badge .label")
+    badge = page.locator(f"#health-{gateway_row.pk} .status .label")
     expect(badge).to_have_text("Connected")
     try:
         stopped_at = time.monotonic()
@@ -266,7 +267,7 @@ def test_the_page_says_reconnecting_while_daphne_is_down_and_live_again_after(
     # htmx's ws extension retries with full-jitter backoff (up to 2^n s for the n-th retry).
     expect(status).to_have_text("Live", timeout=45_000)
     # After the reconnect the page re-fetched its fragments: the section is still there and current.
-    expect(page.locator(f"#health-{gateway_row.pk} .badge .label")).to_have_text("Connected")
+    expect(page.locator(f"#health-{gateway_row.pk} .status .label")).to_have_text("Connected")
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
 
 
@@ -280,3 +281,82 @@ def test_an_idle_page_keeps_its_websocket(page, live_server_url, gateway_row, op
     signed_in(page, live_server_url)
     page.wait_for_timeout(8_000)
     assert page.evaluate("window.__closes") == []
+
+
+# --- the core's declarative re-fetch and the status component, with made-up events ----------------
+# No gateway runs here: the rows are made by hand and the events sent as the listener would.
+
+
+def two_gateways():
+    from tests.support.factories import make_agent, make_gateway, make_session
+
+    first, second = make_gateway("first"), make_gateway("second")
+    for gateway in (first, second):
+        agent = make_agent(gateway, "main", name="Main")
+        make_session(gateway, "agent:main:main", agent, status="offline")
+    return first, second
+
+
+def test_a_live_session_change_redraws_its_label_and_shape(page, live_server_url, operator):
+    from fleet import live
+
+    first, _ = two_gateways()
+    signed_in(page, live_server_url)
+    row = page.locator(f"#gateway-{first.pk} li[data-session-key='agent:main:main'] > .status")
+    expect(row).to_have_attribute("data-status", "offline")
+    expect(row).to_have_class(re.compile(r"\bshape-ring\b"))
+    change = {
+        "session_key": "agent:main:main",
+        "agent_id": "main",
+        "status": "active",
+        "status_label": "Active (as the server words it)",  # the page shows the server's label
+        "previous_status": "offline",
+        "has_active_run": False,
+    }
+    off_loop(lambda: live.SESSIONS_CHANGED.send(gateway_id=first.pk, changes=[change]))
+    expect(row.locator(".label")).to_have_text("Active (as the server words it)")
+    expect(row).to_have_attribute("data-status", "active")
+    expect(row).to_have_class(re.compile(r"\bshape-circle\b"))
+    expect(row).not_to_have_class(re.compile(r"\bshape-ring\b"))
+
+
+def test_a_declared_fragment_is_refetched_for_its_own_gateway_only(page, live_server_url, operator):
+    from fleet import live
+    from fleet.models import Agent
+
+    first, second = two_gateways()
+    signed_in(page, live_server_url)
+    Agent.objects.filter(agent_id="main").update(name="Renamed")
+    # config.changed is declared on the gateway's section (data-refetch-on): no JavaScript names it.
+    off_loop(lambda: live.CONFIG_CHANGED.send(gateway_id=first.pk, history_id=1))
+    expect(agent_node(page, first, "main")).to_contain_text("Renamed", timeout=5_000)
+    page.wait_for_timeout(1_000)  # well past the 300 ms coalescing window
+    expect(agent_node(page, second, "main")).not_to_contain_text("Renamed")
+    # gateway.status re-fetches the health card (its reason and latency), and sets the badge at once.
+    Gateway.objects.filter(pk=second.pk).update(status="auth_failed", status_reason="The token was rejected")
+    off_loop(
+        lambda: live.GATEWAY_STATUS.send(
+            gateway_id=second.pk, status="auth_failed", label="Authentication failed"
+        )
+    )
+    badge = page.locator(f"#health-{second.pk} .status")
+    expect(badge.locator(".label")).to_have_text("Authentication failed")
+    expect(badge).to_have_class(re.compile(r"\bshape-square\b"))
+    expect(page.locator(f"#health-{second.pk} .reason")).to_have_text("The token was rejected")
+    expect(page.locator(f"#health-{first.pk} .status .label")).to_have_text("Not checked yet")
+    assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
+
+
+def test_a_raised_alert_offers_a_reload_in_the_banner_slot(page, live_server_url, operator):
+    from scheduler.live import ALERT_RAISED
+
+    signed_in(page, live_server_url)
+    off_loop(ALERT_RAISED.send)
+    banner = page.locator("#banners > #alert-live")
+    expect(banner).to_be_visible()
+    expect(banner).to_have_attribute("role", "alert")
+    expect(banner).to_contain_text("A new alert was raised.")
+    assert banner.locator("a").get_attribute("href") == page.url
+    off_loop(ALERT_RAISED.send)  # a second alert: still one notice
+    page.wait_for_timeout(500)
+    expect(page.locator("#alert-live")).to_have_count(1)

@@ -19,7 +19,7 @@ def test_an_operator_logs_in_and_sees_the_demo_fleet(page, live_server_url, gate
     login(page, live_server_url, "operator", "operator-pass")
 
     section = page.locator(f"#gateway-{gateway_row.pk}")
-    assert section.locator(".badge").inner_text().strip() == "Connected"
+    assert section.locator(".health .status").inner_text().strip() == "Connected"
     agents = section.locator("li.agent > details > summary")
     names = agents.all_inner_texts()
     assert len(names) == 3, names
@@ -36,3 +36,51 @@ def test_a_wrong_password_shows_an_error_and_no_dashboard(page, live_server_url,
     page.click("button[type=submit]")
     assert page.locator("[role=alert]").is_visible()
     assert "/accounts/login/" in page.url
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_pages_fit_a_phone_in_light_and_dark(chromium, live_server_url, operator, scheme):
+    """390 px wide (a phone): nothing scrolls sideways, every status has its label and shape;
+    screenshots of each page in both colour schemes land in test-artifacts/."""
+    from django.utils import timezone
+
+    from fleet.models import ChatHistory
+    from tests.support.factories import make_agent, make_batch_run, make_gateway, make_session
+
+    gateway = make_gateway("phone-gw", status="degraded", status_reason="config.get took 4.2 s")
+    main = make_agent(gateway, "main", name="Main", is_default=True)
+    helper = make_agent(gateway, "helper", name="Helper", parent=main)
+    make_session(gateway, "agent:main:main", main, status="active", has_active_run=True, title="Main chat")
+    make_session(gateway, "agent:helper:main", helper, status="idle")
+    make_session(gateway, "agent:helper:old", helper, status="offline")
+    ChatHistory.objects.create(
+        gateway=gateway, session_key="agent:main:main", message_id="m1", role="user",
+        text="A question long enough to wrap on a narrow screen, " * 3, timestamp=timezone.now(),
+    )  # fmt: skip
+    make_batch_run("BATCH-001", gateway, duration_ms=12, counts={"sessions": 3})
+    make_batch_run("BATCH-005", gateway, status="error", error="TimeoutError: " + "x" * 200)
+    make_batch_run("BATCH-004", status="skipped")
+
+    context = chromium.new_context(viewport={"width": 390, "height": 844}, color_scheme=scheme)
+    page = context.new_page()
+    try:
+        login(page, live_server_url, "operator", "operator-pass")
+        pages = {
+            "overview": "/",
+            "session": f"/gateways/{gateway.pk}/sessions/agent:main:main/",
+            "batches": "/batches/",
+        }
+        for name, path in pages.items():
+            page.goto(live_server_url + path)
+            page.wait_for_load_state("networkidle")
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"{name} scrolls sideways in {scheme}: {width} px"
+            statuses = page.locator(".status")
+            assert statuses.count() > 0, name
+            for i in range(statuses.count()):
+                badge = statuses.nth(i)
+                assert badge.locator(".label").inner_text().strip(), f"{name}: a status without a label"
+                assert "shape-" in (badge.get_attribute("class") or ""), f"{name}: a status without a shape"
+            screenshot(page, f"{name}-390-{scheme}")
+    finally:
+        context.close()

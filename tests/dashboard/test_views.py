@@ -139,14 +139,16 @@ def test_overview_renders_each_gateway_with_health_counts_and_links(web, fleet, 
     assert alpha.find("h2").text == "alpha"
     assert alpha.attrs["data-fragment"] == f"/fragments/gateways/{gateway.pk}/"
     health = alpha.find("div", id=f"health-{gateway.pk}")
-    assert health.find("span", cls="badge").text.strip() == "Connected"
+    assert health.find("span", cls="status").text.strip() == "Connected"
+    assert health.find("span", cls="status").attrs["data-status"] == "connected"
+    assert health.attrs["data-fragment"] == f"/fragments/gateways/{gateway.pk}/health/"
     assert health.has("svg", cls="sparkline")
     assert "12 ms" in health.text and "v2026.9.6" in health.text
     counts = " ".join(alpha.find("p", cls="counts").text.split())
     assert counts == "4 agents · 3 active · 2 idle · 2 offline · 1 run in flight"
     assert alpha.find("a", href=f"/gateways/{gateway.pk}/config/").text == "Config history"
     beta = sections[1]
-    assert beta.find("span", cls="badge").text.strip() == "Not checked yet"
+    assert beta.find("span", cls="status").text.strip() == "Not checked yet"
     assert "No agents seen yet." in beta.text
     assert "gone" not in response.content.decode()
     assert page.find("span", id="live-status").text == "Connecting…"
@@ -162,11 +164,15 @@ def test_the_org_chart_nests_agents_under_their_parents(web, fleet, gateway):
     assert node["researcher"].inside(node["main"])
     assert node["writer"].inside(node["researcher"])
     assert not node["loner"].inside(node["main"])
+
     # Each agent shows its own status: the busiest of its sessions.
-    assert node["main"].find("span", data_status="").text == "Active"
-    assert "st-active" in node["main"].attrs["class"] and "running" in node["main"].attrs["class"]
-    assert "st-idle" in node["researcher"].attrs["class"]
-    assert "st-offline" in node["loner"].attrs["class"]
+    def agent_status(aid):
+        return node[aid].find("summary").find("span", cls="status")
+
+    assert agent_status("main").text == "Active" and agent_status("main").attrs["data-status"] == "active"
+    assert "running" in node["main"].attrs["class"]
+    assert agent_status("researcher").attrs["data-status"] == "idle"
+    assert agent_status("loner").attrs["data-status"] == "offline" and agent_status("loner").text == "Offline"
     assert "Researcher" in node["researcher"].find("summary").text
 
 
@@ -269,7 +275,7 @@ def test_gateway_fragment(web, fleet, gateway):
     assert "<html" not in html
     section = dom(response).find("section", id=f"gateway-{gateway.pk}")
     assert set(session_keys(section)) == {"agent:main:old", "agent:writer:main"}
-    assert section.find("span", cls="badge").text.strip() == "Connected"
+    assert section.find("span", cls="status").text.strip() == "Connected"
     assert web.get(f"/fragments/gateways/{gateway.pk + 100}/").status_code == 404
 
 
@@ -283,7 +289,8 @@ def test_health_fragment(web, gateway):
     assert response.status_code == 200
     assert "<html" not in response.content.decode()
     health = dom(response).find("div", id=f"health-{gateway.pk}")
-    assert health.find("span", cls="badge-disconnected").text.strip() == "Disconnected"
+    badge = health.find("span", cls="status", data_status="disconnected")
+    assert badge.text.strip() == "Disconnected" and "shape-square" in badge.attrs["class"]
     assert health.find("p", cls="reason").text == "Connection refused"
     assert "(2 checks)" in health.find("svg").attrs["aria-label"]
     assert web.get(f"/fragments/gateways/{gateway.pk + 100}/health/").status_code == 404
@@ -382,7 +389,7 @@ def test_session_page_for_a_session_not_stored_yet(web, gateway):
     assert response.status_code == 200
     page = dom(response)
     assert page.find("h1").text == "agent:main:brand-new"
-    assert page.find("p", id="chat-empty").text == "No messages stored yet."
+    assert page.find("div", id="chat-empty").find("p", cls="empty-title").text == "No messages stored yet."
     assert web.get(f"/gateways/{gateway.pk + 100}/sessions/agent:main:main/").status_code == 404
 
 

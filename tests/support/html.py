@@ -1,5 +1,7 @@
 """A small HTML tree, enough to check nesting, order and attributes of a rendered page or
-fragment (the standard library's parser: no dependency for what the tests need)."""
+fragment (the standard library's parser: no dependency for what the tests need). ``<template>``
+contents are inert, as in a browser: searching a tree skips them unless the search starts at the
+template itself."""
 
 from __future__ import annotations
 
@@ -19,11 +21,13 @@ class Node:
         self.tag, self.attrs, self.parent = tag, attrs, parent
         self.children: list[Node | str] = []
 
-    def iter(self) -> Iterator[Node]:
+    def iter(self, root: bool = True) -> Iterator[Node]:
         yield self
+        if self.tag == "template" and not root:
+            return  # inert until a script clones it, as in a browser
         for child in self.children:
             if isinstance(child, Node):
-                yield from child.iter()
+                yield from child.iter(root=False)
 
     def find_all(self, tag: str | None = None, cls: str | None = None, **attrs: str) -> list[Node]:
         found = []

@@ -1,0 +1,98 @@
+/* A session's chat panel: the streamed reply, the stored log, the head's status and run
+ * indicator, the composer following the gateway's status, and the panel's registration for
+ * chat polling (BATCH-003), renewed every 10 s while the tab is visible. */
+(function () {
+  "use strict";
+
+  var AF = window.AgentFlow;
+  var head = document.getElementById("session-head");
+  if (!head) return; // not a chat panel
+
+  function isThisSession(m) {
+    return head.dataset.sessionKey === m.session_key;
+  }
+
+  function register() {
+    AF.send({ type: "panel.open", gateway_id: Number(head.dataset.gatewayId), session_key: head.dataset.sessionKey });
+  }
+
+  // The streamed reply of a finished run stays up until the stored messages arrive (BATCH-003
+  // polls open panels every few seconds and pushes chat.messages), so it never vanishes in
+  // between; without that push it goes after 15 s.
+  var streamTimer = null;
+  function clearStream() {
+    var stream = document.getElementById("stream");
+    if (streamTimer) { clearTimeout(streamTimer); streamTimer = null; }
+    if (!stream) return;
+    stream.hidden = true;
+    delete stream.dataset.done;
+    document.getElementById("stream-text").textContent = "";
+  }
+
+  function showRun(running) {
+    var run = document.getElementById("run-indicator");
+    if (run) run.hidden = !running;
+  }
+
+  AF.on("gateway.status", function (m) {
+    // The composer follows the gateway: sending needs it up.
+    var composer = document.getElementById("composer");
+    if (!composer || Number(head.dataset.gatewayId) !== m.gateway_id) return;
+    var down = m.status !== "connected";
+    composer.querySelectorAll("textarea, button").forEach(function (el) { el.disabled = down; });
+    var note = document.getElementById("send-disabled-live");
+    if (down && !note) {
+      note = document.createElement("p");
+      note.id = "send-disabled-live";
+      note.className = "reason";
+      composer.querySelector(".row").appendChild(note);
+    }
+    if (note) note.textContent = down ? "Sending is paused. Gateway status: " + m.label + "." : "";
+  });
+
+  AF.on("sessions.changed", function (m) {
+    (m.changes || []).forEach(function (c) {
+      if (!isThisSession(c)) return;
+      AF.setStatus(head.querySelector(".status"), c.status, c.status_label);
+      showRun(!!c.has_active_run);
+    });
+  });
+
+  AF.on("agent.run", function (m) {
+    if (!isThisSession(m)) return;
+    showRun(m.phase === "start");
+    AF.pulse(head);
+  });
+
+  AF.on("chat.stream", function (m) {
+    var stream = document.getElementById("stream");
+    if (!stream) return;
+    var text = document.getElementById("stream-text");
+    var label = stream.querySelector(".live");
+    if (m.state === "delta") {
+      if (stream.dataset.done) clearStream(); // a new run: start afresh
+      stream.hidden = false;
+      if (label) label.hidden = false;
+      text.textContent += m.delta; // textContent: agent output is text, never markup
+    } else {
+      if (m.state === "error" && m.error) { text.textContent += "\n[error] " + m.error; }
+      stream.dataset.done = m.state;
+      if (label) label.hidden = true;
+      if (streamTimer) clearTimeout(streamTimer);
+      streamTimer = setTimeout(clearStream, 15000);
+      AF.refetch(document.getElementById("chat-log"));
+    }
+  });
+
+  AF.on("chat.messages", function () {
+    var done = AF.refetch(document.getElementById("chat-log"));
+    var stream = document.getElementById("stream");
+    if (stream && stream.dataset.done) {
+      if (done && done.then) done.then(clearStream); else clearStream();
+    }
+  });
+
+  AF.onOpen(register);
+  // Keep the panel registered for chat polling (its registration expires on its own).
+  setInterval(function () { if (!document.hidden) register(); }, 10000);
+})();
