@@ -49,20 +49,32 @@ def main(argv: list[str]) -> int:
     parser.add_argument("names", nargs="*", metavar="name", help=", ".join(BENCHES))
     parser.add_argument("--baseline", metavar="REF", help="also run REF's own bench code, alternating")
     parser.add_argument("--rounds", type=int, default=1, help="with --baseline: baseline/current pairs")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="MODULE.CONSTANT=VALUE",
+        help="with --baseline: override a bench constant in both trees, e.g. bench_e2e.SENDS=25",
+    )
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHES]
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
     names = args.names or BENCHES
     if args.baseline is None:
-        if args.rounds != 1:
-            parser.error("--rounds needs --baseline")
+        if args.rounds != 1 or args.set:
+            parser.error("--rounds and --set need --baseline")
         return run_here(names)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     from bench import compare
 
-    return compare.main(args.baseline, names, args.rounds, command="python -m bench " + " ".join(argv))
+    bad = [s for s in args.set if "=" not in s or "." not in s.split("=", 1)[0]]
+    if bad:
+        parser.error(f"--set takes MODULE.CONSTANT=VALUE: {', '.join(bad)}")
+    return compare.main(
+        args.baseline, names, args.rounds, args.set, command="python -m bench " + " ".join(argv)
+    )
 
 
 if __name__ == "__main__":

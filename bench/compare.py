@@ -119,16 +119,26 @@ METRICS: dict[str, list[tuple[str, tuple[str, ...], str]]] = {
     ],
 }
 
-# Run inside each tree as ``python -c SHIM TAG NAME``: tags the Redis prefix, then that tree's own
-# ``python -m bench NAME``. Only names its ``_common.setup(name)`` and ``__main__.main(argv)``, which
+# Run inside each tree as ``python -c SHIM TAG NAME [MODULE.CONSTANT=VALUE ...]``: tags the Redis
+# prefix, applies the --set overrides (the same in both trees, so a shortened run stays comparable; a
+# constant the tree lacks is an error, not a silent difference), then runs that tree's own
+# ``python -m bench NAME``. Only relies on ``_common.setup(name)`` and ``__main__.main(argv)``, which
 # both trees have.
 SHIM = """
-import sys
+import ast, importlib, sys
 from bench import _common
 _setup = _common.setup
 _common.setup = lambda name: _setup(sys.argv[1] + "-" + name)
+for assignment in sys.argv[3:]:
+    target, value = assignment.split("=", 1)
+    module, constant = target.rsplit(".", 1)
+    module = importlib.import_module("bench." + module)
+    if not hasattr(module, constant):
+        sys.exit(f"--set {assignment}: {module.__name__} has no {constant}")
+    setattr(module, constant, ast.literal_eval(value))
+    print(f"  (--set {module.__name__}.{constant} = {getattr(module, constant)!r})", flush=True)
 from bench.__main__ import main
-sys.exit(main(sys.argv[2:]))
+sys.exit(main(sys.argv[2:3]))
 """
 
 
@@ -194,7 +204,7 @@ def tree_env(tree: Tree) -> dict[str, str]:
     return env
 
 
-def run_one(tree: Tree, name: str, round_no: int, out: Path) -> Run:
+def run_one(tree: Tree, name: str, round_no: int, out: Path, overrides: list[str] = ()) -> Run:
     result = tree.root / "bench" / "results" / f"{name}.json"
     result.unlink(missing_ok=True)  # what is there afterwards was written by this run
     log = out / f"{tree.label}-{name}-r{round_no}.log"
@@ -202,7 +212,7 @@ def run_one(tree: Tree, name: str, round_no: int, out: Path) -> Run:
     started = time.perf_counter()
     with log.open("w") as handle:
         proc = subprocess.Popen(
-            [sys.executable, "-c", SHIM, tree.tag, name],
+            [sys.executable, "-c", SHIM, tree.tag, name, *overrides],
             cwd=tree.root,
             env=tree_env(tree),
             stdout=subprocess.PIPE,
@@ -299,7 +309,10 @@ def compare_rows(name: str, baseline: list[dict], current: list[dict]) -> list[d
 def _num(value: float | None) -> str:
     if value is None:
         return "—"
-    return f"{value:,.0f}" if abs(value) >= 1000 or value == int(value) else f"{value:,.2f}".rstrip("0")
+    if abs(value) >= 1000 or value == int(value):
+        return f"{value:,.0f}"
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return text if text not in ("0", "-0") else f"{value:.2g}"  # a CPU share of 0.004 s is not 0
 
 
 def markdown(report: dict) -> str:
@@ -309,7 +322,8 @@ def markdown(report: dict) -> str:
         "",
         f"`{report['command']}`: baseline `{b['ref']}` = {b['sha'][:9]}, current {c['sha'][:9]}"
         + (" + uncommitted changes" if c["dirty"] else "")
-        + f"; {report['rounds']} round(s), alternating baseline/current; medians over rounds.",
+        + f"; {report['rounds']} round(s), alternating baseline/current; medians over rounds."
+        + "".join(f" Both trees ran with `{o}`." for o in report["overrides"]),
         f"Flagged WORSE: latency-like ratio > {LATENCY_BAND}, throughput ratio < {THROUGHPUT_BAND}, any count"
         " (queries, losses) higher.",
         f"Load average at start {report['loadavg_start']}, at end {report['loadavg_end']}.",
@@ -332,7 +346,7 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(ref: str, names: list[str], rounds: int, command: str = "") -> int:
+def main(ref: str, names: list[str], rounds: int, overrides: list[str] = (), command: str = "") -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"compare-{stamp}"
@@ -348,6 +362,7 @@ def main(ref: str, names: list[str], rounds: int, command: str = "") -> int:
         "baseline": {"ref": ref, "sha": baseline.sha, "root": str(baseline.root.relative_to(ROOT))},
         "current": {"sha": current.sha, "dirty": bool(status)},
         "rounds": rounds,
+        "overrides": list(overrides),
         "bands": {"latency": LATENCY_BAND, "throughput": THROUGHPUT_BAND},
         "loadavg_start": round(os.getloadavg()[0], 2),
     }
@@ -355,7 +370,7 @@ def main(ref: str, names: list[str], rounds: int, command: str = "") -> int:
     for round_no in range(1, rounds + 1):
         for name in names:
             for tree in (baseline, current):
-                runs.append(run_one(tree, name, round_no, out))
+                runs.append(run_one(tree, name, round_no, out, overrides))
     report["loadavg_end"] = round(os.getloadavg()[0], 2)
     report["rows"] = [
         row

@@ -69,20 +69,21 @@ def fake_tree(root: Path, version: str) -> Path:
     """A tree whose bench writes what the runner gave it: prefix, database dir, its own version."""
     (root / "bench").mkdir(parents=True)
     (root / "bench" / "__init__.py").write_text("")
+    (root / "bench" / "bench_pages.py").write_text("SAMPLES = 30\n")
     (root / "bench" / "_common.py").write_text(
         "import os\ndef setup(name):\n    os.environ['AGENTFLOW_REDIS_PREFIX'] = f'agentflow-bench-{name}'\n"
     )
     (root / "bench" / "__main__.py").write_text(
         "import json, os, sys\n"
         "from pathlib import Path\n"
-        "from bench import _common as common\n"
+        "from bench import _common as common, bench_pages\n"
         "def main(argv):\n"
         "    common.setup(argv[0])\n"
         "    out = Path(__file__).parent / 'results'\n"
         "    out.mkdir(exist_ok=True)\n"
         "    figures = {'prefix': os.environ['AGENTFLOW_REDIS_PREFIX'],\n"
         "               'bench_dir': os.environ['AGENTFLOW_BENCH_DIR'],\n"
-        f"               'version': {version!r}, 'cwd': os.getcwd(), 'x_ms': 1.0,\n"
+        f"               'version': {version!r}, 'cwd': os.getcwd(), 'samples': bench_pages.SAMPLES,\n"
         "               'targets': [{'name': 'fake', 'ok': False}]}\n"
         "    (out / f'{argv[0]}.json').write_text(json.dumps(figures))\n"
         "    return 1\n"
@@ -99,7 +100,7 @@ def test_each_tree_runs_its_own_bench_with_its_own_prefix_database_and_results(t
         compare.Tree("baseline", fake_tree(tmp_path / "old", "old"), "a" * 40, tag="baseline-1"),
         compare.Tree("current", fake_tree(tmp_path / "new", "new"), "b" * 40, tag="current-1"),
     ]
-    runs = [compare.run_one(tree, "pages", 1, out) for tree in trees]
+    runs = [compare.run_one(tree, "pages", 1, out, ["bench_pages.SAMPLES=5"]) for tree in trees]
 
     old, new = (r.figures for r in runs)
     assert (old["version"], new["version"]) == ("old", "new")
@@ -109,6 +110,7 @@ def test_each_tree_runs_its_own_bench_with_its_own_prefix_database_and_results(t
         "agentflow-bench-current-1-pages",
     )
     assert old["bench_dir"] != new["bench_dir"]
+    assert (old["samples"], new["samples"]) == (5, 5)  # --set reaches both trees' own modules
     assert [r.rc for r in runs] == [1, 1]  # a missed target is a result, not a failed run
     assert runs[0].targets_missed == ["fake"]
     assert json.loads((out / "baseline-pages-r1.json").read_text())["version"] == "old"
@@ -124,3 +126,23 @@ def test_a_run_that_crashes_before_writing_results_has_none(tmp_path, monkeypatc
     assert run.rc != 0
     assert run.result_file is None and run.figures is None
     assert "ModuleNotFoundError" in (tmp_path / "baseline-pages-r1.log").read_text()
+
+
+def test_figures_are_printed_as_measured_without_trailing_zeros():
+    assert [compare._num(v) for v in (None, 2.0, 2.5, 69.15, 0.004, 12345.6)] == [
+        "—",
+        "2",
+        "2.5",
+        "69.15",
+        "0.004",
+        "12,346",
+    ]
+
+
+def test_an_override_of_a_constant_a_tree_lacks_stops_that_run(tmp_path):
+    root = fake_tree(tmp_path / "old", "old")
+    run = compare.run_one(
+        compare.Tree("baseline", root, "d" * 40, tag="t"), "pages", 1, tmp_path, ["bench_pages.NOPE=1"]
+    )
+    assert run.rc != 0 and run.figures is None
+    assert "bench.bench_pages has no NOPE" in (tmp_path / "baseline-pages-r1.log").read_text()
