@@ -204,6 +204,11 @@ def tree_env(tree: Tree) -> dict[str, str]:
     return env
 
 
+def applicable(overrides: list[str], name: str) -> list[str]:
+    """The overrides for this bench: its own module's (bench_<name>.X) and the shared ones (_common.X)."""
+    return [o for o in overrides if not o.startswith("bench_") or o.startswith(f"bench_{name}.")]
+
+
 def run_one(tree: Tree, name: str, round_no: int, out: Path, overrides: list[str] = ()) -> Run:
     result = tree.root / "bench" / "results" / f"{name}.json"
     result.unlink(missing_ok=True)  # what is there afterwards was written by this run
@@ -212,7 +217,7 @@ def run_one(tree: Tree, name: str, round_no: int, out: Path, overrides: list[str
     started = time.perf_counter()
     with log.open("w") as handle:
         proc = subprocess.Popen(
-            [sys.executable, "-c", SHIM, tree.tag, name, *overrides],
+            [sys.executable, "-c", SHIM, tree.tag, name, *applicable(overrides, name)],
             cwd=tree.root,
             env=tree_env(tree),
             stdout=subprocess.PIPE,

@@ -146,3 +146,9 @@ def test_an_override_of_a_constant_a_tree_lacks_stops_that_run(tmp_path):
     )
     assert run.rc != 0 and run.figures is None
     assert "bench.bench_pages has no NOPE" in (tmp_path / "baseline-pages-r1.log").read_text()
+
+
+def test_an_override_applies_to_its_own_bench_and_shared_modules_only():
+    overrides = ["bench_e2e.SENDS=25", "_common.LOGS='x'", "bench_pages.SAMPLES=5"]
+    assert compare.applicable(overrides, "e2e") == ["bench_e2e.SENDS=25", "_common.LOGS='x'"]
+    assert compare.applicable(overrides, "fanout") == ["_common.LOGS='x'"]
