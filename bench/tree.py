@@ -14,8 +14,20 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ["openclaw", "agentflow", "scheduler", "fleet", "dashboard", "demo", "templates", "static/js"]
 
 
-def files_under(root: Path, package: str) -> list[PurePosixPath]:
+def is_checkout(root: Path) -> bool:
+    """Whether root is a git work tree's top (an archive extracted under var/ lies inside one but is
+    ignored by it: asking that checkout's git would list nothing)."""
     try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=root, check=True, capture_output=True, text=True
+        ).stdout.strip()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return False
+    return Path(top).resolve() == root.resolve()
+
+
+def files_under(root: Path, package: str) -> list[PurePosixPath]:
+    if is_checkout(root):
         listed = subprocess.run(
             ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", package],
             cwd=root,
@@ -24,7 +36,7 @@ def files_under(root: Path, package: str) -> list[PurePosixPath]:
             text=True,
         ).stdout.splitlines()
         paths = [PurePosixPath(p) for p in listed if (root / p).is_file()]
-    except (subprocess.CalledProcessError, FileNotFoundError):
+    else:
         paths = [
             PurePosixPath(p.relative_to(root).as_posix())
             for p in (root / package).rglob("*")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 from bench import tree
 
 
@@ -30,3 +32,17 @@ def test_it_counts_lines_per_file_directory_and_package(tmp_path):
         ["js/", "10"],
         ["live.js", "10"],
     ]
+
+
+def test_in_a_checkout_it_counts_what_git_knows_and_inside_an_ignored_extract_every_file(tmp_path):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text("var/\n*.log\n")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("1\n2\n")  # untracked, not ignored: counted
+    (tmp_path / "pkg" / "debug.log").write_text("x\n" * 100)  # ignored: not counted
+    extract = tmp_path / "var" / "bench-baseline-abc"
+    (extract / "pkg").mkdir(parents=True)
+    (extract / "pkg" / "old.py").write_text("1\n2\n3\n")
+
+    assert "| `pkg/` | 1 | 2 |" in tree.render(tmp_path, ["pkg"])
+    assert "| `pkg/` | 1 | 3 |" in tree.render(extract, ["pkg"])
