@@ -152,3 +152,35 @@ def test_an_override_applies_to_its_own_bench_and_shared_modules_only():
     overrides = ["bench_e2e.SENDS=25", "_common.LOGS='x'", "bench_pages.SAMPLES=5"]
     assert compare.applicable(overrides, "e2e") == ["bench_e2e.SENDS=25", "_common.LOGS='x'"]
     assert compare.applicable(overrides, "fanout") == ["_common.LOGS='x'"]
+
+
+def test_a_saved_comparison_is_re_tabulated_from_its_per_run_results(tmp_path, monkeypatch):
+    monkeypatch.setattr(compare, "ROOT", tmp_path)
+    (tmp_path / "b.json").write_text(json.dumps(pages(40, 7)))
+    (tmp_path / "c.json").write_text(json.dumps(pages(80, 7)))
+    run = {"name": "pages", "round": 1, "rc": 1, "elapsed_s": 1.0, "targets_missed": []}
+    report = {
+        "command": "python -m bench --baseline X pages",
+        "started": "now",
+        "baseline": {"ref": "X", "sha": "a" * 40},
+        "current": {"sha": "b" * 40, "dirty": False},
+        "rounds": 1,
+        "overrides": [],
+        "loadavg_start": 1.0,
+        "loadavg_end": 1.0,
+        "runs": [
+            {**run, "tree": "baseline", "result_file": "b.json"},
+            {**run, "tree": "current", "result_file": "c.json"},
+        ],
+        "rows": [],
+    }
+    (tmp_path / "compare-now.json").write_text(json.dumps(report))
+
+    text = compare.retable(tmp_path / "compare-now.json")
+
+    assert "| pages | overview p95 ms | 40 | 80 | 2.00 | WORSE |" in text
+    assert (tmp_path / "compare-now.md").read_text() == text
+    assert (
+        row(json.loads((tmp_path / "compare-now.json").read_text())["rows"], "overview p95 ms")["ratio"]
+        == 2.0
+    )
