@@ -1,8 +1,14 @@
-"""Run the benchmarks: ``python -m bench [name ...]`` (names: gateway, batches). Results are
-printed and written to bench/results/<name>.json."""
+"""Run the benchmarks.
+
+    python -m bench [name ...]                      here; results in bench/results/<name>.json
+    python -m bench --baseline REF [--rounds N] ...  REF's bench and this tree's, side by side (compare.py)
+    python -m bench tree                            the app packages' module tree with line counts
+
+Names: gateway, batches, fanout, pages, memory, e2e (all of them when none is given)."""
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import sys
@@ -12,8 +18,7 @@ from pathlib import Path
 BENCHES = ["gateway", "batches", "fanout", "pages", "memory", "e2e"]
 
 
-def main(argv: list[str]) -> int:
-    names = argv or BENCHES
+def run_here(names: list[str]) -> int:
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     failed = []
@@ -33,6 +38,43 @@ def main(argv: list[str]) -> int:
         print("targets missed:\n  " + "\n  ".join(failed))
         return 1
     return 0
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["tree"]:
+        from bench import tree
+
+        return tree.main(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", metavar="name", help=", ".join(BENCHES))
+    parser.add_argument("--baseline", metavar="REF", help="also run REF's own bench code, alternating")
+    parser.add_argument("--rounds", type=int, default=1, help="with --baseline: baseline/current pairs")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="MODULE.CONSTANT=VALUE",
+        help="with --baseline: override a bench constant in both trees, e.g. bench_e2e.SENDS=25",
+    )
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in BENCHES]
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    names = args.names or BENCHES
+    if args.baseline is None:
+        if args.rounds != 1 or args.set:
+            parser.error("--rounds and --set need --baseline")
+        return run_here(names)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    from bench import compare
+
+    bad = [s for s in args.set if "=" not in s or "." not in s.split("=", 1)[0]]
+    if bad:
+        parser.error(f"--set takes MODULE.CONSTANT=VALUE: {', '.join(bad)}")
+    return compare.main(
+        args.baseline, names, args.rounds, args.set, command="python -m bench " + " ".join(argv)
+    )
 
 
 if __name__ == "__main__":
