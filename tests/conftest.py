@@ -15,6 +15,19 @@ from demo.gateway import DemoGateway, ensure_installed
 from tests.support.ports import free_port_block
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_shared_thread_connections(django_db_setup, django_db_blocker):
+    """Async tests reach the ORM through asgiref's one shared sync thread (sync_to_async outside
+    any async_to_sync), and that thread's connection would stay open to the end, so PostgreSQL
+    refused to drop the test database ("being accessed by other users"). Close it first."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
+
+
 @pytest.fixture(scope="session")
 def openclaw(tmp_path_factory) -> DemoGateway:
     """The real, pinned OpenClaw gateway on loopback with three agents and the stub model."""
