@@ -135,12 +135,12 @@ def check_health(gateway: Gateway) -> Outcome:
     except GatewayError as exc:
         HealthSample.objects.create(gateway=gateway, connected=False, error=exc.operator_message[:500])
         if gateway.status != previous:
-            send_status(gateway)
+            live.GATEWAY_STATUS.send(**live.status_of(gateway))
         return Outcome(
             f"status=disconnected, error={exc.log_code}", {"connected": False, "error": exc.log_code}
         )
     HealthSample.objects.create(gateway=gateway, connected=True, latency_ms=latency)
-    send_status(gateway)
+    live.GATEWAY_STATUS.send(**live.status_of(gateway))
     return Outcome(
         f"status=connected, latency={latency:.0f}ms", {"connected": True, "latency_ms": round(latency, 2)}
     )
@@ -188,10 +188,6 @@ def cleanup_history(
             "dry_run": dry_run,
         },
     )
-
-
-def send_status(gateway: Gateway) -> None:
-    live.GATEWAY_STATUS.send(gateway_id=gateway.pk, status=gateway.status, label=gateway.get_status_display())
 
 
 GATEWAYS = Scope(

@@ -93,7 +93,7 @@ class FleetListener:
         async def on_connect(c: GatewayClient, hello: HelloInfo) -> None:
             compat = assess(hello)
             await sync_to_async(gateway.mark_connected)(hello, compat)
-            await send_status(gateway)
+            await live.GATEWAY_STATUS.asend(**live.status_of(gateway))
             if "sessions.subscribe" in hello.methods:
                 await c.sessions_subscribe()
             await events.on_connected(gateway.pk)
@@ -126,10 +126,4 @@ class FleetListener:
         previous = gateway.status
         await sync_to_async(gateway.mark_failed)(error)
         if gateway.status != previous:
-            await send_status(gateway)
-
-
-async def send_status(gateway: Gateway) -> None:
-    await live.GATEWAY_STATUS.asend(
-        gateway_id=gateway.pk, status=gateway.status, label=gateway.get_status_display()
-    )
+            await live.GATEWAY_STATUS.asend(**live.status_of(gateway))

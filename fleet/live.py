@@ -22,6 +22,11 @@ def chat_group(gateway_id: int, session_key: str) -> str:
     return f"chat-{gateway_id}-{digest}"
 
 
+def status_of(gateway: Any) -> dict[str, Any]:
+    """The ``gateway.status`` fields of a Gateway row (its label from the model's choices)."""
+    return {"gateway_id": gateway.pk, "status": gateway.status, "label": gateway.get_status_display()}
+
+
 def _gateway(data: Mapping[str, Any]) -> str:
     return gateway_group(data["gateway_id"])
 

@@ -37,13 +37,15 @@ def run(
     (the cleanup command passes one with progress output)."""
     spec = registry.get(batch)
     fn = fn or spec.fn
-    scope = registry.scope(spec.scope) if spec.scope and target is not None else None
-    target_name = scope.label(target) if scope else ""
+    # What the run is for: a target of the spec's scope, or nothing (a global batch).
+    target_id = target.pk if target is not None else None
+    scope = spec.scope if spec.scope and target_id is not None else ""
+    target_name = registry.scope(scope).label(target)[:200] if scope else ""
     started_at = timezone.now()
     started = time.perf_counter()
     status, error, counts, summary = BatchRun.Status.OK, "", {}, ""
     failure: BaseException | None = None
-    with lock(batch, target.pk if target is not None else "global", lock_ttl or spec.lock_ttl) as acquired:
+    with lock(batch, "global" if target_id is None else target_id, lock_ttl or spec.lock_ttl) as acquired:
         if not acquired:
             status, summary = BatchRun.Status.SKIPPED, "skipped, previous run still holds the lock"
             error = "previous run still holds the lock"  # the reason operators see on the run
@@ -65,10 +67,10 @@ def run(
                     "[%s] %s failed%s",
                     batch,
                     spec.label,
-                    f" for {spec.scope} {target_name}" if target_name else "",
+                    f" for {scope} {target_name}" if scope else "",
                 )
     duration = time.perf_counter() - started
-    where = f" {spec.scope}={target_name}" if target_name else ""
+    where = f" {scope}={target_name}" if scope else ""
     level = logging.ERROR if status == BatchRun.Status.ERROR else logging.INFO
     log.log(level, "[%s] %s: %s%s (%.0fms)", batch, spec.label, summary, where, duration * 1000)
     metrics.record(batch, status, duration)
@@ -76,9 +78,9 @@ def run(
         notify_failure(spec, failure)
     return BatchRun.objects.create(
         batch=batch,
-        scope=spec.scope or "" if target is not None else "",
-        target_id=target.pk if target is not None else None,
-        target_name=target_name[:200],
+        scope=scope,
+        target_id=target_id,
+        target_name=target_name,
         started_at=started_at,
         duration_ms=duration * 1000,
         status=status,

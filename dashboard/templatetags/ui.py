@@ -57,14 +57,18 @@ MODEL_KINDS: dict[type[models.Model], str] = {Gateway: "gateway", AgentSession: 
 LABELS = {kind: dict(choices.choices) for kind, choices in STATUS_CHOICES.items()}
 
 
-def status_context(value: Any, kind: str = "") -> dict[str, str]:
-    """What the status component shows for ``value``: kind, value, label and shape."""
+def _kind_and_value(value: Any, kind: str) -> tuple[str, str]:
     if isinstance(value, models.Model):
         kind = kind or MODEL_KINDS[type(value)]
         value = value.status  # type: ignore[attr-defined]
     if kind not in LABELS:
         raise template.TemplateSyntaxError(f"status: unknown kind {kind!r} (one of {', '.join(LABELS)})")
-    value = str(value)
+    return kind, str(value)
+
+
+def status_context(value: Any, kind: str = "") -> dict[str, str]:
+    """What the status component shows for ``value``: kind, value, label and shape."""
+    kind, value = _kind_and_value(value, kind)
     # A value the choices do not know (an old row, a newer writer) is shown as it is, as a ring.
     return {
         "kind": kind,
@@ -76,8 +80,7 @@ def status_context(value: Any, kind: str = "") -> dict[str, str]:
 
 @register.simple_tag
 def status(value: Any, kind: str = "") -> str:
-    context = status_context(value, kind)
-    return _render_status(context["kind"], context["value"])
+    return _render_status(*_kind_and_value(value, kind))
 
 
 @functools.lru_cache(maxsize=512)
