@@ -124,7 +124,7 @@ def _responses(op: Operation) -> dict[str, Any]:
             "content": {"application/json": {"schema": ERROR}},
         }
     responses["405"] = {
-        "description": "Only GET (and HEAD) are allowed.",
+        "description": "Only GET is allowed.",
         "content": {"application/json": {"schema": ERROR}},
     }
     responses["default"] = {
