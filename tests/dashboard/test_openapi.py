@@ -49,7 +49,12 @@ def test_the_schema_is_served_and_lists_every_route(client, bearer):
     }
     sessions = schema["paths"]["/api/v1/sessions/"]["get"]
     by_name = {p["name"]: p for p in sessions["parameters"]}
-    assert by_name["limit"]["schema"] == {"type": "integer", "minimum": 0, "maximum": MAX_LIMIT, "default": 100}
+    assert by_name["limit"]["schema"] == {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": MAX_LIMIT,
+        "default": 100,
+    }
     assert by_name["offset"]["schema"]["maximum"] == MAX_OFFSET
     assert by_name["status"]["schema"]["enum"] == ["active", "idle", "offline"]
     assert sessions["responses"]["400"]["content"]["application/json"]["schema"] == {
