@@ -5,7 +5,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from .models import Alert, BatchRun
+from .models import Alert, AuditEntry, BatchRun
 
 
 @admin.register(BatchRun)
@@ -30,3 +30,24 @@ class AlertAdmin(admin.ModelAdmin):
     @admin.action(description="Mark selected alerts resolved")
     def resolve(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
         queryset.filter(resolved_at__isnull=True).update(resolved_at=timezone.now())
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    """The control audit, read-only: rows are written by scheduler.audit and never edited."""
+
+    list_display = ["created_at", "actor_label", "action", "target_label", "result", "message", "source"]
+    list_filter = ["action", "result", "source", "actor_label"]
+    search_fields = ["actor_label", "target_label", "target_id", "reason", "message"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    list_select_related = ["actor"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AuditEntry | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AuditEntry | None = None) -> bool:
+        return False
