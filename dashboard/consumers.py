@@ -107,7 +107,8 @@ class DashboardConsumer(AsyncWebsocketConsumer):
     def _refusal(self, kind: str, capability: str) -> str:
         """Checked per control message, from the database: a role taken away applies at once.
         A refusal is audited like a refused page or API call."""
-        user = get_user_model().objects.filter(pk=getattr(self.scope.get("user"), "pk", None)).first()
+        user_id = getattr(self.scope.get("user"), "pk", None)
+        user = get_user_model().objects.filter(pk=user_id).first() if user_id is not None else None
         actor = audit.Actor.of_user(
             user, source="websocket", ip_address=(self.scope.get("client") or [None])[0]
         )

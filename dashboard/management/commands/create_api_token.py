@@ -30,7 +30,10 @@ class Command(BaseCommand):
             raise CommandError(f"No user named {options['user']!r}.")
         if not user.is_active:
             raise CommandError(f"User {user.get_username()!r} is inactive: its tokens would not work.")
-        role = Role.parse(options["role"])
+        try:
+            role = Role.parse(options["role"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         token, raw = ApiToken.issue(user, name, role)
         audit.record(
             "api_token.issue",
