@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
+from . import audit
 from .models import Alert, AuditEntry, BatchRun
 
 
@@ -29,7 +30,15 @@ class AlertAdmin(admin.ModelAdmin):
 
     @admin.action(description="Mark selected alerts resolved")
     def resolve(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
-        queryset.filter(resolved_at__isnull=True).update(resolved_at=timezone.now())
+        ids = sorted(queryset.filter(resolved_at__isnull=True).values_list("pk", flat=True))
+        actor = audit.Actor.of_user(request.user, source="admin", ip_address=request.META.get("REMOTE_ADDR"))
+        target = audit.Target("alert", ",".join(map(str, ids))[:255], f"{len(ids)} open alert(s)")
+        try:
+            with audit.control("alert.resolve", actor, target) as ctl:
+                count = Alert.objects.filter(pk__in=ids).update(resolved_at=timezone.now())
+                ctl.note(f"{count} resolved")
+        except audit.Refused as exc:
+            self.message_user(request, exc.message, messages.ERROR)
 
 
 @admin.register(AuditEntry)

@@ -12,7 +12,7 @@ from io import StringIO
 import pytest
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.core.management import CommandError, call_command
 from django.test import Client
 
@@ -329,3 +329,25 @@ def test_the_audit_admin_is_read_only(admin_user, operator, gateway):
     admin.post(f"/admin/scheduler/auditentry/{entry.pk}/change/", {"result": "ok", "message": "edited"})
     entry.refresh_from_db()
     assert (entry.result, entry.message) != ("ok", "edited")
+
+
+@pytest.mark.django_db
+def test_resolving_alerts_in_the_admin_is_audited_and_needs_an_operator(admin_user, django_user_model):
+    from scheduler.models import Alert
+
+    open_alert = Alert.objects.create(source="BATCH-004", message="cleanup failed")
+    data = {"action": "resolve", "_selected_action": [str(open_alert.pk)]}
+    # Staff with the admin's alert permissions but the viewer role: refused, and the alert stays open.
+    staff = django_user_model.objects.create_user("staff", is_staff=True)
+    staff.user_permissions.add(*Permission.objects.filter(codename__in=["view_alert", "change_alert"]))
+    client_as(staff).post("/admin/scheduler/alert/", data)
+    open_alert.refresh_from_db()
+    assert open_alert.resolved_at is None
+    client_as(admin_user).post("/admin/scheduler/alert/", data)
+    open_alert.refresh_from_db()
+    assert open_alert.resolved_at is not None
+    rows = list(
+        AuditEntry.objects.order_by("id").values_list("actor_label", "action", "result", "source", "message")
+    )
+    assert rows[0][:4] == ("staff", "alert.resolve", "refused", "admin")
+    assert rows[1] == ("boss", "alert.resolve", "ok", "admin", "1 resolved")
