@@ -113,6 +113,7 @@ def _responses(op: Operation) -> dict[str, Any]:
     descriptions = {
         400: "A parameter is invalid; the message names it.",
         401: "Not logged in and no valid bearer token.",
+        403: "The caller's role does not allow this.",
         404: "No such gateway or nothing at this address.",
     }
     responses: dict[str, Any] = {

@@ -90,8 +90,9 @@ def wsgi_app() -> Iterator[WSGIHandler]:
 
 
 @pytest.fixture
-def bearer(operator) -> dict[str, str]:
-    _, raw = make_api_token(operator)
+def bearer(admin_user) -> dict[str, str]:
+    """An admin's admin-role token, so the role-gated endpoints (audit) answer too."""
+    _, raw = make_api_token(admin_user, role="admin")
     return {"Authorization": f"Bearer {raw}"}
 
 
@@ -165,9 +166,9 @@ def api_query_pages() -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("area", ["pages", "api"])
-def test_query_parameters_never_give_500(fleet, operator, bearer, area):
+def test_query_parameters_never_give_500(fleet, admin_user, bearer, area):
     client = Client(raise_request_exception=False)
-    client.force_login(operator)
+    client.force_login(admin_user)
     pages = PAGE_PARAMS if area == "pages" else api_query_pages()
     ids = {"g": fleet["gateway"].pk, "agent": fleet["agent"].pk, "msg": fleet["chat"].pk}
 
