@@ -15,8 +15,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def bearer(operator):
-    _, raw = make_api_token(operator)
+def bearer(admin_user):
+    _, raw = make_api_token(admin_user, role="admin")  # the audit endpoint needs the admin role
     return {"Authorization": f"Bearer {raw}"}
 
 
