@@ -201,3 +201,11 @@ def test_pages_keep_html_errors(debug, web):
     response = web.get("/gateways/1/config/")
     assert response.status_code == 404
     assert response["Content-Type"].startswith("text/html")
+
+
+def test_too_many_query_fields_is_a_json_400_under_the_api(web):
+    query = "&".join(f"f{i}=1" for i in range(1100))  # past DATA_UPLOAD_MAX_NUMBER_FIELDS
+    response = web.get(f"/api/v1/gateways/?{query}")
+    assert response.status_code == 400
+    assert "error" in response.json()
+    assert web.get(f"/?{query}").status_code == 400
