@@ -16,6 +16,7 @@ Django-free on purpose: ``bin/run`` calls it before the database exists.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import sys
@@ -81,6 +82,7 @@ def render(
         f"pidfile={_value(str(run / 'supervisord.pid'))}",
         f"childlogdir={_value(str(logs))}",
         "loglevel=info",
+        *(["user=root"] if os.geteuid() == 0 else []),  # says so, instead of a CRIT line at start
         "",
         "[unix_http_server]",
         f"file={_value(str(run / 'supervisor.sock'))}",

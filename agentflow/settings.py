@@ -213,7 +213,17 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("AGENTFLOW_CELERY_VISIBILITY_TIMEOUT", 900)}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("AGENTFLOW_CELERY_VISIBILITY_TIMEOUT", 900),
+    # Look for such abandoned messages every 5 s (kombu's default is every ~100 s).
+    "unacked_restore_interval": 5,
+    "unacked_restore_throttle": 1,
+    # Kombu's bookkeeping of unacknowledged messages under our prefix, like the queue: a worker
+    # of another stack on the same Redis never redelivers ours (nor we theirs).
+    "unacked_key": f"{REDIS_PREFIX}:unacked",
+    "unacked_index_key": f"{REDIS_PREFIX}:unacked_index",
+    "unacked_mutex_key": f"{REDIS_PREFIX}:unacked_mutex",
+}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
