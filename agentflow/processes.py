@@ -96,6 +96,8 @@ def render(
         "",
     ]
     for program in programs:
+        if "\n" in program.command or not _NAME.match(program.name):
+            raise ValueError(f"{program.name!r}: a program is one name and one line")
         command = "/bin/bash -c " + shlex.quote(f"exec {program.command}")
         sections += [
             f"[program:{program.name}]",
