@@ -23,6 +23,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 # A program that stays up this long has started; one that dies sooner is a failed start,
 # retried after 1 s, 2 s, 3 s... (supervisor's backoff) up to START_RETRIES times before it is
@@ -64,9 +65,7 @@ def _value(text: str) -> str:
     return text.replace("%", "%%")
 
 
-def render(
-    programs: Iterable[Program], *, directory: Path, logs: Path, run: Path, echo: bool = True
-) -> str:
+def render(programs: Iterable[Program], *, directory: Path, logs: Path, run: Path, echo: bool = True) -> str:
     """The supervisord.conf text. Each program runs as ``bash -c 'exec COMMAND'`` so the
     Procfile's shell syntax works and the supervised pid is the program itself (``exec``), the
     pid an operator sees in ``bin/ctl status`` and may kill."""
@@ -133,10 +132,10 @@ def render(
     return "\n".join(sections)
 
 
-def echo(stdin=None, stdout=None, stderr=None) -> None:  # pragma: no cover - runs under supervisord
+def echo(stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
     """Supervisor's event-listener protocol: READY, read one PROCESS_LOG event, print its
     lines as ``name | line``, OK; forever. Partial lines wait for their end."""
-    from supervisor import childutils
+    from supervisor import childutils  # type: ignore[import-untyped]  # (no type hints)
 
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     pending: dict[str, str] = {}

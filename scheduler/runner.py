@@ -12,8 +12,8 @@ import os
 import socket
 import time
 import traceback
-from datetime import timedelta
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -172,7 +172,9 @@ def mark_lost() -> list[BatchRun]:
         )
         if changed:
             candidate.status, candidate.error = BatchRun.Status.LOST, error
-            log.warning("[%s] %s: lost%s (%s)", candidate.batch, candidate.batch_label, _where(candidate), error)
+            log.warning(
+                "[%s] %s: lost%s (%s)", candidate.batch, candidate.batch_label, _where(candidate), error
+            )
             metrics.record(candidate.batch, BatchRun.Status.LOST, duration_ms / 1000)
             lost.append(candidate)
     return lost

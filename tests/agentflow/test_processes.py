@@ -79,7 +79,10 @@ def test_the_command_line_writes_the_config_and_refuses_a_bad_procfile(tmp_path,
 
 
 def ticker(word: str) -> str:
-    loop = f"import itertools, time; [print('{word}', i, flush=True) or time.sleep(0.5) for i in itertools.count()]"
+    loop = (  # one line: a supervisord command is one line of its ini file
+        "import itertools, time; "
+        f"[print('{word}', i, flush=True) or time.sleep(0.5) for i in itertools.count()]"
+    )
     return f"{sys.executable} -c {shlex.quote(loop)}"
 
 

@@ -26,7 +26,6 @@ from tests.support.factories import make_gateway
 from tests.support.gateway import wait_for
 from tests.support.processes import stop_group
 
-
 pytestmark = [pytest.mark.django_db, pytest.mark.redis]
 
 LEASE = 2
