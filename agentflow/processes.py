@@ -121,6 +121,7 @@ def render(programs: Iterable[Program], *, directory: Path, logs: Path, run: Pat
             "[eventlistener:echo]",
             f"command={_value(python)} -m agentflow.processes echo",
             "events=PROCESS_LOG",
+            "priority=1",  # started first, stopped last: no program's last lines are lost
             "buffer_size=1024",
             "autorestart=true",
             # The listener's stdout is supervisor's protocol; it prints to stderr, which goes

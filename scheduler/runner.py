@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from agentflow.lib.locks import holder as lock_holder
 from agentflow.lib.locks import lease
+from agentflow.lib.locks import release as release_lock
 
 from . import live, metrics, registry
 from .models import Alert, BatchRun
@@ -144,40 +145,70 @@ def lease_seconds() -> float:
 
 
 def mark_lost() -> list[BatchRun]:
-    """Mark as ``lost`` the running rows whose worker is gone: no heartbeat for a lease and their
-    lock no longer holds their token (expired, or taken by a later run). Returns them.
+    """Mark as ``lost`` the running rows whose worker is gone, and return them. Gone means:
+
+    - its process was on this host and no longer exists (a Celery pool process killed by the
+      OOM killer, say): caught at once, and its lock is released so the task Celery requeues
+      for it (reject_on_worker_lost) runs instead of being skipped; or
+    - no heartbeat for a lease and its lock no longer holds its token (expired, or taken by a
+      later run): a killed worker elsewhere, caught by the first batch run a lease after.
 
     A live run renews both every third of a lease, so a late heartbeat alone (a busy database)
-    never condemns it; a killed worker's run is caught by the first batch run a lease after.
+    never condemns it.
     """
     cutoff = timezone.now() - timedelta(seconds=lease_seconds())
     lost = []
-    for candidate in BatchRun.objects.running().filter(heartbeat_at__lt=cutoff):
-        try:
-            if lock_holder(candidate.batch, candidate.lock_scope) == candidate.lock_token:
-                continue  # its worker still renews the lock: alive, only the heartbeat write lags
-        except Exception:  # Redis down: we cannot tell, so we do not condemn
-            log.warning("could not check the lock of run %s", candidate.pk, exc_info=True)
-            continue
-        assert candidate.heartbeat_at is not None  # the filter above
-        silent = (timezone.now() - candidate.heartbeat_at).total_seconds()
-        duration_ms = (candidate.heartbeat_at - candidate.started_at).total_seconds() * 1000
-        error = (
-            f"worker {candidate.worker or '?'} stopped (no heartbeat for {silent:.0f} s and its lock "
-            "expired): the run did not finish"
-        )
+    for candidate in BatchRun.objects.running():
+        dead_here = _dead_here(candidate.worker)
+        if not dead_here:
+            if candidate.heartbeat_at is None or candidate.heartbeat_at >= cutoff:
+                continue
+            try:
+                if lock_holder(candidate.batch, candidate.lock_scope) == candidate.lock_token:
+                    continue  # its worker still renews the lock: alive, only the heartbeat write lags
+            except Exception:  # Redis down: we cannot tell, so we do not condemn
+                log.warning("could not check the lock of run %s", candidate.pk, exc_info=True)
+                continue
+        last = candidate.heartbeat_at or candidate.started_at
+        silent = (timezone.now() - last).total_seconds()
+        duration_ms = max(0.0, (last - candidate.started_at).total_seconds() * 1000)
+        if dead_here:
+            error = f"worker {candidate.worker} died (its process is gone): the run did not finish"
+        else:
+            error = (
+                f"worker {candidate.worker or '?'} stopped (no heartbeat for {silent:.0f} s and its lock "
+                "expired): the run did not finish"
+            )
         # Conditional: a run that finished meanwhile, or another detector, keeps its row.
         changed = BatchRun.objects.filter(pk=candidate.pk, status=BatchRun.Status.RUNNING).update(
-            status=BatchRun.Status.LOST, error=error, duration_ms=max(0.0, duration_ms)
+            status=BatchRun.Status.LOST, error=error, duration_ms=duration_ms
         )
-        if changed:
-            candidate.status, candidate.error = BatchRun.Status.LOST, error
-            log.warning(
-                "[%s] %s: lost%s (%s)", candidate.batch, candidate.batch_label, _where(candidate), error
-            )
-            metrics.record(candidate.batch, BatchRun.Status.LOST, duration_ms / 1000)
-            lost.append(candidate)
+        if not changed:
+            continue
+        if dead_here and candidate.lock_token:
+            try:
+                release_lock(candidate.batch, candidate.lock_scope, candidate.lock_token)
+            except Exception:
+                log.warning("could not release the lock of run %s", candidate.pk, exc_info=True)
+        candidate.status, candidate.error = BatchRun.Status.LOST, error
+        log.warning("[%s] %s: lost%s (%s)", candidate.batch, candidate.batch_label, _where(candidate), error)
+        metrics.record(candidate.batch, BatchRun.Status.LOST, duration_ms / 1000)
+        lost.append(candidate)
     return lost
+
+
+def _dead_here(worker: str) -> bool:
+    """True when ``worker`` ("host:pid") names a process of this host that no longer exists."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the pid exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, someone else's
+        return False
+    return False
 
 
 def _where(run: BatchRun) -> str:

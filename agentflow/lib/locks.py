@@ -62,6 +62,11 @@ def holder(name: str, scope: object) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def release(name: str, scope: object, token: str) -> bool:
+    """Free the lock ``name``/``scope`` if ``token`` still holds it (a holder known to be dead)."""
+    return bool(get_redis().eval(_RELEASE, 1, key("lock", name, scope), token))
+
+
 @contextmanager
 def lease(
     name: str,

@@ -151,14 +151,20 @@ def own_queue(redis_prefix):
             connection.default_channel.client.delete(redis_prefix, f"_kombu.binding.{redis_prefix}")
 
 
-def slow_worker(redis_prefix: str, log, sleep_s: float):
+def slow_worker(
+    redis_prefix: str,
+    log,
+    sleep_s: float | str,
+    pool: tuple[str, ...] = ("--pool", "solo"),
+    lease_s: int = LEASE,
+):
     env = {
         **celery_env(redis_prefix, app.conf.broker_url),
-        "AGENTFLOW_BATCH_LEASE_SECONDS": str(LEASE),
+        "AGENTFLOW_BATCH_LEASE_SECONDS": str(lease_s),
         "AGENTFLOW_CELERY_VISIBILITY_TIMEOUT": "3",
         "AGENTFLOW_TEST_SLOW_SECONDS": str(sleep_s),
     }
-    args = ["worker", "--pool", "solo", "-Q", redis_prefix, "--without-gossip", "--without-mingle"]
+    args = ["worker", *pool, "-Q", redis_prefix, "--without-gossip", "--without-mingle"]
     return start_celery([*args, "-I", "tests.support.slow_batch", "-l", "INFO"], env, log)
 
 
@@ -195,7 +201,8 @@ def test_a_worker_killed_mid_run_leaves_a_lost_run_a_free_lock_and_its_task_rede
         # ...and the detector marks the run lost.
         wait_for(lambda: runner.mark_lost(), timeout=LEASE + 2, interval=0.2, what="the run marked lost")
         row.refresh_from_db()
-        assert row.status == "lost" and f":{first.pid} stopped" in row.error
+        assert row.status == "lost"
+        assert row.error == f"worker {row.worker} died (its process is gone): the run did not finish"
 
         # The task message was not acknowledged: a new worker gets it back and the run completes.
         second = slow_worker(redis_prefix, tmp_path / "worker-2.log", sleep_s=0.2)
@@ -214,3 +221,57 @@ def test_a_worker_killed_mid_run_leaves_a_lost_run_a_free_lock_and_its_task_rede
         stop_group(first)
         if second is not None:
             stop_group(second)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pool_process_killed_mid_run_has_its_task_requeued_and_run_at_once(
+    own_queue, redis_prefix, short_lease, tmp_path
+):
+    """The OOM killer's usual victim: a prefork pool process. The worker's main process requeues
+    its task (reject_on_worker_lost) and the next run finds the dead holder's lock released."""
+    seconds = tmp_path / "sleep"
+    seconds.write_text("60")
+    pool = ("--pool", "prefork", "--concurrency", "1")
+    # A lease longer than the pool's restart: the requeued task must not wait for the dead
+    # holder's lock to expire (it would be skipped: the lock is released because its pid is gone).
+    worker = slow_worker(redis_prefix, tmp_path / "worker.log", f"@{seconds}", pool=pool, lease_s=20)
+    try:
+        tasks.run_batch.delay(SLOW)
+        try:
+            row = wait_for(
+                lambda: BatchRun.objects.filter(batch=SLOW, status="running").first(),
+                timeout=30,
+                what="the slow run to start",
+            )
+        except AssertionError:
+            raise AssertionError(f"the worker did not start the run\n{logs(tmp_path)}") from None
+        child = int(row.worker.rpartition(":")[2])
+        assert child != worker.pid  # a pool process runs it, not the main process
+        seconds.write_text("0.2")
+        os.kill(child, signal.SIGKILL)
+        killed = time.monotonic()
+        try:
+            done = wait_for(
+                lambda: BatchRun.objects.filter(batch=SLOW, status="ok").first(),
+                timeout=20,
+                what="the requeued run",
+            )
+        except AssertionError:
+            raise AssertionError(f"the task was not requeued\n{logs(tmp_path)}") from None
+        assert time.monotonic() - killed < 15  # not after the lease, nor a visibility timeout
+        row.refresh_from_db()
+        assert row.status == "lost" and "died (its process is gone)" in row.error
+        assert done.worker != row.worker
+        assert not BatchRun.objects.filter(batch=SLOW, status="skipped").exists()
+        assert worker.poll() is None  # the worker itself lived on
+    finally:
+        stop_group(worker)
+
+
+def test_celery_is_configured_to_lose_no_task(settings):
+    assert app.conf.task_acks_late is True
+    assert app.conf.task_reject_on_worker_lost is True
+    assert app.conf.worker_prefetch_multiplier == 1
+    options = app.conf.broker_transport_options
+    assert options["visibility_timeout"] == 900
+    assert options["unacked_key"].startswith(settings.REDIS_PREFIX)
