@@ -97,6 +97,7 @@ def run(
             record = BatchRun.objects.create(
                 **fields, status=BatchRun.Status.RUNNING, heartbeat_at=started_at, lock_token=held.token
             )
+            started = time.perf_counter()  # the work's duration, not the bookkeeping's
             try:
                 outcome = fn(target)
                 summary, counts = outcome.summary, outcome.counts
