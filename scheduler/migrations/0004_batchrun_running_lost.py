@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scheduler', '0002_batch_registry_and_alert'),
+        ('scheduler', '0003_audit_and_roles'),
     ]
 
     operations = [
