@@ -79,7 +79,9 @@ def run(
 
     def heartbeat() -> None:
         if record is not None:
-            BatchRun.objects.filter(pk=record.pk).update(heartbeat_at=timezone.now())
+            BatchRun.objects.filter(pk=record.pk, status=BatchRun.Status.RUNNING).update(
+                heartbeat_at=timezone.now()
+            )
 
     hold = lock_ttl or spec.lock_ttl
     with lease(

@@ -80,8 +80,8 @@ def lease(
 
     1. SET NX PX ttl with a fresh token; taken or not, the caller gets a :class:`Lease`.
     2. While the block runs, a daemon thread renews the expiry every ttl/3 seconds (only while
-       the key still holds our token) and calls ``on_renew`` (e.g. a heartbeat on a database
-       row; it runs in that thread, whose database connection is closed when it ends).
+       the key still holds our token); after each renewal a second thread calls ``on_renew``
+       (e.g. a heartbeat on a database row; its database connection is closed when it ends).
     3. After ``hold_max`` seconds renewals stop, so a hung block frees the lock too.
     4. On exit the thread stops and the lock is released if it is still ours.
 
@@ -96,34 +96,51 @@ def lease(
         yield held
         return
     stop = threading.Event()
+    beat = threading.Event()  # set by the renewer after each renewal: the heartbeat's turn
     deadline = time.monotonic() + hold_max if hold_max else None
 
     def renew() -> None:
+        while not stop.wait(ttl / 3):
+            if deadline is not None and time.monotonic() >= deadline:
+                log.warning("lock %s: held past its %ss limit, no longer renewed", redis_key, hold_max)
+                return
+            try:
+                if not client.eval(_RENEW, 1, redis_key, token, ttl_ms):
+                    held.lost = True
+                    log.warning("lock %s expired before it was renewed (holder too slow)", redis_key)
+                    return
+            except Exception:
+                log.warning("lock %s: could not renew", redis_key, exc_info=True)
+            beat.set()
+
+    def heartbeat() -> None:
+        # A thread of its own, so a heartbeat stuck on a busy database (SQLite's write lock held
+        # by the work itself) never delays the renewals past the lock's expiry.
+        assert on_renew is not None
         try:
-            while not stop.wait(ttl / 3):
-                if deadline is not None and time.monotonic() >= deadline:
-                    log.warning("lock %s: held past its %ss limit, no longer renewed", redis_key, hold_max)
+            while True:
+                beat.wait()
+                beat.clear()
+                if stop.is_set():
                     return
                 try:
-                    if not client.eval(_RENEW, 1, redis_key, token, ttl_ms):
-                        held.lost = True
-                        log.warning("lock %s expired before it was renewed (holder too slow)", redis_key)
-                        return
+                    on_renew()
                 except Exception:
-                    log.warning("lock %s: could not renew", redis_key, exc_info=True)
-                if on_renew is not None:
-                    try:
-                        on_renew()
-                    except Exception:
-                        log.warning("lock %s: heartbeat failed", redis_key, exc_info=True)
+                    log.warning("lock %s: heartbeat failed", redis_key, exc_info=True)
         finally:
-            connections.close_all()  # this thread's own connections, if on_renew opened any
+            connections.close_all()  # this thread's own connections
 
-    thread = threading.Thread(target=renew, name=f"lease {name}/{scope}", daemon=True)
-    thread.start()
+    threads = [threading.Thread(target=renew, name=f"lease {name}/{scope}", daemon=True)]
+    if on_renew is not None:
+        threads.append(threading.Thread(target=heartbeat, name=f"heartbeat {name}/{scope}", daemon=True))
+    for thread in threads:
+        thread.start()
     try:
         yield held
     finally:
         stop.set()
-        thread.join()
+        threads[0].join()
         client.eval(_RELEASE, 1, redis_key, token)
+        beat.set()  # wake the heartbeat thread so it sees stop and ends
+        for thread in threads[1:]:
+            thread.join()
