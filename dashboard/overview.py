@@ -150,6 +150,36 @@ def sparkline_points(values: list[float | None], width: int = 120, height: int =
     return " ".join(points)
 
 
+def session_counts(ids: list[int]) -> tuple[dict[int, dict[str, int]], dict[int, int]]:
+    """Sessions per status and runs in flight, per gateway: one grouped query."""
+    counts: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(AgentSession.Status.values, 0))
+    running: dict[int, int] = defaultdict(int)
+    for row in (
+        AgentSession.objects.filter(gateway_id__in=ids)
+        .values("gateway_id", "status")
+        .annotate(n=Count("id"), runs=Count("id", filter=Q(has_active_run=True)))
+    ):
+        counts[row["gateway_id"]][row["status"]] = row["n"]
+        running[row["gateway_id"]] += row["runs"]
+    return counts, running
+
+
+@dataclass
+class CountsView:
+    """The counts line alone (re-fetched live on every session change or run)."""
+
+    gateway: Gateway
+    counts: dict[str, int]
+    running: int
+    agent_choices: list[Agent]
+
+
+def counts_line(gateway: Gateway) -> CountsView:
+    counts, running = session_counts([gateway.pk])
+    agents = list(Agent.objects.filter(gateway=gateway).only("pk"))
+    return CountsView(gateway, counts[gateway.pk], running[gateway.pk], agents)
+
+
 def _sort_key(session: SessionRow) -> tuple:
     updated = session.gw_updated_at.timestamp() if session.gw_updated_at else 0
     return (STATUS_ORDER.get(session.status, 3), not session.has_active_run, -updated)
@@ -164,16 +194,7 @@ def build(filters: Filters | None = None, gateway_ids: list[int] | None = None) 
     if not ids:
         return []
 
-    counts: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(AgentSession.Status.values, 0))
-    running: dict[int, int] = defaultdict(int)
-    for row in (
-        AgentSession.objects.filter(gateway_id__in=ids)
-        .values("gateway_id", "status")
-        .annotate(n=Count("id"), runs=Count("id", filter=Q(has_active_run=True)))
-    ):
-        counts[row["gateway_id"]][row["status"]] = row["n"]
-        running[row["gateway_id"]] += row["runs"]
-
+    counts, running = session_counts(ids)
     agents = list(Agent.objects.filter(gateway_id__in=ids).order_by("-is_default", "name", "agent_id"))
     sessions = AgentSession.objects.filter(gateway_id__in=ids)
     if filters.statuses:

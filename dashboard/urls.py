@@ -14,6 +14,7 @@ urlpatterns = [
     path("metrics", status.metrics_view, name="metrics"),
     path("fragments/gateways/<int:gateway_id>/", fleet.gateway_fragment, name="fragment-gateway"),
     path("fragments/gateways/<int:gateway_id>/health/", fleet.health_fragment, name="fragment-health"),
+    path("fragments/gateways/<int:gateway_id>/counts/", fleet.counts_fragment, name="fragment-counts"),
     path(
         "fragments/gateways/<int:gateway_id>/agents/<int:agent_pk>/sessions/",
         fleet.agent_sessions_fragment,
