@@ -109,6 +109,7 @@ class AgentNode:
     session_count: int = 0
     lazy: bool = False  # has sessions, none rendered: the page fetches them on expand
     sessions_url: str = ""  # this agent's session-list fragment
+    new_chat_url: str = ""  # POST: a fresh session of this agent
     children: list[AgentNode] = field(default_factory=list)
     matched: bool = True
 
@@ -230,6 +231,7 @@ def build(filters: Filters | None = None, gateway_ids: list[int] | None = None) 
         budget = _row_budget(gw_agents, by_agent, filters)
         # One reverse() per gateway, not one per agent (200 agents: ~10 ms of the page).
         list_url = reverse("dashboard:fragment-agent-sessions", args=[gw.pk, 0])
+        chat_url = reverse("dashboard:new-chat", args=[gw.pk, 0])
         for agent in gw_agents:
             own = sorted(by_agent.get(agent.pk, []), key=_sort_key)
             status = own[0].status if own else AgentSession.Status.OFFLINE
@@ -243,6 +245,7 @@ def build(filters: Filters | None = None, gateway_ids: list[int] | None = None) 
                 agent, status, any(s.has_active_run for s in own), [session_node(s) for s in shown],
                 len(own) - len(shown), session_count=len(own), lazy=bool(own) and not shown, matched=matched,
                 sessions_url=list_url.replace("/agents/0/", f"/agents/{agent.pk}/"),
+                new_chat_url=chat_url.replace("/agents/0/", f"/agents/{agent.pk}/"),
             )  # fmt: skip
         roots: list[AgentNode] = []
         for agent in gw_agents:
@@ -314,6 +317,7 @@ def agent_sessions(agent: Agent, filters: Filters, limit: int = 200) -> AgentNod
         len(top) - len(shown),
         session_count=len(own),
         sessions_url=reverse("dashboard:fragment-agent-sessions", args=[agent.gateway_id, agent.pk]),
+        new_chat_url=reverse("dashboard:new-chat", args=[agent.gateway_id, agent.pk]),
     )
 
 

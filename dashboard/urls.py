@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from .views import batches, config, fleet, sessions, status
+from .views import assets, batches, config, fleet, sessions, status
 
 """The operator pages and fragments (namespace ``dashboard``); the JSON API is in ``api_urls``."""
 
@@ -11,6 +11,7 @@ app_name = "dashboard"
 urlpatterns = [
     path("", fleet.overview_page, name="overview"),
     path("healthz", status.healthz, name="healthz"),
+    path("favicon.ico", assets.favicon, name="favicon"),
     path("metrics", status.metrics_view, name="metrics"),
     path("fragments/gateways/<int:gateway_id>/", fleet.gateway_fragment, name="fragment-gateway"),
     path("fragments/gateways/<int:gateway_id>/health/", fleet.health_fragment, name="fragment-health"),
@@ -21,6 +22,7 @@ urlpatterns = [
         name="fragment-agent-sessions",
     ),
     path("gateways/<int:gateway_id>/config/", config.config_history, name="config-history"),
+    path("gateways/<int:gateway_id>/agents/<int:agent_pk>/new-chat", sessions.new_chat, name="new-chat"),
     path(
         "gateways/<int:gateway_id>/messages/<int:message_id>/", sessions.message_detail, name="message-detail"
     ),

@@ -44,7 +44,8 @@ def test_a_new_session_of_an_agent_with_none_appears_within_two_seconds_with_the
     announced = wait_js(
         page,
         """(key) => {
-            const hit = (window.__events || []).find((e) => e.includes('"sessions.changed"') && e.includes(key));
+            const hit = (window.__events || [])
+                .find((e) => e.includes('"sessions.changed"') && e.includes(key));
             return hit && Number(hit.split(" ")[0]);
         }""",
         30_000,
