@@ -72,3 +72,45 @@ def off_loop_send(openclaw, key: str) -> float:
     from tests.support.browser import off_loop
 
     return off_loop(send_from_outside, openclaw, key, "hello from a newcomer")
+
+
+def test_the_session_page_follows_runs_abort_state_and_tokens_live(page, live_server_url, operator):
+    """Made-up events as the listener sends them; the gateway row points at a closed loopback port."""
+    from fleet import live
+    from fleet.models import AgentSession, Gateway
+    from tests.support.browser import off_loop
+    from tests.support.factories import make_agent, make_chat, make_gateway, make_session
+
+    gateway = make_gateway("alpha", status=Gateway.Status.CONNECTED)
+    agent = make_agent(gateway, "main", name="Main")
+    key = "agent:main:main"
+    make_chat(gateway, key, "hi")
+    make_session(gateway, key, agent, title="Launch plan", total_tokens=10)
+    signed_in(page, live_server_url)
+    page.goto(f"{live_server_url}/gateways/{gateway.pk}/sessions/{key}/")
+    expect(page.locator("#live-status .label")).to_have_text("Live", timeout=10_000)
+    expect(page.locator("h1")).to_have_text("Launch plan")
+    expect(page.locator(".crumbs")).to_have_text("Fleet › alpha › Main")
+    abort = page.locator("#abort")
+    expect(abort).to_be_disabled()
+    assert abort.get_attribute("title") == "no run in flight"
+
+    def run(phase: str) -> None:
+        live.AGENT_RUN.send(gateway_id=gateway.pk, agent_id="main", session_key=key, run_id="r1", phase=phase)
+
+    off_loop(run, "start")
+    expect(abort).to_be_enabled(timeout=5_000)
+    page.on("dialog", lambda d: d.accept())
+    abort.click()
+    result = page.locator("#abort-result")
+    expect(result).not_to_be_empty(timeout=10_000)  # the gateway is unreachable: it says why
+    expect(result).to_be_empty(timeout=8_000)  # and the answer clears on its own
+    off_loop(run, "end")
+    expect(abort).to_be_disabled(timeout=5_000)
+
+    AgentSession.objects.filter(session_key=key).update(total_tokens=4321)
+    change = {"session_key": key, "agent_id": "main", "status": "idle", "status_label": "Idle",
+              "previous_status": "active", "has_active_run": False}  # fmt: skip
+    off_loop(lambda: live.SESSIONS_CHANGED.send(gateway_id=gateway.pk, changes=[change]))
+    expect(page.locator("#session-meta")).to_contain_text("4321 tokens", timeout=5_000)
+    assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
