@@ -35,6 +35,7 @@
   function syncAbort() {
     var abort = document.getElementById("abort");
     if (!abort) return;
+    if (head.hasAttribute("data-viewer")) return; // a viewer's controls stay disabled, with the reason
     abort.disabled = !running || gatewayDown;
     if (gatewayDown) return; // its title keeps the gateway's reason
     abort.title = running ? "" : "no run in flight";
