@@ -5,6 +5,8 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 
+from agentflow.lib.fields import UnreadableSecret
+
 from .models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway, HealthSample
 
 
@@ -73,9 +75,12 @@ class GatewayAdmin(admin.ModelAdmin):
         ("Last known state", {"fields": readonly_fields}),
     ]
 
-    @admin.display(boolean=True, description="Token set")
-    def has_token(self, obj: Gateway) -> bool:
-        return bool(obj.token)
+    @admin.display(description="Token")
+    def has_token(self, obj: Gateway) -> str:
+        """Only whether there is one: the token itself is never shown."""
+        if isinstance(obj.token, UnreadableSecret):
+            return "unreadable (its encryption key is missing)"
+        return "set" if obj.token else "not set"
 
 
 @admin.register(Agent)
