@@ -13,17 +13,17 @@ from pathlib import Path
 import dj_database_url
 
 from agentflow.lib import crypto
-from agentflow.lib.files import secure_data_dir
 from agentflow.lib.env import (
     SettingsError,
-    secret_key_problem,
     env_bool,
     env_choice,
     env_float,
     env_int,
     env_list,
     env_str,
+    secret_key_problem,
 )
+from agentflow.lib.files import secure_data_dir
 
 __all__ = ("env_bool", "env_float", "env_int", "env_list", "env_str")  # the readers, for tests
 
@@ -36,7 +36,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 # pytest sets PYTEST_VERSION before Django loads, so a bare `pytest` gets test settings.
 ENVIRONMENT = env_choice(
-    "AGENTFLOW_ENV", "test" if "PYTEST_VERSION" in os.environ else "development", ("development", "test", "production")
+    "AGENTFLOW_ENV",
+    "test" if "PYTEST_VERSION" in os.environ else "development",
+    ("development", "test", "production"),
 )
 PRODUCTION = ENVIRONMENT == "production"
 
@@ -271,8 +273,9 @@ except ValueError as exc:
 if not ENCRYPTION_KEYS:
     if PRODUCTION:
         raise SettingsError(
-            "AGENTFLOW_ENCRYPTION_KEYS is required in production (it encrypts gateway tokens); generate "
-            "one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+            "AGENTFLOW_ENCRYPTION_KEYS is required in production (it encrypts gateway tokens); "
+            "generate one with: python -c "
+            "'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
         )
     ENCRYPTION_KEYS = [crypto.derive_key(SECRET_KEY)]
 
@@ -286,7 +289,8 @@ for _entry in METRICS_ALLOWED_IPS:
         ipaddress.ip_network(_entry, strict=False)
     except ValueError:
         raise SettingsError(
-            f"AGENTFLOW_METRICS_ALLOWED_IPS: {_entry!r} is not an address or network (e.g. 10.0.0.5,10.1.0.0/16)"
+            f"AGENTFLOW_METRICS_ALLOWED_IPS: {_entry!r} is not an address or network "
+            "(e.g. 10.0.0.5,10.1.0.0/16)"
         ) from None
 GATEWAY_DEVICE_DIR = DATA_DIR / "devices"
 GATEWAY_REQUEST_TIMEOUT = env_float("AGENTFLOW_GATEWAY_TIMEOUT", 10.0)

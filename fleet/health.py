@@ -17,7 +17,6 @@ from agentflow.lib.redis import get_redis
 
 from .models import Gateway
 
-
 _INTERNAL = [
     (re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE), "<url>"),
     (re.compile(r"\[[0-9a-f:.]+\](?::\d+)?", re.IGNORECASE), "<address>"),

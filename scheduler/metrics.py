@@ -61,7 +61,9 @@ class BatchCollector(Collector):
             count.add_metric([batch, status], value)
         yield count
         failed = dict.fromkeys(batches, 0.0)
-        failed.update({b: float(v) for b, v in _decode(client.hgetall(key("metrics", "batch_errors"))).items()})
+        failed.update(
+            {b: float(v) for b, v in _decode(client.hgetall(key("metrics", "batch_errors"))).items()}
+        )
         errors = CounterMetricFamily("batch_error_count", "Batch runs that failed", labels=["batch"])
         for batch, value in sorted(failed.items()):
             errors.add_metric([batch], value)

@@ -91,4 +91,3 @@ def decrypt(stored: str, keys: Sequence[str] | None = None) -> str:
             "a stored secret cannot be decrypted with any key of AGENTFLOW_ENCRYPTION_KEYS "
             "(was a key removed before `manage.py rotate_encryption_key` ran?)"
         ) from None
-

@@ -58,6 +58,7 @@ NEW_MIGRATIONS = {
     ("scheduler", "0002_batch_registry_and_alert"),
     ("fleet", "0001_initial"),
     ("dashboard", "0002_move_models_out"),
+    ("fleet", "0002_encrypt_gateway_tokens"),
 }
 # The columns BatchRun.gateway became (scheduler 0002).
 TARGET_COLUMNS = ("scope", "target_id", "target_name")
@@ -180,10 +181,21 @@ def rows_by_id(snapshot: dict, table: str) -> dict:
 
 
 def test_every_row_of_every_table_is_kept_with_its_values(upgrade):
-    changed_on_purpose = {"scheduler_batchrun", "django_content_type", "django_migrations"}
+    changed_on_purpose = {
+        "scheduler_batchrun",
+        "django_content_type",
+        "django_migrations",
+        "dashboard_gateway",
+    }
     for table in TABLES:
         if table not in changed_on_purpose:
             assert upgrade.upgraded["snapshot"][table] == upgrade.before[table], f"{table} changed"
+    # Gateways: every value kept but the token, which is now stored encrypted (fleet 0002).
+    without_token = [
+        {k: v for k, v in row.items() if k != "token"} for row in upgrade.before["dashboard_gateway"]
+    ]
+    after = upgrade.upgraded["snapshot"]["dashboard_gateway"]
+    assert [{k: v for k, v in row.items() if k != "token"} for row in after] == without_token
     # Sanity: the seed really wrote rows everywhere the comparison above looks.
     assert all(upgrade.before[table] for table in TABLES if table != "auth_group")
 
@@ -334,6 +346,15 @@ def test_schedules_are_intact_and_not_recreated(upgrade):
     assert [t["enabled"] for t in tasks] == [True, True, False, True, True]  # the operator's pause kept
     # This release's setup_schedules recognises every one of them (same names): none doubled.
     assert upgrade.app["setup_schedules"] == [f"{t['name']}: exists" for t in tasks]
+
+
+def test_gateway_tokens_are_encrypted_at_rest_and_read_back_unchanged(upgrade):
+    plain = {row["id"]: row["token"] for row in upgrade.before["dashboard_gateway"]}
+    stored = {row["id"]: row["token"] for row in upgrade.upgraded["snapshot"]["dashboard_gateway"]}
+    assert "prod-secret-token" in plain.values()
+    for pk, token in plain.items():
+        assert stored[pk].startswith("fernet:") and token not in stored[pk]
+    assert {g["pk"]: g["token"] for g in upgrade.upgraded["gateways"]} == plain
 
 
 def test_api_tokens_issued_before_still_authenticate(upgrade):

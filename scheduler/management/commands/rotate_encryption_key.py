@@ -26,7 +26,9 @@ class Command(BaseCommand):
         results = rotate_all(dry_run=dry_run)
         unreadable = [r for r in results if r.unreadable]
         for r in results:
-            self.stdout.write(f"{r.label}: {r.rewritten} secret(s) {'readable' if dry_run else 're-encrypted'}")
+            self.stdout.write(
+                f"{r.label}: {r.rewritten} secret(s) {'readable' if dry_run else 're-encrypted'}"
+            )
         if unreadable:
             detail = "; ".join(f"{r.label} pk {', '.join(map(str, r.unreadable))}" for r in unreadable)
             raise CommandError(
