@@ -51,22 +51,22 @@ class BatchCollector(Collector):
         client = get_redis()
         batches = registry.batch_ids()
         counts = {(b, str(s)): 0.0 for b in batches for s in BatchRun.Status.values}
-        for field, value in _decode(client.hgetall(key("metrics", "batch_count"))).items():
+        for field, raw in _decode(client.hgetall(key("metrics", "batch_count"))).items():
             batch, _, status = field.partition("|")
-            counts[(batch, status)] = float(value)
+            counts[(batch, status)] = float(raw)
         count = CounterMetricFamily(
             "batch_execution_count", "Batch runs by status", labels=["batch", "status"]
         )
-        for (batch, status), value in sorted(counts.items()):
-            count.add_metric([batch, status], value)
+        for (batch, status), n in sorted(counts.items()):
+            count.add_metric([batch, status], n)
         yield count
         failed = dict.fromkeys(batches, 0.0)
         failed.update(
             {b: float(v) for b, v in _decode(client.hgetall(key("metrics", "batch_errors"))).items()}
         )
         errors = CounterMetricFamily("batch_error_count", "Batch runs that failed", labels=["batch"])
-        for batch, value in sorted(failed.items()):
-            errors.add_metric([batch], value)
+        for batch, n in sorted(failed.items()):
+            errors.add_metric([batch], n)
         yield errors
         hist = HistogramMetricFamily(
             "batch_execution_duration_seconds", "Batch run duration", labels=["batch"]

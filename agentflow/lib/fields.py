@@ -89,8 +89,8 @@ def rotate_all(using: str = "default", *, dry_run: bool = False) -> list[Rotatio
     with transaction.atomic(using=using):
         for model, field in encrypted_fields():
             table = connection.ops.quote_name(model._meta.db_table)
-            pk_column = connection.ops.quote_name(model._meta.pk.column)
-            column = connection.ops.quote_name(field.column)
+            pk_column = connection.ops.quote_name(str(model._meta.pk.column))
+            column = connection.ops.quote_name(str(field.column))
             with connection.cursor() as cursor:
                 cursor.execute(f"SELECT {pk_column}, {column} FROM {table}")  # noqa: S608 - quoted names
                 rows = cursor.fetchall()

@@ -33,8 +33,16 @@ print(json.dumps(modes))
 
 
 def env_for(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_VERSION", "PYTEST_CURRENT_TEST", "DATABASE_URL")}
-    env.update(AGENTFLOW_ENV="development", AGENTFLOW_DATA_DIR=str(data_dir), DJANGO_SETTINGS_MODULE="agentflow.settings")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTEST_VERSION", "PYTEST_CURRENT_TEST", "DATABASE_URL")
+    }
+    env.update(
+        AGENTFLOW_ENV="development",
+        AGENTFLOW_DATA_DIR=str(data_dir),
+        DJANGO_SETTINGS_MODULE="agentflow.settings",
+    )
     return env
 
 
