@@ -18,6 +18,7 @@ from agentflow.lib.redis import get_redis
 from .models import Gateway
 
 _INTERNAL = [
+    (re.compile(r"\(\s*'[^']*'\s*,\s*\d+\s*\)"), "(<address>)"),  # Python's ('host', port)
     (re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE), "<url>"),
     (re.compile(r"\[[0-9a-f:.]+\](?::\d+)?", re.IGNORECASE), "<address>"),
     (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<address>"),
