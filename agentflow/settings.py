@@ -1,7 +1,9 @@
 """AgentFlow settings: one file, driven by the environment (see .env.example).
 
 Development defaults work out of the box; ``AGENTFLOW_ENV=production`` refuses to start
-without SECRET_KEY and ALLOWED_HOSTS and turns on every deploy-check hardening.
+without a strong SECRET_KEY, ALLOWED_HOSTS (no wildcard) and AGENTFLOW_ENCRYPTION_KEYS, and turns
+on every deploy-check hardening. A bad value raises one SettingsError naming the variable; the
+entry points print it as one line and exit 2 (agentflow.lib.env).
 """
 
 from __future__ import annotations
