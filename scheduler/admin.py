@@ -11,7 +11,16 @@ from .models import Alert, AuditEntry, BatchRun
 
 @admin.register(BatchRun)
 class BatchRunAdmin(admin.ModelAdmin):
-    list_display = ["started_at", "batch", "target_name", "status", "duration_ms", "counts", "short_error"]
+    list_display = [
+        "started_at",
+        "batch",
+        "target_name",
+        "status",
+        "duration_ms",
+        "worker",
+        "counts",
+        "short_error",
+    ]
     list_filter = ["batch", "status", "scope", "target_name"]
     search_fields = ["error", "target_name"]
     date_hierarchy = "started_at"

@@ -7,6 +7,7 @@ what it ran for as a scope name, an id and the name it had then (``gateway``, 3,
 from __future__ import annotations
 
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from . import registry
@@ -25,12 +26,20 @@ class BatchRunQuerySet(models.QuerySet["BatchRun"]):
     def for_target(self, scope: str, target_id: int) -> BatchRunQuerySet:
         return self.filter(scope=scope, target_id=target_id)
 
+    def running(self) -> BatchRunQuerySet:
+        return self.filter(status=BatchRun.Status.RUNNING)
+
 
 class BatchRun(models.Model):
+    """One execution, recorded when it starts (``running``, with a heartbeat the runner's lock
+    thread renews) and updated when it ends; a run whose worker died is marked ``lost``."""
+
     class Status(models.TextChoices):
+        RUNNING = "running", "Running"
         OK = "ok", "OK"
         ERROR = "error", "Error"
         SKIPPED = "skipped", "Skipped"
+        LOST = "lost", "Lost"
 
     # A registry key (e.g. "BATCH-001"), not a choice: a new batch kind needs no migration.
     batch = models.CharField(max_length=50)
@@ -44,6 +53,13 @@ class BatchRun(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices)
     counts = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last sign of life of the worker running it."
+    )
+    worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the process that ran it.")
+    # The token of the run's lock in Redis: a running row whose lock holds another token (or
+    # none) has no live worker behind it.
+    lock_token = models.CharField(max_length=32, blank=True, editable=False)
 
     objects = BatchRunQuerySet.as_manager()
 
@@ -53,10 +69,17 @@ class BatchRun(models.Model):
             models.Index(fields=["batch", "-started_at"], name="batchrun_batch_time"),
             models.Index(fields=["started_at"], name="batchrun_time"),
             models.Index(fields=["scope", "target_id"], name="batchrun_target"),
+            # The lost-run detector reads the few running rows on every batch run.
+            models.Index(fields=["heartbeat_at"], name="batchrun_running", condition=Q(status="running")),
         ]
 
     def __str__(self) -> str:
         return f"{self.batch} {self.started_at:%Y-%m-%d %H:%M:%S} {self.status}"
+
+    @property
+    def lock_scope(self) -> object:
+        """The scope of its lock (scheduler.runner): the target's id, or "global"."""
+        return "global" if self.target_id is None else self.target_id
 
     @property
     def batch_label(self) -> str:

@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard import access
+from dashboard import access, params
 from dashboard.views import HtmxHttpRequest
 from fleet import chats, services
 from fleet.models import AgentSession, ChatHistory, Gateway
@@ -26,12 +26,12 @@ def _session_context(gateway: Gateway, session_key: str, request: HttpRequest) -
     session = (
         AgentSession.objects.filter(gateway=gateway, session_key=session_key).select_related("agent").first()
     )
-    before = request.GET.get("before")
+    before = params.get_id(request.GET, "before")
     history = ChatHistory.objects.filter(gateway=gateway, session_key=session_key).order_by(
         "-timestamp", "-id"
     )
-    if before and before.isdigit():
-        history = history.filter(id__lt=int(before))
+    if before is not None:
+        history = history.filter(id__lt=before)
     page = list(history[: CHAT_PAGE + 1])
     older = page[CHAT_PAGE].pk if len(page) > CHAT_PAGE else None
     page = list(reversed(page[:CHAT_PAGE]))
@@ -125,6 +125,7 @@ def session_abort(request: HtmxHttpRequest, gateway_id: int, session_key: str) -
             message, status = exc.operator_message, 400
             ctl.fail(message)
     if request.htmx:
-        return HttpResponse(f'<span class="notice" role="status">{message}</span>', status=status)
+        # A template, so gateway-supplied error text is escaped (it was an f-string once).
+        return render(request, "dashboard/partials/abort_notice.html", {"message": message}, status=status)
     (messages.success if status == 200 else messages.error)(request, message)
     return redirect(reverse("dashboard:session-detail", args=[gateway.pk, session_key]))

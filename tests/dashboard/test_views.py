@@ -690,8 +690,10 @@ def test_config_history_diffs_two_chosen_versions(web, gateway, config_rows):
         assert TOKEN not in response.content.decode()  # redacted when stored
     same = web.get(f"/gateways/{gateway.pk}/config/", {"a": first.pk, "b": first.pk})
     assert same.status_code == 200
+    # A bogus choice is a 400 naming the parameter (dashboard.params), no longer silently ignored.
     bogus = web.get(f"/gateways/{gateway.pk}/config/", {"a": "x", "b": str(third.pk)})
-    assert bogus.status_code == 200
+    assert bogus.status_code == 400
+    assert "'a' must be an integer, got 'x'" in dom(bogus).find("p", role="alert").text
 
 
 def test_config_history_of_another_gateway_is_not_mixed_in(web, gateway, config_rows):
