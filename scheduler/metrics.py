@@ -50,7 +50,9 @@ class BatchCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         client = get_redis()
         batches = registry.batch_ids()
-        counts = {(b, str(s)): 0.0 for b in batches for s in BatchRun.Status.values}
+        # Every way a run ends (a run is counted when it ends, so "running" has no series).
+        ended = [s for s in BatchRun.Status.values if s != BatchRun.Status.RUNNING]
+        counts = {(b, str(s)): 0.0 for b in batches for s in ended}
         for field, raw in _decode(client.hgetall(key("metrics", "batch_count"))).items():
             batch, _, status = field.partition("|")
             counts[(batch, status)] = float(raw)
