@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from .views import batches, config, fleet, sessions, status
+from .views import assets, batches, config, fleet, sessions, status
 
 """The operator pages and fragments (namespace ``dashboard``); the JSON API is in ``api_urls``."""
 
@@ -11,15 +11,18 @@ app_name = "dashboard"
 urlpatterns = [
     path("", fleet.overview_page, name="overview"),
     path("healthz", status.healthz, name="healthz"),
+    path("favicon.ico", assets.favicon, name="favicon"),
     path("metrics", status.metrics_view, name="metrics"),
     path("fragments/gateways/<id:gateway_id>/", fleet.gateway_fragment, name="fragment-gateway"),
     path("fragments/gateways/<id:gateway_id>/health/", fleet.health_fragment, name="fragment-health"),
+    path("fragments/gateways/<id:gateway_id>/counts/", fleet.counts_fragment, name="fragment-counts"),
     path(
         "fragments/gateways/<id:gateway_id>/agents/<id:agent_pk>/sessions/",
         fleet.agent_sessions_fragment,
         name="fragment-agent-sessions",
     ),
     path("gateways/<id:gateway_id>/config/", config.config_history, name="config-history"),
+    path("gateways/<id:gateway_id>/agents/<id:agent_pk>/new-chat", sessions.new_chat, name="new-chat"),
     path(
         "gateways/<id:gateway_id>/messages/<id:message_id>/", sessions.message_detail, name="message-detail"
     ),

@@ -13,6 +13,30 @@ from django.utils import timezone
 from . import registry
 
 
+def count_words(name: str, value: object) -> str:
+    """One count as words: ("sessions_updated", 3) → "3 sessions updated", ("panels", 1) → "1 panel",
+    ("connected", False) → "connected: no", ("latency_ms", 2.2704) → "latency 2.27 ms"."""
+    words = str(name).replace("_", " ").strip()
+    if isinstance(value, bool):
+        return f"{words}: {'yes' if value else 'no'}"
+    if isinstance(value, int | float):
+        number = f"{value:,}" if isinstance(value, int) else f"{value:,.2f}".rstrip("0").rstrip(".")
+        if words.endswith(" ms"):
+            return f"{words[:-3]} {number} ms"
+        if value == 1 and words.split(" ")[0].endswith("s") and not words.split(" ")[0].endswith("ss"):
+            first, _, rest = words.partition(" ")
+            words = f"{first[:-1]} {rest}".strip()
+        return f"{number} {words}"
+    if isinstance(value, list | tuple):
+        shown = ", ".join(str(v) for v in value[:5]) + (
+            f" and {len(value) - 5} more" if len(value) > 5 else ""
+        )
+        return f"{words}: {shown or 'none'}"
+    if value is None or value == "":
+        return f"{words}: none"
+    return f"{words}: {value}"
+
+
 class BatchRunQuerySet(models.QuerySet["BatchRun"]):
     def latest_per_batch(self) -> list[BatchRun]:
         """The most recent run of each registered batch (one index lookup per batch)."""
@@ -80,6 +104,16 @@ class BatchRun(models.Model):
     def lock_scope(self) -> object:
         """The scope of its lock (scheduler.runner): the target's id, or "global"."""
         return "global" if self.target_id is None else self.target_id
+
+    @property
+    def counts_text(self) -> str:
+        """The counts in words: {'panels': 0, 'connected': True} → "0 panels · connected: yes"."""
+        return " · ".join(count_words(name, value) for name, value in (self.counts or {}).items())
+
+    @property
+    def outcome_key(self) -> tuple:
+        """Runs with the same key did the same thing (the batch page shows them as one row)."""
+        return (self.batch, self.scope, self.target_id, self.status, self.counts_text, self.error)
 
     @property
     def batch_label(self) -> str:
