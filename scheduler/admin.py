@@ -15,7 +15,16 @@ from .models import Alert, AuditEntry, BatchRun
 class BatchRunAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     """Run history: read-only (the engine records it; retention deletes it)."""
 
-    list_display = ["started_at", "batch", "target_name", "status", "duration", "worker", "counts_words", "short_error"]
+    list_display = [
+        "started_at",
+        "batch",
+        "target_name",
+        "status",
+        "duration",
+        "worker",
+        "counts_words",
+        "short_error",
+    ]
     list_filter = ["batch", "status", "scope"]
     search_fields = ["error", "target_name"]
     date_hierarchy = "started_at"
