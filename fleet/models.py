@@ -174,6 +174,14 @@ class AgentSession(models.Model):
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
     total_tokens = models.BigIntegerField(default=0)
+    context_tokens = models.BigIntegerField(
+        default=0, help_text="The model's context window in tokens (0: the gateway did not say)."
+    )
+    last_message_preview = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="The start of the session's last message, as the gateway gave it.",
+    )
     gw_created_at = models.DateTimeField(null=True, blank=True)
     gw_updated_at = models.DateTimeField(null=True, blank=True)
     last_interaction_at = models.DateTimeField(null=True, blank=True)
