@@ -292,7 +292,13 @@ def test_health_fragment(web, gateway):
     badge = health.find("span", cls="status", data_status="disconnected")
     assert badge.text.strip() == "Disconnected" and "shape-square" in badge.attrs["class"]
     assert health.find("p", cls="reason").text == "Connection refused"
-    assert "(2 checks)" in health.find("svg").attrs["aria-label"]
+    chart = health.find("svg", cls="sparkline")
+    assert chart.attrs["aria-label"] == "Latency over the last hour, 2 checks: last 10 ms, worst 30 ms, best 10 ms"
+    # A y axis in ms, an x axis in clock time, and a tooltip per point.
+    axis = [t.text for t in chart.find_all("text", cls="axis")]
+    assert axis[:3] == ["50 ms", "25 ms", "0"] and all(":" in label for label in axis[3:]), axis
+    tips = [g.find("title").text for g in chart.find_all("g", cls="pt")]
+    assert len(tips) == 2 and tips[0].endswith("· 30 ms") and tips[1].endswith("· 10 ms"), tips
     assert web.get(f"/fragments/gateways/{gateway.pk + 100}/health/").status_code == 404
 
 
