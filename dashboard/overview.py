@@ -176,7 +176,9 @@ def build(filters: Filters | None = None, gateway_ids: list[int] | None = None) 
         running[row["gateway_id"]] += row["runs"]
 
     agents = list(
-        Agent.objects.filter(gateway_id__in=ids).with_last_message().order_by("-is_default", "name", "agent_id")
+        Agent.objects.filter(gateway_id__in=ids)
+        .with_last_message()
+        .order_by("-is_default", "name", "agent_id")
     )
     sessions = AgentSession.objects.filter(gateway_id__in=ids)
     if filters.statuses:

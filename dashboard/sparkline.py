@@ -100,7 +100,7 @@ def build(samples: list[tuple[datetime, float | None]]) -> Sparkline | None:
         label_x = min(max(x, LEFT + 40), WIDTH - RIGHT - 40)
         hit = max(step, 6)
         points.append(Point(round(x, 1), round(y, 1), text, down, round(label_x, 1), round(x - hit / 2, 1)))
-    first, last = timezone.localtime(buckets[0][0]), timezone.localtime(buckets[-1][0])
+    first, last = timezone.localtime(samples[0][0]), timezone.localtime(samples[-1][0])
     x_ticks = (Tick(LEFT, first.strftime("%H:%M")), Tick(WIDTH - RIGHT, last.strftime("%H:%M")))
     y_ticks = (Tick(TOP, _ms(peak)), Tick(TOP + plot_h / 2, _ms(peak / 2)), Tick(baseline, "0"))
     downs = sum(1 for _, v in samples if v is None)

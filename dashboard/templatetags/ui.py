@@ -169,7 +169,7 @@ def avatar(agent: Any, size: str = "") -> dict[str, Any]:
 
 
 def initials(name: str) -> str:
-    """"Research Bot" → "RB", "writer" → "WR", "agent-07" → "A0"; "" when the name has no letter or digit."""
+    """ "Research Bot" → "RB", "writer" → "WR", "agent-07" → "A0"; "" when the name has no letter or digit."""
     words = [w for w in re.split(r"[\W_]+|(?<=[a-z])(?=[A-Z])", name) if w]
     if not words:
         return ""

@@ -69,12 +69,13 @@ def test_the_pages_fit_a_phone_and_a_desktop_in_light_and_dark(
     main = make_agent(gateway, "main", name="Main", is_default=True, emoji="🦀", model="stub/stub-model")
     helper = make_agent(gateway, "helper", name="Research Helper", parent=main, model="stub/stub-model-large")
     make_session(
-        gateway, "agent:main:main", main, status="active", has_active_run=True, title="Main chat", minutes_ago=0.2,
-        total_tokens=12_300, context_tokens=200_000, last_message_preview="Drafting the weekly report for the team now",
+        gateway, "agent:main:main", main, status="active", has_active_run=True, title="Main chat",
+        minutes_ago=0.2, total_tokens=12_300, context_tokens=200_000,
+        last_message_preview="Drafting the weekly report for the team now",
     )  # fmt: skip
     make_session(
         gateway, "agent:helper:main", helper, status="idle", minutes_ago=3, total_tokens=171_000,
-        context_tokens=200_000, last_message_preview="Found three sources that disagree about the 2019 numbers",
+        context_tokens=200_000, last_message_preview="Three sources disagree about the 2019 numbers",
     )  # fmt: skip
     make_session(gateway, "agent:helper:old", helper, status="offline", minutes_ago=600)
     for i, latency in enumerate([12, 14, 11, 30, 13, None, 15, 12, 95, 14, 13, 12]):
@@ -138,6 +139,18 @@ def assert_fits(page, name: str, width: int, scheme: str) -> None:
     assert scroll_width <= inner_width, (
         f"{name} scrolls sideways at {width} px in {scheme}: {scroll_width} px"
     )
+    # Nor is anything cut off by a box that hides its overflow (only the wide tables, the chat log
+    # and diffs scroll, inside their own box; an ellipsis is a deliberate cut).
+    clipped = page.evaluate(
+        """() => [...document.querySelectorAll("main, main *")].filter(el => {
+            if (el.closest(".table-wrap, .chat-log, .diff, .sr-only")) return false;
+            if (el.getBoundingClientRect().right > window.innerWidth + 0.5) return true;
+            const style = getComputedStyle(el);
+            return ["hidden", "clip"].includes(style.overflowX) && style.textOverflow !== "ellipsis"
+                && el.scrollWidth > el.clientWidth + 1;
+        }).map(el => el.tagName.toLowerCase() + "." + [...el.classList].join("."))"""
+    )
+    assert not clipped, f"{name} at {width} px in {scheme}: cut off at the right: {clipped[:8]}"
 
 
 def test_the_navigation_works_from_the_keyboard_and_the_chosen_theme_sticks(
