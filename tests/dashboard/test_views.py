@@ -767,8 +767,9 @@ def test_an_agent_card_shows_identity_model_activity_preview_and_runs_in_flight(
         gateway, "agent:crab:old", crab, status="offline", minutes_ago=90, last_message_preview="older"
     )
     make_session(
-        gateway, "agent:crab:main", crab, status="active", has_active_run=True, minutes_ago=3, title="Weekly report",
-        total_tokens=12_300, context_tokens=200_000, last_message_preview="Drafting the <b>report</b>",
+        gateway, "agent:crab:main", crab, status="active", has_active_run=True, minutes_ago=3,
+        title="Weekly report", total_tokens=12_300, context_tokens=200_000,
+        last_message_preview="Drafting the <b>report</b>",
     )  # fmt: skip
     make_session(gateway, "agent:crab:side", crab, status="idle", has_active_run=True, minutes_ago=4)
     page = dom(web.get("/"))
