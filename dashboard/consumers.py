@@ -17,6 +17,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.contrib.auth import get_user_model
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -25,9 +26,15 @@ from agentflow.lib.redis import get_redis, key
 from fleet import chats
 from fleet.live import chat_group, gateway_group
 from fleet.models import Gateway
+from scheduler import audit, roles
 from scheduler.live import ALERTS_GROUP
 
 log = logging.getLogger("agentflow.consumers")
+
+# What a page may send, and the capability (scheduler.roles) each needs. panel.open is read
+# access: it subscribes this socket to a chat its user may already open as a page. A control
+# added here needs "operate" or more and runs inside scheduler.audit.control, as the views do.
+MESSAGES: dict[str, tuple[str, str]] = {"panel.open": ("read", "_open_panel")}
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_TOO_BIG = 1009
@@ -85,12 +92,34 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             return
         if not isinstance(message, dict):
             return
-        if message.get("type") == "panel.open":
-            await self._open_panel(message.get("gateway_id"), message.get("session_key"))
-        else:
-            log.debug("ignored websocket message type %r", message.get("type"))
+        kind = message.get("type")
+        if not isinstance(kind, str) or kind not in MESSAGES:
+            log.debug("ignored websocket message type %r", kind)
+            return
+        capability, handler = MESSAGES[kind]
+        if capability != "read":
+            refusal = await database_sync_to_async(self._refusal, thread_sensitive=False)(kind, capability)
+            if refusal:
+                await self.send(text_data=json.dumps({"type": "refused", "action": kind, "error": refusal}))
+                return
+        await getattr(self, handler)(message)
 
-    async def _open_panel(self, gateway_id: Any, session_key: Any) -> None:
+    def _refusal(self, kind: str, capability: str) -> str:
+        """Checked per control message, from the database: a role taken away applies at once.
+        A refusal is audited like a refused page or API call."""
+        user_id = getattr(self.scope.get("user"), "pk", None)
+        user = get_user_model().objects.filter(pk=user_id).first() if user_id is not None else None
+        actor = audit.Actor.of_user(
+            user, source="websocket", ip_address=(self.scope.get("client") or [None])[0]
+        )
+        if actor.can(capability):
+            return ""
+        message = roles.refusal(actor.effective_role, capability)
+        audit.record(kind, actor, result=audit.Result.REFUSED, message=message)
+        return message
+
+    async def _open_panel(self, message: dict[str, Any]) -> None:
+        gateway_id, session_key = message.get("gateway_id"), message.get("session_key")
         if not isinstance(gateway_id, int) or gateway_id not in self.gateway_ids:
             return
         if not isinstance(session_key, str) or not 0 < len(session_key) <= 500:
