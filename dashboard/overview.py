@@ -14,7 +14,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.encoding import iri_to_uri
 
-from fleet.models import Agent, AgentSession, Gateway, HealthSample
+from dashboard.sparkline import Sparkline
+from dashboard.sparkline import build as build_sparkline
+from fleet.models import Agent, AgentSession, Gateway, HealthSample, context_percent
 from scheduler.models import Alert
 
 STATUS_ORDER: dict[str, int] = {
@@ -50,7 +52,7 @@ class Filters:
 
 ROW_FIELDS = (
     "id", "gateway_id", "agent_id", "session_key", "title", "status", "has_active_run", "gw_updated_at",
-    "parent_id", "agent_key",
+    "parent_id", "agent_key", "total_tokens", "context_tokens",
 )  # fmt: skip
 
 
@@ -69,7 +71,13 @@ class SessionRow:
     gw_updated_at: datetime | None
     parent_id: int | None
     agent_key: str
+    total_tokens: int
+    context_tokens: int
     url: str = ""
+
+    @property
+    def context_percent(self) -> int:
+        return context_percent(self.total_tokens, self.context_tokens)
 
 
 def session_rows(qs: Any) -> list[SessionRow]:
@@ -112,6 +120,13 @@ class AgentNode:
     new_chat_url: str = ""  # POST: a fresh session of this agent
     children: list[AgentNode] = field(default_factory=list)
     matched: bool = True
+    runs: int = 0  # sessions of this agent with a run in flight
+    last_activity: datetime | None = None  # its most recently updated session's time
+
+
+def _activity(own: list[SessionRow]) -> tuple[int, datetime | None]:
+    runs = sum(1 for s in own if s.has_active_run)
+    return runs, max((s.gw_updated_at for s in own if s.gw_updated_at), default=None)
 
 
 @dataclass
@@ -121,34 +136,20 @@ class GatewayView:
     running: int
     agents: list[AgentNode]
     agent_choices: list[Agent]
-    sparkline: str
-    samples: int
+    sparkline: Sparkline | None
 
 
-def latency_history(gateway_ids: list[int]) -> dict[int, list[float | None]]:
-    """The last hour of health checks per gateway, oldest first (None where it was down)."""
+def latency_history(gateway_ids: list[int]) -> dict[int, list[tuple[datetime, float | None]]]:
+    """The last hour of health checks per gateway, oldest first (latency None where it was down)."""
     since = timezone.now() - timedelta(hours=1)
-    samples: dict[int, list[float | None]] = defaultdict(list)
-    for gw_id, connected, latency in (
+    samples: dict[int, list[tuple[datetime, float | None]]] = defaultdict(list)
+    for gw_id, checked_at, connected, latency in (
         HealthSample.objects.filter(gateway_id__in=gateway_ids, checked_at__gte=since)
         .order_by("checked_at")
-        .values_list("gateway_id", "connected", "latency_ms")
+        .values_list("gateway_id", "checked_at", "connected", "latency_ms")
     ):
-        samples[gw_id].append(latency if connected else None)
+        samples[gw_id].append((checked_at, latency if connected else None))
     return samples
-
-
-def sparkline_points(values: list[float | None], width: int = 120, height: int = 24) -> str:
-    """SVG polyline points for latencies (None = down, drawn at the bottom)."""
-    if not values:
-        return ""
-    peak = max((v for v in values if v is not None), default=1.0) or 1.0
-    step = width / max(1, len(values) - 1)
-    points = []
-    for i, value in enumerate(values):
-        y = height if value is None else height - (value / peak) * (height - 2) - 1
-        points.append(f"{i * step:.1f},{y:.1f}")
-    return " ".join(points)
 
 
 def session_counts(ids: list[int]) -> tuple[dict[int, dict[str, int]], dict[int, int]]:
@@ -196,7 +197,11 @@ def build(filters: Filters | None = None, gateway_ids: list[int] | None = None) 
         return []
 
     counts, running = session_counts(ids)
-    agents = list(Agent.objects.filter(gateway_id__in=ids).order_by("-is_default", "name", "agent_id"))
+    agents = list(
+        Agent.objects.filter(gateway_id__in=ids)
+        .with_last_message()
+        .order_by("-is_default", "name", "agent_id")
+    )
     sessions = AgentSession.objects.filter(gateway_id__in=ids)
     if filters.statuses:
         sessions = sessions.filter(status__in=filters.statuses)
@@ -247,6 +252,7 @@ def build(filters: Filters | None = None, gateway_ids: list[int] | None = None) 
                 sessions_url=list_url.replace("/agents/0/", f"/agents/{agent.pk}/"),
                 new_chat_url=chat_url.replace("/agents/0/", f"/agents/{agent.pk}/"),
             )  # fmt: skip
+            nodes[agent.pk].runs, nodes[agent.pk].last_activity = _activity(own)
         roots: list[AgentNode] = []
         for agent in gw_agents:
             node = nodes[agent.pk]
@@ -259,8 +265,7 @@ def build(filters: Filters | None = None, gateway_ids: list[int] | None = None) 
                 running=running[gw.pk],
                 agents=_prune(roots),
                 agent_choices=gw_agents,
-                sparkline=sparkline_points(samples[gw.pk]),
-                samples=len(samples[gw.pk]),
+                sparkline=build_sparkline(samples[gw.pk]),
             )  # fmt: skip
         )
     return views
@@ -309,6 +314,7 @@ def agent_sessions(agent: Agent, filters: Filters, limit: int = 200) -> AgentNod
 
     shown = top[:limit]
     status = own[0].status if own else AgentSession.Status.OFFLINE
+    runs, last_activity = _activity(own)
     return AgentNode(
         agent,
         status,
@@ -318,6 +324,8 @@ def agent_sessions(agent: Agent, filters: Filters, limit: int = 200) -> AgentNod
         session_count=len(own),
         sessions_url=reverse("dashboard:fragment-agent-sessions", args=[agent.gateway_id, agent.pk]),
         new_chat_url=reverse("dashboard:new-chat", args=[agent.gateway_id, agent.pk]),
+        runs=runs,
+        last_activity=last_activity,
     )
 
 
@@ -334,14 +342,12 @@ def _prune(nodes: list[AgentNode]) -> list[AgentNode]:
 @dataclass
 class HealthView:
     gateway: Gateway
-    sparkline: str
-    samples: int
+    sparkline: Sparkline | None
 
 
 def health(gateway: Gateway) -> HealthView:
     """The health card alone (badge, latency, last hour's sparkline): two small queries."""
-    values = latency_history([gateway.pk])[gateway.pk]
-    return HealthView(gateway, sparkline_points(values), len(values))
+    return HealthView(gateway, build_sparkline(latency_history([gateway.pk])[gateway.pk]))
 
 
 def open_alerts() -> list[Alert]:

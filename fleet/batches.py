@@ -49,7 +49,7 @@ def poll_sessions(gateway: Gateway) -> Outcome:
     """BATCH-001: sessions.list (all pages) → diff → write and push only what changed."""
     try:
         with connected(gateway, request_timeout=SESSION_TIMEOUT) as client:
-            rows = client.sessions_list()
+            rows = client.sessions_list(includeLastMessage=True)  # the overview's preview
     except GatewayError as exc:
         raise _skip_on_gateway_error(exc) from None
     result = sessions.sync_sessions(gateway, rows)

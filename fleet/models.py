@@ -29,6 +29,13 @@ def from_ms(value: Any) -> datetime | None:
         return None
 
 
+def context_percent(used: int, window: int) -> int:
+    """How full a context window is, 0–100 (0 when the gateway gave no window)."""
+    if not window:
+        return 0
+    return min(100, round(100 * used / window))
+
+
 class GatewayQuerySet(models.QuerySet["Gateway"]):
     def enabled(self) -> GatewayQuerySet:
         return self.filter(enabled=True)
@@ -128,6 +135,19 @@ class Gateway(models.Model):
         Gateway.objects.filter(pk=self.pk).update(**fields, updated_at=timezone.now())
 
 
+class AgentQuerySet(models.QuerySet["Agent"]):
+    def with_last_message(self) -> AgentQuerySet:
+        """Annotate ``last_message``: the preview of the agent's most recently updated session
+        that has one (one correlated subquery, so an overview of 200 agents stays one query)."""
+        latest = (
+            AgentSession.objects.filter(agent=models.OuterRef("pk"))
+            .exclude(last_message_preview="")
+            .order_by(models.F("gw_updated_at").desc(nulls_last=True), "-pk")
+            .values("last_message_preview")[:1]
+        )
+        return self.annotate(last_message=models.Subquery(latest, output_field=models.CharField()))
+
+
 class Agent(models.Model):
     gateway = models.ForeignKey(Gateway, on_delete=models.CASCADE, related_name="agents")
     agent_id = models.CharField(max_length=200)
@@ -144,6 +164,8 @@ class Agent(models.Model):
         help_text="The agent above this one in the org chart (none: directly under the gateway).",
     )
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = AgentQuerySet.as_manager()
 
     class Meta:
         db_table = "dashboard_agent"
@@ -176,6 +198,14 @@ class AgentSession(models.Model):
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
     total_tokens = models.BigIntegerField(default=0)
+    context_tokens = models.BigIntegerField(
+        default=0, help_text="The model's context window in tokens (0: the gateway did not say)."
+    )
+    last_message_preview = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="The start of the session's last message, as the gateway gave it.",
+    )
     gw_created_at = models.DateTimeField(null=True, blank=True)
     gw_updated_at = models.DateTimeField(null=True, blank=True)
     last_interaction_at = models.DateTimeField(null=True, blank=True)
@@ -200,6 +230,10 @@ class AgentSession(models.Model):
 
     def __str__(self) -> str:
         return self.session_key
+
+    @property
+    def context_percent(self) -> int:
+        return context_percent(self.total_tokens, self.context_tokens)
 
 
 class ConfigHistory(models.Model):

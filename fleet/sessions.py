@@ -39,6 +39,8 @@ FIELDS = (
     "input_tokens",
     "output_tokens",
     "total_tokens",
+    "context_tokens",
+    "last_message_preview",
     "gw_created_at",
     "gw_updated_at",
     "last_interaction_at",
@@ -50,6 +52,12 @@ STATUS_LABELS = dict(AgentSession.Status.choices)
 STATUS_INDEX = FIELDS.index("status")
 RUN_INDEX = FIELDS.index("has_active_run")
 AGENT_KEY_INDEX = FIELDS.index("agent_key")
+# Fields a row may leave out (a sessions.changed event carries no preview; a list without
+# includeLastMessage neither): a row without the key keeps what is stored.
+KEPT_WHEN_ABSENT = {
+    "contextTokens": FIELDS.index("context_tokens"),
+    "lastMessagePreview": FIELDS.index("last_message_preview"),
+}
 
 
 def classify(has_active_run: bool, last_activity: datetime | None, now: datetime) -> str:
@@ -70,6 +78,15 @@ def _text(value: Any, limit: int) -> str:
     return value[:limit] if isinstance(value, str) else ""
 
 
+def _preview(value: Any) -> str:
+    """One line of at most PREVIEW_CHARS: the gateway's preview can hold newlines and a whole message."""
+    if not isinstance(value, str):
+        return ""
+    line = " ".join(value.split())
+    return line if len(line) <= PREVIEW_CHARS else line[: PREVIEW_CHARS - 1] + "…"
+
+
+PREVIEW_CHARS = 300
 BIGINT_MAX = 2**63 - 1
 
 
@@ -104,6 +121,8 @@ def row_state(row: dict[str, Any], agent_pk: int | None, now: datetime) -> tuple
         _count(row.get("inputTokens")),
         _count(row.get("outputTokens")),
         _count(row.get("totalTokens")),
+        _count(row.get("contextTokens")),
+        _preview(row.get("lastMessagePreview")),
         created,
         updated,
         interaction,
@@ -151,6 +170,7 @@ def sync_sessions(
     agents = dict(Agent.objects.filter(gateway=gateway).values_list("agent_id", "pk"))
 
     incoming: dict[str, tuple] = {}
+    raw: dict[str, dict[str, Any]] = {}
     for row in rows:
         key = row.get("key") if isinstance(row, dict) else None
         if not isinstance(key, str) or not key or len(key) > 500:
@@ -160,6 +180,7 @@ def sync_sessions(
         if agent_key and agent_key not in agents:
             agents[agent_key] = Agent.objects.get_or_create(gateway=gateway, agent_id=agent_key[:200])[0].pk
         incoming[key] = row_state(row, agents.get(agent_key), now)
+        raw[key] = row
     result.seen = len(incoming)
     if rows and not incoming:
         # Every row malformed: a broken answer, not an empty fleet. Marking all stored sessions
@@ -170,6 +191,11 @@ def sync_sessions(
     to_create: list[AgentSession] = []
     for key, state in incoming.items():
         previous = stored.get(key)
+        if previous is not None and (absent := [i for k, i in KEPT_WHEN_ABSENT.items() if k not in raw[key]]):
+            kept = list(state)
+            for i in absent:
+                kept[i] = previous[1][i]
+            state = incoming[key] = tuple(kept)
         if previous is None:
             to_create.append(
                 AgentSession(gateway=gateway, session_key=key, **dict(zip(FIELDS, state, strict=True)))

@@ -10,14 +10,20 @@ so a live change redraws the shape without JavaScript knowing any state.
 from __future__ import annotations
 
 import functools
+import re
+import zlib
+from datetime import datetime
 from typing import Any
 
 from django import template
+from django.conf import settings
 from django.db import models
 from django.http import QueryDict
 from django.template.loader import render_to_string
 from django.urls import get_script_prefix
-from django.utils.html import json_script
+from django.utils import timezone
+from django.utils.html import escape, json_script
+from django.utils.safestring import SafeString, mark_safe
 
 from dashboard.routing import WEBSOCKET_PATH
 from fleet.models import AgentSession, Gateway
@@ -123,3 +129,118 @@ def query_with(context: template.Context, **changes: Any) -> str:
         else:
             params[name] = str(value)
     return params.urlencode()
+
+
+# --- icons, avatars, numbers, navigation ----------------------------------------------------------
+
+ICON_DIR = settings.BASE_DIR / "static" / "vendor" / "lucide"
+ICON_NAME = re.compile(r"^[a-z0-9-]+$")
+
+
+@register.simple_tag
+def icon(name: str, label: str = "") -> SafeString:
+    """A vendored Lucide icon inlined as SVG (static/vendor/lucide/, ISC): it takes the text colour
+    (currentColor) and is hidden from assistive technology unless it is given a ``label``."""
+    return _icon(name, label)
+
+
+@functools.lru_cache(maxsize=128)
+def _icon(name: str, label: str) -> SafeString:
+    path = ICON_DIR / f"{name}.svg"
+    if not ICON_NAME.match(name) or not path.is_file():
+        raise template.TemplateSyntaxError(f"icon: no vendored icon {name!r} in static/vendor/lucide/")
+    svg = path.read_text()
+    svg = svg[svg.index("<svg") :]  # drop the licence comment (the LICENSE file is beside the icons)
+    head, body = svg.split(">", 1)  # the size and class of the <svg> tag are the stylesheet's
+    head = re.sub(r'\s(class|width|height)="[^"]*"', "", head)
+    a11y = f'role="img" aria-label="{escape(label)}"' if label else 'aria-hidden="true"'
+    svg = head.replace("<svg", f'<svg class="icon icon-{name}" {a11y} focusable="false"', 1) + ">" + body
+    return mark_safe(" ".join(svg.split()))  # noqa: S308 -- our own vendored files; the label is escaped
+
+
+AVATAR_HUES = 12  # .hue-0 … .hue-11 in components.css
+
+
+@register.inclusion_tag("components/avatar.html")
+def avatar(agent: Any, size: str = "") -> dict[str, Any]:
+    """An agent's identity that needs no emoji font: initials on a colour derived from its id,
+    with the emoji (when it has one) as a small badge over the corner."""
+    name, agent_id = getattr(agent, "name", "") or "", getattr(agent, "agent_id", "") or ""
+    return {
+        "initials": initials(name) or initials(agent_id) or "?",
+        "hue": zlib.crc32(agent_id.encode()) % AVATAR_HUES,
+        "emoji": getattr(agent, "emoji", ""),
+        "size": size,
+    }
+
+
+def initials(name: str) -> str:
+    """ "Research Bot" → "RB", "writer" → "WR", "agent-07" → "A0"; "" when the name has no letter or digit."""
+    words = [w for w in re.split(r"[\W_]+|(?<=[a-z])(?=[A-Z])", name) if w]
+    if not words:
+        return ""
+    return (words[0][0] + words[1][0] if len(words) > 1 else words[0][:2]).upper()
+
+
+@register.filter
+def compact(value: Any) -> str:
+    """12300 → "12.3k", 200000 → "200k", 1500000 → "1.5M" (token counts)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return ""
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(number) >= size:
+            text = f"{number / size:.1f}".removesuffix(".0")
+            return f"{text}{suffix}"
+    return f"{number:.0f}"
+
+
+# The section each page belongs to, for the navigation's aria-current.
+SECTIONS = {
+    "overview": "fleet",
+    "session-detail": "fleet",
+    "message-detail": "fleet",
+    "batch-runs": "batches",
+    "config-history": "config",
+}
+
+
+@register.simple_tag(takes_context=True)
+def nav_section(context: template.Context) -> str:
+    request = context.get("request")
+    match = getattr(request, "resolver_match", None)
+    return SECTIONS.get(getattr(match, "url_name", "") or "", "")
+
+
+@register.simple_tag
+def nav_gateways() -> list[Gateway]:
+    """The gateways the navigation links to (their config history)."""
+    return list(Gateway.objects.enabled().only("pk", "name").order_by("name")[:12])
+
+
+@register.filter
+def ago(value: datetime | None) -> str:
+    """A short age for lists: "just now", "3 min ago", "5 h ago", "2 d ago" ("" for no time)."""
+    if not isinstance(value, datetime):
+        return ""
+    seconds = max(0, int((timezone.now() - value).total_seconds()))
+    if seconds < 45:
+        return "just now"
+    if seconds < 3600:
+        return f"{max(1, round(seconds / 60))} min ago"
+    if seconds < 86400:
+        return f"{seconds // 3600} h ago"
+    return f"{seconds // 86400} d ago"
+
+
+# The control plane's pages still to come (issue by issue), shown disabled so the navigation has room.
+NAV_SOON = (
+    ("Queue", "list-ordered"), ("Jobs", "briefcase"), ("Triggers", "zap"),
+    ("Flows", "workflow"), ("Alerts", "bell"), ("Audit", "scroll-text"),
+)  # fmt: skip
+
+
+@register.simple_tag
+def nav_soon() -> tuple[tuple[str, str], ...]:
+    return NAV_SOON

@@ -56,7 +56,8 @@ def _agent_label(session: AgentSession | None, session_key: str) -> str:
     """The agent a session belongs to, for the breadcrumb: its row, else the key's agent part
     (keys look like ``agent:<agentId>:<name>``), else nothing."""
     if session is not None and session.agent is not None:
-        return str(session.agent)
+        # Not str(agent): its emoji is an empty box where no emoji font is installed.
+        return session.agent.name or session.agent.agent_id
     parts = session_key.split(":")
     return parts[1] if len(parts) >= 3 and parts[0] == "agent" else ""
 

@@ -45,21 +45,51 @@ def test_the_pages_fit_a_phone_and_a_desktop_in_light_and_dark(
 ):
     """390 px (a phone) and 1400 px (a desktop): nothing scrolls sideways, every status has its label
     and shape; screenshots of each page at both widths in both colour schemes land in test-artifacts/."""
+    from datetime import timedelta
+
     from django.utils import timezone
 
     from fleet import configs
     from fleet.models import ChatHistory
-    from tests.support.factories import make_agent, make_batch_run, make_gateway, make_session
+    from tests.support.factories import (
+        make_agent,
+        make_batch_run,
+        make_gateway,
+        make_health_sample,
+        make_session,
+    )
 
-    gateway = make_gateway("phone-gw", status="degraded", status_reason="config.get took 4.2 s")
-    main = make_agent(gateway, "main", name="Main", is_default=True)
-    helper = make_agent(gateway, "helper", name="Helper", parent=main)
-    make_session(gateway, "agent:main:main", main, status="active", has_active_run=True, title="Main chat")
-    make_session(gateway, "agent:helper:main", helper, status="idle")
-    make_session(gateway, "agent:helper:old", helper, status="offline")
-    ChatHistory.objects.create(
+    gateway = make_gateway(
+        "phone-gw",
+        status="degraded",
+        status_reason="config.get took 4.2 s",
+        latency_ms=42,
+        version="2026.9.6",
+    )
+    main = make_agent(gateway, "main", name="Main", is_default=True, emoji="🦀", model="stub/stub-model")
+    helper = make_agent(gateway, "helper", name="Research Helper", parent=main, model="stub/stub-model-large")
+    make_session(
+        gateway, "agent:main:main", main, status="active", has_active_run=True, title="Main chat",
+        minutes_ago=0.2, total_tokens=12_300, context_tokens=200_000,
+        last_message_preview="Drafting the weekly report for the team now",
+    )  # fmt: skip
+    make_session(
+        gateway, "agent:helper:main", helper, status="idle", minutes_ago=3, total_tokens=171_000,
+        context_tokens=200_000, last_message_preview="Three sources disagree about the 2019 numbers",
+    )  # fmt: skip
+    make_session(gateway, "agent:helper:old", helper, status="offline", minutes_ago=600)
+    for i, latency in enumerate([12, 14, 11, 30, 13, None, 15, 12, 95, 14, 13, 12]):
+        make_health_sample(
+            gateway, connected=latency is not None, latency_ms=latency,
+            checked_at=timezone.now() - timedelta(minutes=55 - i * 5),
+        )  # fmt: skip
+    chat = ChatHistory.objects.create(
         gateway=gateway, session_key="agent:main:main", message_id="m1", role="user",
         text="A question long enough to wrap on a narrow screen, " * 3, timestamp=timezone.now(),
+    )  # fmt: skip
+    ChatHistory.objects.create(
+        gateway=gateway, session_key="agent:main:main", message_id="m2", role="assistant",
+        text="An answer with a long unbroken token: " + "x" * 120, timestamp=timezone.now(),
     )  # fmt: skip
     make_batch_run("BATCH-001", gateway, duration_ms=12, counts={"sessions": 3})
     make_batch_run("BATCH-005", gateway, status="error", error="TimeoutError: " + "x" * 200)
@@ -76,26 +106,135 @@ def test_the_pages_fit_a_phone_and_a_desktop_in_light_and_dark(
     )
     page = context.new_page()
     try:
+        page.goto(f"{live_server_url}/accounts/login/")
+        assert_fits(page, "login", width, scheme)
+        screenshot(page, f"login-{width}-{scheme}")
         login(page, live_server_url, "operator", "operator-pass")
         pages = {
             "overview": "/",
             "session": f"/gateways/{gateway.pk}/sessions/agent:main:main/",
+            "message": f"/gateways/{gateway.pk}/messages/{chat.pk}/",
             "batches": "/batches/",
             "config": f"/gateways/{gateway.pk}/config/",
         }
         for name, path in pages.items():
             page.goto(live_server_url + path)
             page.wait_for_load_state("networkidle")
-            scroll_width = page.evaluate("document.documentElement.scrollWidth")
-            assert scroll_width <= width, (
-                f"{name} scrolls sideways at {width} px in {scheme}: {scroll_width} px"
-            )
+            assert_fits(page, name, width, scheme)
             statuses = page.locator(".status")
-            assert statuses.count() > 0 or name == "config", name  # config history shows no status
+            assert statuses.count() > 0 or name in ("config", "message"), name  # those show no status
             for i in range(statuses.count()):
                 badge = statuses.nth(i)
                 assert badge.locator(".label").inner_text().strip(), f"{name}: a status without a label"
                 assert "shape-" in (badge.get_attribute("class") or ""), f"{name}: a status without a shape"
             screenshot(page, f"{name}-{width}-{scheme}")
+    finally:
+        context.close()
+
+
+def assert_fits(page, name: str, width: int, scheme: str) -> None:
+    """Nothing scrolls sideways: neither the document nor the body is wider than the window."""
+    scroll_width, inner_width = page.evaluate("[document.scrollingElement.scrollWidth, window.innerWidth]")
+    assert inner_width == width
+    assert scroll_width <= inner_width, (
+        f"{name} scrolls sideways at {width} px in {scheme}: {scroll_width} px"
+    )
+    # Nor is anything cut off by a box that hides its overflow (only the wide tables, the chat log
+    # and diffs scroll, inside their own box; an ellipsis is a deliberate cut).
+    clipped = page.evaluate(
+        """() => [...document.querySelectorAll("main, main *")].filter(el => {
+            if (el.closest(".table-wrap, .chat-log, .diff, .sr-only")) return false;
+            if (el.getBoundingClientRect().right > window.innerWidth + 0.5) return true;
+            const style = getComputedStyle(el);
+            return ["hidden", "clip"].includes(style.overflowX) && style.textOverflow !== "ellipsis"
+                && el.scrollWidth > el.clientWidth + 1;
+        }).map(el => el.tagName.toLowerCase() + "." + [...el.classList].join("."))"""
+    )
+    assert not clipped, f"{name} at {width} px in {scheme}: cut off at the right: {clipped[:8]}"
+
+
+def test_the_navigation_works_from_the_keyboard_and_the_chosen_theme_sticks(
+    chromium, live_server_url, operator
+):
+    """Tab from the top: the skip link first, then every navigation link with a visible focus ring,
+    the "soon" pages skipped; the theme switch works from the keyboard and survives a reload; the
+    sparkline shows a point's tooltip on hover; an agent always has its initials."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.support.factories import make_agent, make_gateway, make_health_sample
+
+    gateway = make_gateway("kb-gw", status="connected", latency_ms=12)
+    make_agent(gateway, "main", name="Main Agent", emoji="🦀")
+    for i, latency in enumerate([10, 20, 80, 15]):
+        make_health_sample(gateway, latency_ms=latency, checked_at=timezone.now() - timedelta(minutes=10 - i))
+    context = chromium.new_context(viewport={"width": 1400, "height": 900}, color_scheme="light")
+    page = context.new_page()
+    try:
+        login(page, live_server_url, "operator", "operator-pass")
+        page.keyboard.press("Tab")
+        skip = page.evaluate(
+            "[document.activeElement.textContent, document.activeElement.getBoundingClientRect().top]"
+        )
+        assert skip[0] == "Skip to content" and skip[1] >= 0, skip  # shown when focused
+        focused = []
+        for _ in range(12):
+            page.keyboard.press("Tab")
+            focused.append(
+                page.evaluate(
+                    """() => { const el = document.activeElement;
+                    return [el.textContent.trim().replace(/\\s+/g, " "), el.getAttribute("aria-current"),
+                            getComputedStyle(el).outlineStyle]; }"""
+                )
+            )
+        texts = [text for text, _, _ in focused]
+        assert texts[:4] == ["AgentFlow", "Fleet", "Batches", "Config kb-gw"], texts
+        assert focused[1][1] == "page"  # the overview is the current page
+        assert all(style != "none" for _, _, style in focused[:4]), focused  # a visible focus ring
+        assert not any("Queue" in t or "soon" in t for t in texts), texts  # placeholders are not stops
+        assert "Light" in texts and "Dark" in texts and any(t.startswith("Log out") for t in texts), texts
+
+        dark = page.locator("[data-theme-choice=dark]")
+        dark.focus()
+        page.keyboard.press("Enter")
+        assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+        assert dark.get_attribute("aria-pressed") == "true"
+        light_bg = "rgb(245, 246, 248)"
+        assert page.evaluate("getComputedStyle(document.body).backgroundColor") != light_bg
+        page.reload()
+        assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+        page.locator("[data-theme-choice=system]").click()
+        assert page.evaluate("getComputedStyle(document.body).backgroundColor") == light_bg
+
+        avatar = page.locator(f"#gateway-{gateway.pk} .avatar .initials")
+        assert avatar.inner_text() == "MA" and avatar.is_visible()
+        point = page.locator(f"#health-{gateway.pk} .sparkline .pt").nth(2)
+        tip = point.locator(".tip")
+        assert tip.text_content().endswith("· 80 ms")
+        assert tip.evaluate("el => getComputedStyle(el).opacity") == "0"
+        point.locator(".hit").hover()
+        assert tip.evaluate("el => getComputedStyle(el).opacity") == "1"
+    finally:
+        context.close()
+
+
+def test_on_a_phone_the_navigation_is_a_menu_button(chromium, live_server_url, operator):
+    context = chromium.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    try:
+        login(page, live_server_url, "operator", "operator-pass")
+        button = page.locator("#menu-button")
+        fleet = page.locator("#nav-panel a.nav-item", has_text="Fleet")
+        assert button.get_attribute("aria-expanded") == "false" and not fleet.is_visible()
+        button.focus()
+        page.keyboard.press("Enter")
+        assert button.get_attribute("aria-expanded") == "true" and fleet.is_visible()
+        assert (
+            page.evaluate("document.activeElement.textContent.trim()") == "Fleet"
+        )  # focus moves into the menu
+        page.keyboard.press("Escape")
+        assert button.get_attribute("aria-expanded") == "false" and not fleet.is_visible()
+        assert page.evaluate("document.activeElement.id") == "menu-button"
     finally:
         context.close()

@@ -270,3 +270,71 @@ def test_the_recent_runs_paginate(client, operator, db):
     # A page number out of range or not a number is a page, not an error.
     assert client.get("/batches/", {"page": "99"}).status_code == 200
     assert client.get("/batches/", {"page": "x"}).status_code == 200
+
+
+# --- icons, avatars, token meter ------------------------------------------------------------------------
+
+
+def test_an_icon_is_the_vendored_svg_inlined_hidden_from_screen_readers_in_the_text_colour():
+    svg = dom(render('{% icon "bot" %}')).find("svg")
+    assert svg.attrs["class"] == "icon icon-bot" and svg.attrs["aria-hidden"] == "true"
+    assert svg.attrs["stroke"] == "currentColor" and "width" not in svg.attrs
+    labelled = dom(render('{% icon "bell" "Alerts <now>" %}')).find("svg")
+    assert labelled.attrs["role"] == "img" and labelled.attrs["aria-label"] == "Alerts <now>"
+    assert "<now>" not in render('{% icon "bell" "Alerts <now>" %}')  # escaped
+    with pytest.raises(TemplateSyntaxError, match="no vendored icon"):
+        render('{% icon "../LICENSE" %}')
+
+
+def test_every_icon_the_templates_use_is_vendored_with_its_licence():
+    import re
+    from pathlib import Path
+
+    root = Path(ui.ICON_DIR).parents[2]
+    used = set()
+    for template in (root / "templates").rglob("*.html"):
+        used |= set(re.findall(r'{% icon "([a-z0-9-]+)"', template.read_text()))
+    used |= {name for _, name in ui.NAV_SOON}
+    assert used and all((ui.ICON_DIR / f"{name}.svg").is_file() for name in used), used
+    assert "ISC" in (ui.ICON_DIR / "LICENSE").read_text()
+
+
+@pytest.mark.parametrize(
+    ("name", "agent_id", "initials"),
+    [
+        ("Research Bot", "r", "RB"),
+        ("", "writer", "WR"),
+        ("agent-07", "a", "A0"),
+        ("🦀", "main", "MA"),
+        ("", "", "?"),
+    ],
+)
+def test_an_avatar_always_has_initials_and_the_emoji_only_as_a_badge(name, agent_id, initials):
+    from fleet.models import Agent
+
+    agent = Agent(name=name, agent_id=agent_id, emoji="🦀")
+    avatar = dom(render("{% avatar agent %}", agent=agent)).find("span", cls="avatar")
+    assert avatar.find("span", cls="initials").text == initials
+    assert avatar.find("span", cls="avatar-emoji").text == "🦀"
+    assert avatar.attrs["aria-hidden"] == "true"
+    # The colour follows the id, the same on every page and process.
+    again = dom(render("{% avatar agent %}", agent=agent)).find("span", cls="avatar")
+    assert [c for c in avatar.attrs["class"].split() if c.startswith("hue-")] == [
+        c for c in again.attrs["class"].split() if c.startswith("hue-")
+    ]
+    plain = dom(render("{% avatar agent %}", agent=Agent(name="Plain", agent_id="p")))
+    assert not plain.has("span", cls="avatar-emoji")
+
+
+def test_tokens_show_against_the_context_window_as_a_bar_and_numbers():
+    html = render_to_string("components/tokens.html", {"used": 12_300, "window": 200_000, "percent": 6})
+    tokens = dom(html).find("span", cls="tokens")
+    assert " ".join(tokens.find("span", cls="tokens-text").text.split()) == "12.3k / 200k context tokens"
+    assert tokens.attrs["title"] == "12300 of 200000 context tokens (6 %)"
+    assert tokens.find("rect", cls="meter-fill").attrs["width"] == "6"
+    high = dom(
+        render_to_string("components/tokens.html", {"used": 171_000, "window": 200_000, "percent": 86})
+    )
+    assert "tokens-high" in high.find("span", cls="tokens").attrs["class"]
+    no_window = dom(render_to_string("components/tokens.html", {"used": 900, "window": 0, "percent": 0}))
+    assert no_window.find("span", cls="tokens-text").text == "900 tokens" and not no_window.has("svg")

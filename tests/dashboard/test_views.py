@@ -292,7 +292,16 @@ def test_health_fragment(web, gateway):
     badge = health.find("span", cls="status", data_status="disconnected")
     assert badge.text.strip() == "Disconnected" and "shape-square" in badge.attrs["class"]
     assert health.find("p", cls="reason").text == "Connection refused"
-    assert "(2 checks)" in health.find("svg").attrs["aria-label"]
+    chart = health.find("svg", cls="sparkline")
+    assert (
+        chart.attrs["aria-label"]
+        == "Latency over the last hour, 2 checks: last 10 ms, worst 30 ms, best 10 ms"
+    )
+    # A y axis in ms, an x axis in clock time, and a tooltip per point.
+    axis = [t.text for t in chart.find_all("text", cls="axis")]
+    assert axis[:3] == ["50 ms", "25 ms", "0"] and all(":" in label for label in axis[3:]), axis
+    tips = [g.find("title").text for g in chart.find_all("g", cls="pt")]
+    assert len(tips) == 2 and tips[0].endswith("· 30 ms") and tips[1].endswith("· 10 ms"), tips
     assert web.get(f"/fragments/gateways/{gateway.pk + 100}/health/").status_code == 404
 
 
@@ -752,3 +761,47 @@ def test_the_gateway_token_never_appears_in_any_page(web, fleet, gateway, config
     )
     assert response.status_code == 400
     assert TOKEN not in response.content.decode()
+
+
+def test_an_agent_card_shows_identity_model_activity_preview_and_runs_in_flight(web, gateway):
+    crab = make_agent(gateway, "crab", name="Crab Lead", emoji="🦀", model="stub/stub-model")
+    make_session(
+        gateway, "agent:crab:old", crab, status="offline", minutes_ago=90, last_message_preview="older"
+    )
+    make_session(
+        gateway, "agent:crab:main", crab, status="active", has_active_run=True, minutes_ago=3,
+        title="Weekly report", total_tokens=12_300, context_tokens=200_000,
+        last_message_preview="Drafting the <b>report</b>",
+    )  # fmt: skip
+    make_session(gateway, "agent:crab:side", crab, status="idle", has_active_run=True, minutes_ago=4)
+    page = dom(web.get("/"))
+    card = page.find("li", data_agent_id="crab").find("summary")
+    assert card.find("span", cls="initials").text == "CL"  # visible without an emoji font
+    assert card.find("span", cls="avatar-emoji").text == "🦀"
+    assert card.find("span", cls="chip-model").text.strip() == "stub/stub-model"
+    assert card.find("time").text == "3 min ago"  # its most recent session
+    assert card.find("span", cls="runs").text.strip() == "2 runs in flight"
+    assert card.find("span", cls="agent-preview").text.strip() == "Drafting the <b>report</b>"  # escaped text
+    row = page.find("li", data_session_key="agent:crab:main")
+    assert (
+        row.find("a").text == "Weekly report"
+        and row.find("span", cls="session-key").text == "agent:crab:main"
+    )
+    assert row.find("span", cls="session-age").text.strip() == "3 min ago"
+    assert " ".join(row.find("span", cls="tokens-text").text.split()) == "12.3k / 200k context tokens"
+    assert row.find("rect", cls="meter-fill").attrs["width"] == "6"
+
+
+def test_the_navigation_marks_the_current_page_and_lists_each_gateways_config(web, gateway):
+    page = dom(web.get("/"))
+    nav = page.find("nav", aria_label="Main")
+    current = [a for a in nav.find_all("a") if a.attrs.get("aria-current") == "page"]
+    assert [a.text.strip() for a in current] == ["Fleet"]
+    config = nav.find("a", href=f"/gateways/{gateway.pk}/config/")
+    assert "alpha" in config.text
+    soon = [s.text.split()[0] for s in nav.find_all("span", aria_disabled="true")]
+    assert soon == ["Queue", "Jobs", "Triggers", "Flows", "Alerts", "Audit"]
+    page = dom(web.get(f"/gateways/{gateway.pk}/config/"))
+    current = page.find("nav", aria_label="Main").find("a", aria_current="page")
+    assert current.attrs["href"] == f"/gateways/{gateway.pk}/config/"
+    assert page.find("button", id="menu-button").attrs["aria-expanded"] == "false"

@@ -96,6 +96,9 @@ def test_it_polls_a_session_active_then_idle_then_offline_as_time_passes(
     assert (stored.status, stored.has_active_run) == ("active", False)
     assert stored.agent == Agent.objects.get(gateway=gateway_row, agent_id="writer")
     assert stored.total_tokens > 0 and stored.model == "stub-model"
+    # The overview's session table and agent card: the context window and the last message's preview.
+    assert stored.context_tokens >= stored.total_tokens
+    assert stored.last_message_preview.startswith("[stub:stub-model]"), stored.last_message_preview
     assert first.counts["sessions"] >= 1 and first.counts["created"] == first.counts["sessions"]
     assert first.counts["invalid"] == 0
 

@@ -292,3 +292,43 @@ def test_a_list_of_only_malformed_rows_is_an_error_not_an_empty_fleet(gateway):
             sessions.sync_sessions(gateway, [{"nokey": 1}, "junk", None], now=NOW)
     statuses = set(AgentSession.objects.filter(gateway=gateway).values_list("status", flat=True))
     assert statuses == {AgentSession.Status.ACTIVE}
+
+
+# --- tokens against the context window, last-message preview (the overview's session table) ------
+
+
+def test_it_stores_the_context_window_and_a_one_line_preview_of_the_last_message(gateway):
+    long = "first line\nsecond   line " + "word " * 100
+    sessions.sync_sessions(
+        gateway,
+        [make_row("agent:main:main", totalTokens=12_300, contextTokens=200_000, lastMessagePreview=long)],
+        NOW,
+    )
+    stored = AgentSession.objects.get(session_key="agent:main:main")
+    assert (stored.total_tokens, stored.context_tokens) == (12_300, 200_000)
+    assert stored.last_message_preview.startswith("first line second line word")
+    assert len(
+        stored.last_message_preview
+    ) == sessions.PREVIEW_CHARS and stored.last_message_preview.endswith("…")
+
+
+def test_an_event_row_without_preview_or_context_window_keeps_the_stored_ones(gateway):
+    sessions.sync_sessions(
+        gateway, [make_row("agent:main:main", contextTokens=128_000, lastMessagePreview="hello there")], NOW
+    )
+    event_row = make_row("agent:main:main", hasActiveRun=True, activeRunIds=["r"])
+    event_row.pop("contextTokens", None)
+    event_row.pop("lastMessagePreview", None)
+    result = sessions.sync_sessions(gateway, [event_row], NOW, partial=True)
+    assert [c["session_key"] for c in result.changes] == ["agent:main:main"]
+    stored = AgentSession.objects.get(session_key="agent:main:main")
+    assert stored.has_active_run
+    assert (stored.context_tokens, stored.last_message_preview) == (128_000, "hello there")
+
+
+def test_odd_preview_and_context_values_are_coerced_not_fatal(gateway):
+    sessions.sync_sessions(
+        gateway, [make_row("agent:main:main", contextTokens="big", lastMessagePreview=42)], NOW
+    )
+    stored = AgentSession.objects.get(session_key="agent:main:main")
+    assert (stored.context_tokens, stored.last_message_preview) == (0, "")

@@ -62,6 +62,7 @@ NEW_MIGRATIONS = {
     ("scheduler", "0003_audit_and_roles"),
     ("dashboard", "0003_api_token_role"),
     ("scheduler", "0004_batchrun_running_lost"),
+    ("fleet", "0003_session_tokens"),
 }
 # Models (and so content types) the previous release did not have: the audit and django-axes'.
 NEW_CONTENT_TYPES = {
@@ -77,6 +78,8 @@ GROWN_TABLES = {"auth_group", "auth_permission", "django_content_type"}
 TARGET_COLUMNS = ("scope", "target_id", "target_name")
 # What scheduler 0004 adds to a run (empty on the runs of the previous release).
 LIVENESS_COLUMNS = {"heartbeat_at": None, "worker": "", "lock_token": ""}
+# What fleet 0003 adds to a session (the overview's context window and preview; filled by the next poll).
+SESSION_COLUMNS = {"context_tokens": 0, "last_message_preview": ""}
 
 
 @dataclass
@@ -223,6 +226,11 @@ def test_every_row_of_every_table_is_kept_with_its_values(upgrade):
                 {k: v for k, v in row.items() if k != "role"} for row in snapshot[table]
             ] == upgrade.before[table]
             assert {row["role"] for row in snapshot[table]} == {"viewer"}
+        elif table == "dashboard_agentsession":  # new columns with their defaults
+            assert [
+                {k: v for k, v in row.items() if k not in SESSION_COLUMNS} for row in snapshot[table]
+            ] == (upgrade.before[table])
+            assert all({k: row[k] for k in SESSION_COLUMNS} == SESSION_COLUMNS for row in snapshot[table])
         elif table not in changed_on_purpose:
             assert snapshot[table] == upgrade.before[table], f"{table} changed"
     assert sorted(row["name"] for row in snapshot["auth_group"]) == ["admin", "operator", "viewer"]
