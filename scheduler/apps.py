@@ -10,7 +10,8 @@ class SchedulerConfig(AppConfig):
     def ready(self) -> None:
         from agentflow.lib import metrics
 
-        from . import live  # noqa: F401 - declares the engine's live events
+        from . import actions, live  # noqa: F401 - live declares the engine's live events
         from .metrics import BatchCollector
 
         metrics.register(BatchCollector())
+        actions.register_action(actions.NOOP_ACTION)
