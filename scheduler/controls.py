@@ -127,6 +127,7 @@ def _cancel(actor: Actor, run: Run, reason: str) -> str:
 def cancel_run(actor: Actor, run: Run, reason: str = "") -> Run:
     """Waiting → cancelled; running → the action's cancel (the agent kind aborts the chat) and
     aborted. A finished run is refused with a clear message."""
+    run.refresh_from_db()  # the caller's copy may be stale: act on the row as it is
     with audit.control("run.cancel", actor, _run_target(run), reason=reason) as ctl:
         ctl.note(f"now {_cancel(actor, run, reason)}")
     return run
@@ -166,6 +167,7 @@ def _retry(actor: Actor, run: Run) -> None:
 
 def retry_run(actor: Actor, run: Run, reason: str = "") -> Run:
     """A final failed / aborted / lost / cancelled run is queued again for a new attempt."""
+    run.refresh_from_db()
     with audit.control("run.retry", actor, _run_target(run), reason=reason) as ctl:
         _retry(actor, run)
         ctl.note(f"now {run.status}")
