@@ -229,7 +229,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # the default queue ("agentflow.urgent"…), all consumed by every worker (no -Q needed). Celery is
 # only the wake-up: which run starts is chosen in the database.
 CELERY_TASK_QUEUES = [
-    Queue(name) for name in (REDIS_PREFIX, *(f"{REDIS_PREFIX}.{p}" for p in ("urgent", "high", "normal", "low")))
+    Queue(name)
+    for name in (REDIS_PREFIX, *(f"{REDIS_PREFIX}.{p}" for p in ("urgent", "high", "normal", "low")))
 ]
 # The engine's tick (scheduler.tasks.tick): due scheduled runs, lost messages, timeouts, dead workers.
 CELERY_BEAT_SCHEDULE = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -78,9 +79,11 @@ def resume(actor: Actor, scope: str, value: str = "", reason: str = "") -> int:
                 parked = parked.exclude(still)
             ids = list(parked.values_list("pk", flat=True))
             by_priority = Counter(Run.objects.filter(pk__in=ids).values_list("priority", flat=True))
-            released = Run.objects.filter(pk__in=ids, status=Run.Status.PARKED).update(status=Run.Status.QUEUED)
+            released = Run.objects.filter(pk__in=ids, status=Run.Status.PARKED).update(
+                status=Run.Status.QUEUED
+            )
             for priority, n in by_priority.items():
-                transaction.on_commit(lambda p=priority, n=n: queue.send_dispatch(p, n))
+                transaction.on_commit(partial(queue.send_dispatch, priority, n))
         ctl.note(f"{released} run(s) released")
     return released
 
@@ -109,7 +112,9 @@ def _cancel(actor: Actor, run: Run, reason: str) -> str:
             spec = actions.find_action(run.kind)
             if spec is not None and spec.cancel is not None:
                 spec.cancel(
-                    AttemptContext(run=run, attempt=attempt, prompt=run.prompt, params=run.params, input=run.input)
+                    AttemptContext(
+                        run=run, attempt=attempt, prompt=run.prompt, params=run.params, input=run.input
+                    )
                 )
             queue.complete_attempt(attempt.pk, Finished("aborted", errors.ABORTED, why))
         else:
@@ -119,7 +124,8 @@ def _cancel(actor: Actor, run: Run, reason: str) -> str:
         run.refresh_from_db()
         return run.status
     raise ValidationError(
-        f"run {run.pk} is {run.status}: only queued, scheduled, blocked, parked or running runs can be cancelled",
+        f"run {run.pk} is {run.status}: "
+        "only queued, scheduled, blocked, parked or running runs can be cancelled",
         code="illegal_state",
     )
 
@@ -187,7 +193,9 @@ def bulk_queryset(action: str, filters: Mapping[str, Any]) -> Any:
     return Run.objects.filter(status__in=legal, **lookups).order_by("id")
 
 
-def bulk(actor: Actor, action: str, filters: Mapping[str, Any], dry_run: bool = True, reason: str = "") -> int:
+def bulk(
+    actor: Actor, action: str, filters: Mapping[str, Any], dry_run: bool = True, reason: str = ""
+) -> int:
     """Cancel or retry every run the filter matches that is in a legal state for it. A dry run
     counts them and changes nothing (no audit row); the real one writes one audit row."""
     if dry_run:

@@ -320,7 +320,9 @@ def start_next(worker: str | None = None) -> Run | None:
     spec = actions.find_action(run.kind)
     outcome: Finished | Started
     if spec is None:
-        outcome = Finished("failed", errors.SYSTEM, f"no action {run.kind!r} is registered in worker {worker}")
+        outcome = Finished(
+            "failed", errors.SYSTEM, f"no action {run.kind!r} is registered in worker {worker}"
+        )
     else:
         ctx = AttemptContext(run=run, attempt=attempt, prompt=run.prompt, params=run.params, input=run.input)
         try:
@@ -354,8 +356,12 @@ def complete_attempt(attempt_id: uuid.UUID | str, outcome: Finished) -> Run | No
     except ValueError:
         return None
     now = timezone.now()
-    error_class = "" if outcome.status == "succeeded" else errors.normalise(
-        outcome.error_class or (errors.ABORTED if outcome.status == "aborted" else None)
+    error_class = (
+        ""
+        if outcome.status == "succeeded"
+        else errors.normalise(
+            outcome.error_class or (errors.ABORTED if outcome.status == "aborted" else None)
+        )
     )
     with transaction.atomic():
         changed = Attempt.objects.filter(pk=attempt_uuid, status=Attempt.Status.RUNNING).update(

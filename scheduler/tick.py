@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 from django.conf import settings
 from django.db import transaction
@@ -55,12 +56,10 @@ def promote_due(now: datetime) -> tuple[int, int]:
         paused = queue.pause_q(QueuePause.objects.all())
         if paused is not None:
             parked = rows.filter(paused).update(status=Run.Status.PARKED)
-        by_priority = {
-            p: rows.filter(priority=p).update(status=Run.Status.QUEUED) for p in queue.PRIORITIES
-        }
+        by_priority = {p: rows.filter(priority=p).update(status=Run.Status.QUEUED) for p in queue.PRIORITIES}
     for priority, n in by_priority.items():
         if n:
-            transaction.on_commit(lambda p=priority, n=n: queue.send_dispatch(p, n))
+            transaction.on_commit(partial(queue.send_dispatch, priority, n))
     return sum(by_priority.values()), parked
 
 
@@ -105,7 +104,9 @@ def mark_dead_workers_lost(now: datetime) -> int:
             run.status = Run.Status.LOST
             run.attempts += 1
             run.error_class = errors.SYSTEM
-            run.error = f"worker {attempt.worker} stopped during attempt {attempt.number}; it may have partly run"
+            run.error = (
+                f"worker {attempt.worker} stopped during attempt {attempt.number}; it may have partly run"
+            )
             run.finished_at = now
             run.save()
             queue.finished(run)

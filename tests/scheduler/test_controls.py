@@ -105,7 +105,11 @@ def test_a_waiting_run_is_cancelled(status, operator):
     assert (run.status, run.error) == ("cancelled", "cancelled by operator: not needed")
     entry = AuditEntry.objects.get()
     assert (entry.action, entry.result, entry.target_id, entry.actor_id) == (
-        "run.cancel", "ok", str(run.pk), operator.pk)
+        "run.cancel",
+        "ok",
+        str(run.pk),
+        operator.pk,
+    )
 
 
 def test_a_running_run_is_cancelled_through_its_action_and_aborted():
@@ -113,7 +117,12 @@ def test_a_running_run_is_cancelled_through_its_action_and_aborted():
     from scheduler import actions
 
     actions.register_action(
-        ActionSpec("remote", "Remote", start=lambda ctx: Started(), cancel=lambda ctx: cancelled.append(ctx.attempt_id))
+        ActionSpec(
+            "remote",
+            "Remote",
+            start=lambda ctx: Started(),
+            cancel=lambda ctx: cancelled.append(ctx.attempt_id),
+        )
     )
     try:
         run = queue.enqueue(kind="remote")
@@ -184,7 +193,9 @@ def test_bulk_counts_in_a_dry_run_then_acts_with_one_audit_row():
     assert controls.bulk(SYSTEM, "retry", {"status": "cancelled"}, dry_run=False) == 3
     assert Run.objects.filter(status="queued").count() == 4
     assert list(AuditEntry.objects.order_by("id").values_list("action", "message")) == [
-        ("runs.bulk_cancel", "3 run(s)"), ("runs.bulk_retry", "3 run(s)")]
+        ("runs.bulk_cancel", "3 run(s)"),
+        ("runs.bulk_retry", "3 run(s)"),
+    ]
     with pytest.raises(ValidationError, match="unknown filter"):
         controls.bulk(SYSTEM, "cancel", {"colour": "red"})
     with pytest.raises(ValidationError, match="unknown bulk action"):

@@ -48,7 +48,9 @@ def all_done(ids, status="succeeded"):
     return Run.objects.filter(pk__in=ids, status=status).count() == len(ids)
 
 
-def test_runs_start_from_their_messages_and_duplicates_start_nothing_twice(own_queues, redis_prefix, tmp_path):
+def test_runs_start_from_their_messages_and_duplicates_start_nothing_twice(
+    own_queues, redis_prefix, tmp_path
+):
     runs = [queue.enqueue(kind="noop", priority=p) for p in ("low", "normal", "high", "urgent", "normal")]
     assert broker().llen(f"{redis_prefix}.urgent") == 1 and broker().llen(f"{redis_prefix}.normal") == 2
     queue.send_dispatch("normal", 5)  # duplicates: wake-ups with nothing left to claim
@@ -71,13 +73,17 @@ def test_a_worker_killed_mid_run_leaves_a_lost_run_that_never_runs_again(
     own_queues, redis_prefix, tmp_path, settings
 ):
     settings.AGENTFLOW_WORKER_LEASE_SECONDS = 2
-    env = worker_env(redis_prefix, AGENTFLOW_WORKER_LEASE_SECONDS="2", AGENTFLOW_CELERY_VISIBILITY_TIMEOUT="3")
+    env = worker_env(
+        redis_prefix, AGENTFLOW_WORKER_LEASE_SECONDS="2", AGENTFLOW_CELERY_VISIBILITY_TIMEOUT="3"
+    )
     first = start_worker(env, tmp_path / "worker-1.log", redis_prefix)
     second = None
     try:
         slow = queue.enqueue(kind="noop", params={"sleep_ms": 60_000})
         try:
-            attempt = wait_for(lambda: Attempt.objects.filter(run=slow).first(), 60, what="the slow run to start")
+            attempt = wait_for(
+                lambda: Attempt.objects.filter(run=slow).first(), 60, what="the slow run to start"
+            )
         except AssertionError:
             raise AssertionError(logs(tmp_path)) from None
         assert attempt.worker.endswith(f":{first.pid}") and attempt.in_worker

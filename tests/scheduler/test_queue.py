@@ -70,7 +70,11 @@ def test_bad_input_is_a_clear_validation_error_and_writes_nothing(kwargs, messag
 
 def test_a_job_run_takes_the_jobs_policy_and_renders_its_prompt_from_the_input():
     job = Job.objects.create(
-        name="greet", kind="noop", priority="low", timeout_seconds=30, max_attempts=5,
+        name="greet",
+        kind="noop",
+        priority="low",
+        timeout_seconds=30,
+        max_attempts=5,
         prompt_template="Hello {{ input.name }} <b>",
     )
     run = queue.enqueue(job, input={"name": "Ada"}, trigger="user", triggered_by="alice")
@@ -239,7 +243,11 @@ def test_a_server_error_is_retried_with_backoff_then_fails_and_notifies(settings
     queue.start_next(WORKER)
     run.refresh_from_db()
     assert (run.status, run.attempts, run.error_class) == ("failed", 3, "server_error")
-    assert list(run.attempt_set.values_list("number", "status")) == [(1, "failed"), (2, "failed"), (3, "failed")]
+    assert list(run.attempt_set.values_list("number", "status")) == [
+        (1, "failed"),
+        (2, "failed"),
+        (3, "failed"),
+    ]
     alert = Alert.objects.get()
     assert alert.source == "job:flaky" and "failed after 3 attempt(s) (server_error" in alert.message
 
@@ -257,13 +265,21 @@ def test_backoff_is_full_jitter_capped(settings):
 def test_on_error_run_job_queues_the_other_job_with_the_failure_as_input():
     cleanup = Job.objects.create(name="cleanup", kind="noop", on_error="notify")
     job = Job.objects.create(
-        name="breaks", kind="noop", params={"fail": "invalid_request"}, on_error="run_job", on_error_job=cleanup
+        name="breaks",
+        kind="noop",
+        params={"fail": "invalid_request"},
+        on_error="run_job",
+        on_error_job=cleanup,
     )
     run = queue.enqueue(job)
     queue.start_next(WORKER)
     follow = Run.objects.get(job=cleanup)
-    assert follow.input == {"run": run.pk, "job": "breaks", "error_class": "invalid_request",
-                            "error": "noop failed as asked (invalid_request)"}
+    assert follow.input == {
+        "run": run.pk,
+        "job": "breaks",
+        "error_class": "invalid_request",
+        "error": "noop failed as asked (invalid_request)",
+    }
     assert follow.triggered_by == f"on_error of run {run.pk}"
     assert not Alert.objects.exists()
     assert Run.objects.get(pk=run.pk).attempts == 1  # invalid_request: final at once
@@ -359,8 +375,12 @@ def test_a_run_past_its_timeout_is_timed_out_and_retried(settings):
 def test_reconcile_settles_a_run_whose_events_were_missed(settings):
     settings.AGENTFLOW_RUN_TIMEOUT_GRACE_SECONDS = 0
     actions.register_action(
-        ActionSpec("remote", "Remote", start=lambda ctx: Started(session_key="s1"),
-                   reconcile=lambda ctx: Finished(result=f"found {ctx.attempt.session_key}"))
+        ActionSpec(
+            "remote",
+            "Remote",
+            start=lambda ctx: Started(session_key="s1"),
+            reconcile=lambda ctx: Finished(result=f"found {ctx.attempt.session_key}"),
+        )
     )
     try:
         run = queue.enqueue(kind="remote", timeout_seconds=1)
@@ -378,8 +398,9 @@ def test_an_attempt_whose_worker_died_is_lost_and_a_live_ones_is_not(settings):
     me = workers.this_worker()
     for run, worker in ((dead_run, "ghost-host:999"), (live_run, me)):
         Run.objects.filter(pk=run.pk).update(status="running", started_at=timezone.now())
-        Attempt.objects.create(run=run, number=1, worker=worker,
-                               started_at=timezone.now() - timedelta(seconds=10))
+        Attempt.objects.create(
+            run=run, number=1, worker=worker, started_at=timezone.now() - timedelta(seconds=10)
+        )
     assert tick.mark_dead_workers_lost(timezone.now()) == 1
     dead_run.refresh_from_db()
     assert (dead_run.status, dead_run.attempts) == ("lost", 1)
