@@ -162,7 +162,7 @@ class AttemptInline(admin.TabularInline):
     model = Attempt
     extra = 0
     can_delete = False
-    fields = [
+    fields = readonly_fields = (
         "number",
         "id",
         "status",
@@ -172,8 +172,7 @@ class AttemptInline(admin.TabularInline):
         "started_at",
         "finished_at",
         "worker",
-    ]
-    readonly_fields = fields
+    )
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
