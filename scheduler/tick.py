@@ -98,7 +98,7 @@ def mark_dead_workers_lost(now: datetime) -> int:
             )
             if not changed:
                 continue
-            run = Run.objects.select_for_update().select_related("job").get(pk=attempt.run_id)
+            run = Run.objects.select_for_update(of=("self",)).select_related("job").get(pk=attempt.run_id)
             if run.status != Run.Status.RUNNING:
                 continue
             run.status = Run.Status.LOST
