@@ -49,7 +49,6 @@ CAPTURED = [
     ("hang-timeoutMs-fast", "timeout", None),
     ("stall-timeoutMs-fast", "timeout", None),
     ("slow-timeoutMs-fast", "timeout", None),
-    ("stall-default", "timeout", None),
     ("aborted-fast", "aborted", None),
 ]
 
