@@ -86,6 +86,8 @@ def session_send(request: HtmxHttpRequest, gateway_id: int, session_key: str) ->
     else:
         try:
             services.send_chat(gateway, session_key, text, idempotency_key=key[:100])
+            # The gateway has the session now, even if our sync has not stored it yet: poll its chat.
+            chats.register_panel(gateway.pk, session_key)
         except GatewayError as exc:
             error = exc.operator_message
     if request.htmx:

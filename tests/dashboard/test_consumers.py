@@ -20,7 +20,7 @@ from django.test import AsyncClient, Client
 from agentflow.asgi import application
 from dashboard import consumers
 from fleet import chats, events, live
-from fleet.models import Gateway
+from fleet.models import AgentSession, Gateway
 from openclaw import Event
 from scheduler.live import ALERT_RAISED
 from tests.support.factories import make_gateway
@@ -110,6 +110,8 @@ async def wait_until(predicate, timeout: float = 5.0, what: str = "condition"):
 
 
 async def open_panel(page: Page, gateway_id: int, session_key: str) -> None:
+    """Open the panel of a stored session (made-up keys are refused) and wait for its registration."""
+    await AgentSession.objects.aget_or_create(gateway_id=gateway_id, session_key=session_key)
     await page.send({"type": "panel.open", "gateway_id": gateway_id, "session_key": session_key})
     # The consumer joins the chat group before it registers the panel, so once Redis has it
     # the group membership is in place too.
@@ -260,19 +262,22 @@ async def test_panel_open_for_a_disabled_gateway_is_ignored(gateway, sessionid):
 
 
 @pytest.mark.parametrize("kind", ["text", "bytes"])
-async def test_an_oversized_frame_closes_the_socket_with_1009(gateway, sessionid, kind):
+async def test_an_oversized_frame_closes_the_socket_with_4413(gateway, sessionid, kind, caplog):
     communicator = WebsocketCommunicator(application, PATH, headers=ws_headers(sessionid))
     connected, _ = await communicator.connect(timeout=5)
     assert connected
     frame = json.dumps({"type": "panel.open", "pad": "x" * consumers.MAX_FRAME})
     assert len(frame) > 16 * 1024
+    caplog.clear()
     if kind == "text":
         await communicator.send_to(text_data=frame)
     else:
         await communicator.send_to(bytes_data=frame.encode())
     closing = await communicator.receive_output(timeout=3)
+    # 1009 is the protocol's own code, which Daphne refuses from an application (1011 + traceback).
     assert closing == {"type": "websocket.close", "code": consumers.CLOSE_TOO_BIG}
-    assert consumers.CLOSE_TOO_BIG == 1009
+    assert consumers.CLOSE_TOO_BIG == 4413
+    assert_one_line_no_traceback(caplog, "4413")
     await communicator.disconnect()
 
 
@@ -282,19 +287,48 @@ async def test_a_frame_at_the_limit_is_still_accepted(gateway, sessionid):
         frame = frame.replace('""', '"' + "x" * (consumers.MAX_FRAME - len(frame)) + '"')
         assert len(frame) == consumers.MAX_FRAME
         await page.communicator.send_to(text_data=frame)
-        assert await page.nothing(0.5)
+        assert await page.receive() == {"type": "pong"}
         await live.GATEWAY_STATUS.asend(gateway_id=gateway.pk, status="connected", label="Connected")
         assert (await page.receive())["type"] == "gateway.status"
 
 
-async def test_malformed_messages_are_ignored_and_the_socket_stays_usable(gateway, sessionid):
+MALFORMED = {
+    "deeply nested JSON": "[" * 5000,
+    "deeply nested objects": '{"a":' * 3000,
+    "not JSON": "{not json",
+    "a list": "[1, 2]",
+    "a number": "42",
+    "a string": '"panel.open"',
+    "null": "null",
+    "an unknown type": '{"type": "nope"}',
+    "no type": "{}",
+}
+
+
+@pytest.mark.parametrize("frame", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_a_malformed_frame_closes_with_4400_and_one_log_line(gateway, sessionid, frame, caplog):
     async with open_page(sessionid) as page:
-        for frame in ["{not json", "[1, 2]", "42", '"panel.open"', "null", '{"type": "nope"}', "{}"]:
-            await page.communicator.send_to(text_data=frame)
+        caplog.clear()
+        await page.communicator.send_to(text_data=frame)
+        closing = await page.communicator.receive_output(timeout=3)
+        assert closing == {"type": "websocket.close", "code": consumers.CLOSE_MALFORMED}
+        assert consumers.CLOSE_MALFORMED == 4400
+    assert_one_line_no_traceback(caplog, "4400")
+
+
+async def test_a_binary_frame_that_is_not_utf8_closes_with_4400(gateway, sessionid, caplog):
+    async with open_page(sessionid) as page:
+        caplog.clear()
         await page.communicator.send_to(bytes_data=b"\xff\xfe not utf-8")
-        assert await page.nothing(0.5)
-        await live.GATEWAY_STATUS.asend(gateway_id=gateway.pk, status="connected", label="Connected")
-        assert (await page.receive())["status"] == "connected"
+        assert await page.communicator.receive_output(timeout=3) == {"type": "websocket.close", "code": 4400}
+    assert_one_line_no_traceback(caplog, "4400")
+
+
+def assert_one_line_no_traceback(caplog, code: str) -> None:
+    records = [r for r in caplog.records if r.name.startswith("agentflow") or r.levelno >= 30]
+    assert len(records) == 1, [r.getMessage() for r in records]
+    assert records[0].exc_info is None and records[0].exc_text is None
+    assert code in records[0].getMessage()
 
 
 # --- sequence numbers and the dropped counter ---------------------------------------------------------
