@@ -122,6 +122,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
                 await send({"type": "websocket.close", "code": CLOSE_LIVE_UNAVAILABLE})
 
     async def connect(self) -> None:
+        self.closing = False
         self.joined: set[str] = set()
         self.panels: set[str] = set()
         self.last_seq: dict[str, int] = {}
@@ -146,16 +147,20 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         if settings.AGENTFLOW_WS_HEARTBEAT > 0:
             self.heartbeat = asyncio.create_task(self._beat(settings.AGENTFLOW_WS_HEARTBEAT))
 
-    async def _close_unavailable(self, problem: str) -> None:
-        log.warning(
-            "closing a websocket with %d: live updates unavailable, Redis at %s: %s",
-            CLOSE_LIVE_UNAVAILABLE,
-            redacted_url(),
-            problem,
-        )
+    async def _close_for(self, code: int, reason: str) -> None:
+        """Close once, with one log line (no traceback); later frames are ignored."""
+        if self.closing:
+            return
+        self.closing = True
+        log.warning("closing a websocket with %d: %s", code, reason)
         if not self._accepted:
             await self.accept()
-        await self.close(code=CLOSE_LIVE_UNAVAILABLE)
+        await self.close(code=code)
+
+    async def _close_unavailable(self, problem: str) -> None:
+        await self._close_for(
+            CLOSE_LIVE_UNAVAILABLE, f"live updates unavailable, Redis at {redacted_url()}: {problem}"
+        )
 
     async def _beat(self, interval: float) -> None:
         """Check Redis and tell the page the socket is alive; close with 4503 once Redis is away
@@ -182,17 +187,17 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             log.warning("could not leave %d groups on disconnect (Redis at %s)", failed, redacted_url())
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:  # frames the page sent before it saw our close
+            return
         raw = text_data if text_data is not None else bytes_data or b""
         try:
             message = parse_frame(raw)
         except Malformed as exc:
-            log.warning("closing a websocket with %d: it sent %s", exc.code, exc)
-            await self.close(code=exc.code)
+            await self._close_for(exc.code, f"it sent {exc}")
             return
         if message["type"] == "panel.open":
             if not self.panel_opens.take():
-                log.warning("closing a websocket with %d: panel.open faster than allowed", CLOSE_RATE_LIMITED)
-                await self.close(code=CLOSE_RATE_LIMITED)
+                await self._close_for(CLOSE_RATE_LIMITED, "panel.open faster than allowed")
                 return
             await self._open_panel(message.get("gateway_id"), message.get("session_key"))
         else:

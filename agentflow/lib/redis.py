@@ -8,6 +8,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 
 @cache
@@ -15,6 +17,12 @@ def get_redis() -> redis.Redis:
     return redis.Redis.from_url(
         settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2, health_check_interval=30
     )
+
+
+@receiver(setting_changed)
+def _new_pool_for_a_new_url(*, setting: str, **_kwargs: object) -> None:
+    if setting == "REDIS_URL":  # tests (and only tests) change it at run time
+        get_redis.cache_clear()
 
 
 def key(*parts: object) -> str:

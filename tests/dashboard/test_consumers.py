@@ -156,6 +156,60 @@ async def test_a_foreign_origin_is_rejected_even_with_a_valid_session(gateway, s
     await communicator.wait(1)
 
 
+def site_headers(sessionid: str, host: bytes, origin: bytes, *extra: tuple[bytes, bytes]):
+    return [
+        (b"host", host),
+        (b"origin", origin),
+        (b"cookie", f"{settings.SESSION_COOKIE_NAME}={sessionid}".encode()),
+        *extra,
+    ]
+
+
+async def handshake(headers, scheme: str = "ws") -> bool:
+    communicator = WebsocketCommunicator(application, PATH, headers=headers)
+    communicator.scope["scheme"] = scheme
+    connected, _ = await communicator.connect(timeout=5)
+    await communicator.disconnect()
+    return connected
+
+
+async def test_a_page_on_another_port_of_the_same_host_is_refused(gateway, sessionid):
+    # The issue: a page from http://127.0.0.1:9999 opened the socket with the user's cookie.
+    assert not await handshake(site_headers(sessionid, b"127.0.0.1:8000", b"http://127.0.0.1:9999"))
+    assert not await handshake(site_headers(sessionid, b"127.0.0.1:8000", b"http://127.0.0.1"))
+    assert await handshake(site_headers(sessionid, b"127.0.0.1:8000", b"http://127.0.0.1:8000"))
+    assert await handshake(site_headers(sessionid, b"localhost:8000", b"http://LOCALHOST:8000"))
+
+
+async def test_the_origin_scheme_must_match_the_sites(gateway, sessionid):
+    assert not await handshake(site_headers(sessionid, b"127.0.0.1", b"https://127.0.0.1"))
+    assert await handshake(site_headers(sessionid, b"127.0.0.1", b"https://127.0.0.1"), scheme="wss")
+    assert not await handshake(site_headers(sessionid, b"127.0.0.1", b"http://127.0.0.1"), scheme="wss")
+    # http://host:80 and http://host are the same origin
+    assert await handshake(site_headers(sessionid, b"127.0.0.1", b"http://127.0.0.1:80"))
+
+
+async def test_behind_a_tls_proxy_the_forwarded_scheme_counts(gateway, sessionid, settings):
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    proxied = (b"x-forwarded-proto", b"https")
+    assert await handshake(site_headers(sessionid, b"127.0.0.1", b"https://127.0.0.1", proxied))
+    assert not await handshake(site_headers(sessionid, b"127.0.0.1", b"http://127.0.0.1", proxied))
+
+
+async def test_a_trusted_origin_is_accepted(gateway, sessionid, settings):
+    settings.CSRF_TRUSTED_ORIGINS = ["http://127.0.0.1:9443", "https://*.localhost"]
+    assert await handshake(site_headers(sessionid, b"127.0.0.1:8000", b"http://127.0.0.1:9443"))
+    assert await handshake(site_headers(sessionid, b"127.0.0.1:8000", b"https://ops.localhost"))
+    assert not await handshake(site_headers(sessionid, b"127.0.0.1:8000", b"http://ops.localhost"))
+    assert not await handshake(site_headers(sessionid, b"127.0.0.1:8000", b"http://127.0.0.1:9444"))
+
+
+async def test_a_missing_origin_or_a_host_not_allowed_is_refused(gateway, sessionid):
+    cookie = (b"cookie", f"{settings.SESSION_COOKIE_NAME}={sessionid}".encode())
+    assert not await handshake([(b"host", b"127.0.0.1"), cookie])
+    assert not await handshake(site_headers(sessionid, b"evil.example", b"http://evil.example"))
+
+
 async def test_an_authenticated_page_receives_sessions_changed(gateway, sessionid):
     changes = [
         {"session_key": "agent:main:main", "agent_id": "main", "status": "active", "has_active_run": True}
@@ -256,6 +310,51 @@ async def test_panel_open_for_a_disabled_gateway_is_ignored(gateway, sessionid):
         await page.send({"type": "panel.open", "gateway_id": disabled.pk, "session_key": SESSION_KEY})
         assert await page.nothing(0.5)
         assert await sync_to_async(chats.open_panels)(disabled.pk) == []
+
+
+async def test_a_socket_registers_at_most_its_cap_of_panels(gateway, sessionid, settings):
+    settings.AGENTFLOW_WS_MAX_PANELS = 20
+    settings.AGENTFLOW_WS_PANEL_OPEN_BURST = 100
+    keys = [f"agent:main:s{i}" for i in range(30)]
+    await AgentSession.objects.abulk_create([AgentSession(gateway=gateway, session_key=k) for k in keys])
+    async with open_page(sessionid) as page:
+        for k in keys:
+            await page.send({"type": "panel.open", "gateway_id": gateway.pk, "session_key": k})
+        # Renewing an open panel is no new panel.
+        await page.send({"type": "panel.open", "gateway_id": gateway.pk, "session_key": keys[0]})
+        await page.send({"type": "ping"})
+        assert await page.receive() == {"type": "pong"}  # every panel.open before it was handled
+        registered = await sync_to_async(chats.open_panels)(gateway.pk)
+        assert sorted(registered) == sorted(keys[:20])
+        await apush(live.chat_group(gateway.pk, keys[25]), "chat.stream", state="delta")
+        assert await page.nothing()  # not joined either
+
+
+async def test_300_made_up_panels_register_nothing_and_cost_batch_003_no_gateway_call(
+    gateway, sessionid, settings, caplog
+):
+    """The issue: one viewer socket registered 300 made-up panels; BATCH-003 then made 300 gateway
+    calls per run. poll_chats makes one chat.history call per registered panel."""
+    settings.AGENTFLOW_WS_PANEL_OPEN_BURST = 1000  # the cap and the session check, not the rate limit
+    async with open_page(sessionid) as page:
+        for i in range(300):
+            await page.send({"type": "panel.open", "gateway_id": gateway.pk, "session_key": f"agent:x:{i}"})
+        await page.send({"type": "ping"})
+        assert await page.receive() == {"type": "pong"}
+    assert await sync_to_async(chats.open_panels)(gateway.pk) == []  # what BATCH-003 would poll
+
+
+async def test_panel_open_faster_than_the_rate_limit_closes_with_4429(gateway, sessionid, settings, caplog):
+    settings.AGENTFLOW_WS_PANEL_OPEN_RATE = 1
+    settings.AGENTFLOW_WS_PANEL_OPEN_BURST = 10
+    async with open_page(sessionid) as page:
+        caplog.clear()
+        for i in range(300):
+            await page.send({"type": "panel.open", "gateway_id": gateway.pk, "session_key": f"agent:x:{i}"})
+        closing = await page.communicator.receive_output(timeout=3)
+        assert closing == {"type": "websocket.close", "code": consumers.CLOSE_RATE_LIMITED}
+        assert consumers.CLOSE_RATE_LIMITED == 4429
+    assert_one_line_no_traceback(caplog, "4429")
 
 
 # --- what the page may send -------------------------------------------------------------------------
