@@ -101,7 +101,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         # socket is open (core layer's receive): accept if needed and close with 4503, one line.
         self._accepted = False
 
-        async def tracking_send(message: dict[str, Any]) -> None:
+        async def tracking_send(message: Any) -> None:
             if message.get("type") == "websocket.accept":
                 self._accepted = True
             await send(message)
@@ -175,8 +175,9 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             await self.send(text_data='{"type":"heartbeat"}')
 
     async def disconnect(self, code: int) -> None:
-        if getattr(self, "heartbeat", None) is not None:
-            self.heartbeat.cancel()
+        heartbeat = getattr(self, "heartbeat", None)
+        if heartbeat is not None:
+            heartbeat.cancel()
         failed = 0
         for group in getattr(self, "joined", ()):
             try:
