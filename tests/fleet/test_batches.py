@@ -298,7 +298,7 @@ def test_an_expired_panel_is_no_longer_polled(db, redis_prefix):
 @pytest.mark.gateway
 def test_an_open_panels_reply_is_stored_once_however_often_it_is_polled(gateway_row, chatted, listen):
     panel = listen(live.chat_group(gateway_row.pk, chatted.key))
-    chats.open_panel(gateway_row.pk, chatted.key)
+    chats.register_panel(gateway_row.pk, chatted.key)
 
     runs = [runner.run(batches.CHAT_POLLING, gateway_row, batches.poll_chats) for _ in range(3)]
 
