@@ -1,8 +1,9 @@
 """Read-only JSON API (``/api/v1/``) for ops scripts.
 
 Authenticated by the login session or ``Authorization: Bearer <token>`` (tokens are issued in
-the admin and stored hashed). Every error is JSON with a clear ``error`` message. Lists are
-paginated with ``limit`` (≤ 500) and ``offset``.
+the admin or by ``manage.py create_api_token`` and stored hashed; a token's role is at most its
+user's, and ``/api/v1/audit/`` needs the admin role). Every error is JSON with a clear
+``error`` message. Lists are paginated with ``limit`` (≤ 500) and ``offset``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
@@ -21,9 +22,10 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET
 
 from fleet.models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway
-from scheduler import registry
-from scheduler.models import BatchRun
+from scheduler import registry, roles
+from scheduler.models import AuditEntry, BatchRun
 
+from . import access
 from .models import ApiToken
 
 MAX_LIMIT = 500
@@ -49,6 +51,7 @@ def _authenticate(request: HttpRequest) -> bool:
         return False
     ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
     request.user = token.user
+    request.api_token = token  # type: ignore[attr-defined]  # its role bounds the user's (access.actor)
     return True
 
 
@@ -66,6 +69,8 @@ def api_view(view: Callable[..., Any]) -> Callable[..., JsonResponse]:
             return JsonResponse(view(request, *args, **kwargs))
         except ApiError as exc:
             return JsonResponse({"error": exc.message}, status=exc.status)
+        except PermissionDenied as exc:  # a refused control (scheduler.audit.Refused) or requires()
+            return JsonResponse({"error": str(exc) or "not allowed"}, status=403)
 
     return wrapper
 
@@ -258,6 +263,58 @@ def batches(request: HttpRequest) -> dict[str, Any]:
             }
         )
     return {"next": None, "previous": None, "results": results}
+
+
+# --- Roles and the audit log (h-auth) -----------------------------------------------------
+
+
+def requires(capability: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Under ``@api_view``: the caller's role (a token's is at most its user's) must allow it."""
+
+    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            actor = access.actor(request, source="api")
+            if not actor.can(capability):
+                raise PermissionDenied(roles.refusal(actor.effective_role, capability))
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+@api_view
+@requires("administer")
+def audit(request: HttpRequest) -> dict[str, Any]:
+    """The control audit, newest first; filters: action, result, actor (label), target_type, target_id."""
+    qs = AuditEntry.objects.select_related("actor")
+    if result := request.GET.get("result"):
+        if result not in AuditEntry.Result.values:
+            raise ApiError(400, f"'result' must be one of {', '.join(AuditEntry.Result.values)}")
+        qs = qs.filter(result=result)
+    for param in ("action", "target_type", "target_id"):
+        if value := request.GET.get(param):
+            qs = qs.filter(**{param: value})
+    if actor := request.GET.get("actor"):
+        qs = qs.filter(actor_label=actor)
+
+    def row(e: AuditEntry) -> dict[str, Any]:
+        return {
+            "id": e.pk,
+            "created_at": _ts(e.created_at),
+            "actor": e.actor_label,
+            "user": e.actor.get_username() if e.actor else None,
+            "action": e.action,
+            "target": {"type": e.target_type, "id": e.target_id, "label": e.target_label},
+            "reason": e.reason,
+            "result": e.result,
+            "message": e.message,
+            "source": e.source,
+            "ip_address": e.ip_address,
+        }
+
+    return paginate(request, qs, row)
 
 
 @login_not_required

@@ -15,5 +15,6 @@ urlpatterns = [
     path("v1/config-history/", api.config_history, name="config-history"),
     path("v1/chat/<path:session_key>/", api.chat, name="chat"),
     path("v1/batches/", api.batches, name="batches"),
+    path("v1/audit/", api.audit, name="audit"),
     path("<path:rest>", api.not_found),
 ]

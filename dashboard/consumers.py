@@ -27,6 +27,7 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -36,6 +37,7 @@ from agentflow.lib.redis import get_redis, key, redacted_url, redis_problem
 from fleet import chats
 from fleet.live import chat_group, gateway_group
 from fleet.models import Gateway
+from scheduler import audit, roles
 from scheduler.live import ALERTS_GROUP
 
 log = logging.getLogger("agentflow.consumers")
@@ -48,8 +50,11 @@ CLOSE_TOO_BIG = 4413
 CLOSE_RATE_LIMITED = 4429
 CLOSE_LIVE_UNAVAILABLE = 4503
 MAX_FRAME = 16 * 1024  # the page only ever sends tiny control messages
-# What a page may send: its chat panel's registration, and a ping the server answers.
-MESSAGE_TYPES = ("panel.open", "ping")
+# What a page may send, and the capability (scheduler.roles) each needs. panel.open is read
+# access: it subscribes this socket to a chat its user may already open as a page. A control
+# added here needs "operate" or more and runs inside scheduler.audit.control, as the views do.
+# Any other type closes the socket with 4400.
+MESSAGES: dict[str, tuple[str, str]] = {"panel.open": ("read", "_open_panel"), "ping": ("read", "_pong")}
 # A layer or Redis failure: the page is told (4503) instead of a 500 or a silent socket.
 LIVE_ERRORS = (redis.RedisError, OSError, asyncio.TimeoutError)
 
@@ -72,7 +77,7 @@ def parse_frame(raw: str | bytes) -> dict[str, Any]:
         raise Malformed(CLOSE_MALFORMED, f"a frame that is not JSON ({type(exc).__name__})") from None
     if not isinstance(message, dict):
         raise Malformed(CLOSE_MALFORMED, f"a JSON {type(message).__name__}, not an object")
-    if message.get("type") not in MESSAGE_TYPES:
+    if not isinstance(message.get("type"), str) or message["type"] not in MESSAGES:
         raise Malformed(CLOSE_MALFORMED, f"an unknown message type {str(message.get('type'))[:40]!r}")
     return message
 
@@ -197,15 +202,37 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         except Malformed as exc:
             await self._close_for(exc.code, f"it sent {exc}")
             return
-        if message["type"] == "panel.open":
-            if not self.panel_opens.take():
-                await self._close_for(CLOSE_RATE_LIMITED, "panel.open faster than allowed")
+        kind = message["type"]
+        if kind == "panel.open" and not self.panel_opens.take():
+            await self._close_for(CLOSE_RATE_LIMITED, "panel.open faster than allowed")
+            return
+        capability, handler = MESSAGES[kind]
+        if capability != "read":
+            refusal = await database_sync_to_async(self._refusal, thread_sensitive=False)(kind, capability)
+            if refusal:
+                await self.send(text_data=json.dumps({"type": "refused", "action": kind, "error": refusal}))
                 return
-            await self._open_panel(message.get("gateway_id"), message.get("session_key"))
-        else:
-            await self.send(text_data='{"type":"pong"}')
+        await getattr(self, handler)(message)
 
-    async def _open_panel(self, gateway_id: Any, session_key: Any) -> None:
+    def _refusal(self, kind: str, capability: str) -> str:
+        """Checked per control message, from the database: a role taken away applies at once.
+        A refusal is audited like a refused page or API call."""
+        user_id = getattr(self.scope.get("user"), "pk", None)
+        user = get_user_model().objects.filter(pk=user_id).first() if user_id is not None else None
+        actor = audit.Actor.of_user(
+            user, source="websocket", ip_address=(self.scope.get("client") or [None])[0]
+        )
+        if actor.can(capability):
+            return ""
+        message = roles.refusal(actor.effective_role, capability)
+        audit.record(kind, actor, result=audit.Result.REFUSED, message=message)
+        return message
+
+    async def _pong(self, message: dict[str, Any]) -> None:
+        await self.send(text_data='{"type":"pong"}')
+
+    async def _open_panel(self, message: dict[str, Any]) -> None:
+        gateway_id, session_key = message.get("gateway_id"), message.get("session_key")
         if not isinstance(gateway_id, int) or gateway_id not in self.gateway_ids:
             return
         if not isinstance(session_key, str) or not 0 < len(session_key) <= 500:

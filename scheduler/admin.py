@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from .models import Alert, BatchRun
+from . import audit
+from .models import Alert, AuditEntry, BatchRun
 
 
 @admin.register(BatchRun)
@@ -29,4 +30,33 @@ class AlertAdmin(admin.ModelAdmin):
 
     @admin.action(description="Mark selected alerts resolved")
     def resolve(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
-        queryset.filter(resolved_at__isnull=True).update(resolved_at=timezone.now())
+        ids = sorted(queryset.filter(resolved_at__isnull=True).values_list("pk", flat=True))
+        actor = audit.Actor.of_user(request.user, source="admin", ip_address=request.META.get("REMOTE_ADDR"))
+        target = audit.Target("alert", ",".join(map(str, ids))[:255], f"{len(ids)} open alert(s)")
+        try:
+            with audit.control("alert.resolve", actor, target) as ctl:
+                count = Alert.objects.filter(pk__in=ids).update(resolved_at=timezone.now())
+                ctl.note(f"{count} resolved")
+        except audit.Refused as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    """The control audit, read-only: rows are written by scheduler.audit and never edited."""
+
+    list_display = ["created_at", "actor_label", "action", "target_label", "result", "message", "source"]
+    list_filter = ["action", "result", "source", "actor_label"]
+    search_fields = ["actor_label", "target_label", "target_id", "reason", "message"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    list_select_related = ["actor"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AuditEntry | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AuditEntry | None = None) -> bool:
+        return False

@@ -90,3 +90,60 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return f"[{self.source}] {self.message[:80]}"
+
+
+class AuditEntryQuerySet(models.QuerySet["AuditEntry"]):
+    def for_target(self, target_type: str, target_id: str) -> AuditEntryQuerySet:
+        return self.filter(target_type=target_type, target_id=str(target_id))
+
+    def refused(self) -> AuditEntryQuerySet:
+        return self.filter(result=AuditEntry.Result.REFUSED)
+
+
+class AuditEntry(models.Model):
+    """One control action: who did what to which target, why, from where, and how it ended.
+
+    Written by :mod:`scheduler.audit` for every control, allowed or refused; never edited. The
+    target is a type, an id and the label it had then (no foreign key up into a domain app).
+    """
+
+    class Result(models.TextChoices):
+        OK = "ok", "OK"
+        REFUSED = "refused", "Refused"
+        ERROR = "error", "Error"
+
+    created_at = models.DateTimeField(default=timezone.now)
+    actor = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_entries"
+    )
+    actor_label = models.CharField(
+        max_length=200, help_text="Who, as shown: a username, \"api token 'ops' (alice)\", 'system'."
+    )
+    action = models.CharField(max_length=60, help_text="What, as noun.verb: chat.send, chat.abort.")
+    target_type = models.CharField(max_length=40, blank=True)
+    target_id = models.CharField(max_length=255, blank=True)
+    target_label = models.CharField(max_length=300, blank=True)
+    reason = models.TextField(blank=True, help_text="Why, in the actor's words (optional).")
+    result = models.CharField(max_length=10, choices=Result.choices)
+    message = models.TextField(blank=True, help_text="The refusal or error, as the actor was told.")
+    source = models.CharField(max_length=60, blank=True, help_text="web, api, websocket, admin, command…")
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+
+    objects = AuditEntryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "audit entries"
+        indexes = [
+            models.Index(fields=["-created_at"], name="audit_time"),
+            models.Index(fields=["action", "-created_at"], name="audit_action_time"),
+            models.Index(fields=["target_type", "target_id"], name="audit_target"),
+        ]
+        # The roles' permissions (scheduler.roles): created explicitly by migration 0003.
+        permissions = [
+            ("operate", "Operate: send chats, abort runs, run batches now"),
+            ("administer", "Administer: audit log, API tokens, emergency stop"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_label} {self.action} {self.result}"

@@ -66,7 +66,22 @@ def redis_client():
 
 @pytest.fixture
 def operator(db, django_user_model):
-    return django_user_model.objects.create_user("operator", password="operator-pass")
+    """A user in the operator group: reads everything, may send chats and abort runs."""
+    from scheduler import roles
+
+    user = django_user_model.objects.create_user("operator", password="operator-pass")
+    roles.assign(user, roles.Role.OPERATOR)
+    return user
+
+
+@pytest.fixture
+def viewer(db, django_user_model):
+    """A user in the viewer group: reads everything, controls nothing."""
+    from scheduler import roles
+
+    user = django_user_model.objects.create_user("viewer", password="viewer-pass")
+    roles.assign(user, roles.Role.VIEWER)
+    return user
 
 
 @pytest.fixture

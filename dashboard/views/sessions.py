@@ -10,13 +10,16 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from dashboard import access
 from dashboard.views import HtmxHttpRequest
 from fleet import chats, services
 from fleet.models import AgentSession, ChatHistory, Gateway
 from openclaw import GatewayError
+from scheduler import audit
 
 CHAT_PAGE = 100  # messages shown on a chat panel before "older"
 PREVIEW_CHARS = 4000  # longer messages render truncated with a link to the full text
+VIEWER_REASON = "You have the viewer role: sending and aborting need the operator role."
 
 
 def _session_context(gateway: Gateway, session_key: str, request: HttpRequest) -> dict:
@@ -32,6 +35,7 @@ def _session_context(gateway: Gateway, session_key: str, request: HttpRequest) -
     page = list(history[: CHAT_PAGE + 1])
     older = page[CHAT_PAGE].pk if len(page) > CHAT_PAGE else None
     page = list(reversed(page[:CHAT_PAGE]))
+    can_operate = access.can_operate(request)
     return {
         "gateway": gateway,
         "session": session,
@@ -40,9 +44,23 @@ def _session_context(gateway: Gateway, session_key: str, request: HttpRequest) -
         "older": page[0].pk if older and page else None,
         "preview_chars": PREVIEW_CHARS,
         "idempotency_key": uuid.uuid4(),
-        "can_send": gateway.can_write,
-        "send_disabled_reason": _send_disabled_reason(gateway),
+        # A viewer's controls are disabled with the reason; the views check the role again.
+        "can_operate": can_operate,
+        "can_send": gateway.can_write and can_operate,
+        "send_disabled_reason": _send_disabled_reason(gateway) if can_operate else VIEWER_REASON,
     }
+
+
+def _target(gateway: Gateway, session_key: str) -> audit.Target:
+    return audit.Target("session", f"{gateway.pk}:{session_key}", f"{gateway.name} / {session_key}")
+
+
+def _send_input_error(gateway: Gateway, text: str) -> str:
+    if not text:
+        return "Type a message first."
+    if len(text) > 100_000:
+        return "The message is too long (100,000 characters at most)."
+    return _send_disabled_reason(gateway)
 
 
 def _send_disabled_reason(gateway: Gateway) -> str:
@@ -76,20 +94,19 @@ def session_send(request: HtmxHttpRequest, gateway_id: int, session_key: str) ->
     gateway = get_object_or_404(Gateway, pk=gateway_id)
     text = request.POST.get("message", "").strip()
     key = request.POST.get("idempotency_key") or str(uuid.uuid4())
-    error = ""
-    if not text:
-        error = "Type a message first."
-    elif len(text) > 100_000:
-        error = "The message is too long (100,000 characters at most)."
-    elif not gateway.can_write:
-        error = _send_disabled_reason(gateway)
-    else:
-        try:
-            services.send_chat(gateway, session_key, text, idempotency_key=key[:100])
-            # The gateway has the session now, even if our sync has not stored it yet: poll its chat.
-            chats.register_panel(gateway.pk, session_key)
-        except GatewayError as exc:
-            error = exc.operator_message
+    # A viewer is refused (and audited) here: 403 before anything is sent.
+    with audit.control("chat.send", access.actor(request), _target(gateway, session_key)) as ctl:
+        error = _send_input_error(gateway, text)
+        if not error:
+            try:
+                services.send_chat(gateway, session_key, text, idempotency_key=key[:100])
+                ctl.note(f"{len(text)} characters sent")
+                # The gateway has the session now, even if our sync has not stored it yet: poll its chat.
+                chats.register_panel(gateway.pk, session_key)
+            except GatewayError as exc:
+                error = exc.operator_message
+        if error:
+            ctl.fail(error)
     if request.htmx:
         context = _session_context(gateway, session_key, request)
         context.update(error=error, draft=text if error else "")
@@ -102,11 +119,13 @@ def session_send(request: HtmxHttpRequest, gateway_id: int, session_key: str) ->
 @require_POST
 def session_abort(request: HtmxHttpRequest, gateway_id: int, session_key: str) -> HttpResponse:
     gateway = get_object_or_404(Gateway, pk=gateway_id)
-    try:
-        services.abort_chat(gateway, session_key, run_id=request.POST.get("run_id") or None)
-        message, status = "Abort requested.", 200
-    except GatewayError as exc:
-        message, status = exc.operator_message, 400
+    with audit.control("chat.abort", access.actor(request), _target(gateway, session_key)) as ctl:
+        try:
+            services.abort_chat(gateway, session_key, run_id=request.POST.get("run_id") or None)
+            message, status = "Abort requested.", 200
+        except GatewayError as exc:
+            message, status = exc.operator_message, 400
+            ctl.fail(message)
     if request.htmx:
         return HttpResponse(f'<span class="notice" role="status">{message}</span>', status=status)
     (messages.success if status == 200 else messages.error)(request, message)

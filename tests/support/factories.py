@@ -15,6 +15,7 @@ from django.utils import timezone
 from dashboard.models import ApiToken
 from fleet.models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway, HealthSample
 from scheduler.models import Alert, BatchRun
+from scheduler.roles import Role
 
 # Unique values for fields a test rarely cares about but the database wants distinct.
 _sequence = itertools.count(1)
@@ -91,6 +92,6 @@ def make_alert(message: str = "something failed", source: str = "BATCH-004", **f
     return Alert.objects.create(message=message, source=source, **fields)
 
 
-def make_api_token(user: Any, name: str = "test token") -> tuple[ApiToken, str]:
+def make_api_token(user: Any, name: str = "test token", role: str = "viewer") -> tuple[ApiToken, str]:
     """An issued API token and its raw value (only ever returned once, as in the app)."""
-    return ApiToken.issue(user, name)
+    return ApiToken.issue(user, name, Role.parse(role))

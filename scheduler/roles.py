@@ -1,0 +1,121 @@
+"""Who may do what: three roles, each a Django group holding the engine's permissions.
+
+* **viewer**: reads every page and the API; no control. A logged-in user in no group is a viewer.
+* **operator**: a viewer who may also control: send a chat, abort a run, run a batch now (and the
+  later pause / resume / requeue). Permission ``scheduler.operate``.
+* **admin**: an operator who may also administer: the audit log, API tokens of any role (and the
+  later emergency stop). Permissions ``scheduler.operate`` + ``scheduler.administer``. A superuser
+  is always an admin.
+
+The groups and permissions are created by ``scheduler/migrations/0003`` and assigned in the admin
+(Users › Groups); ``assign()`` does it from code. Every control checks ``can(user, capability)``
+server-side, whatever the page shows.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from django.contrib.auth.models import AnonymousUser, Group, Permission
+from django.contrib.contenttypes.models import ContentType
+
+from .models import AuditEntry
+
+APP_LABEL = "scheduler"  # the permissions live on AuditEntry's Meta (scheduler.models)
+
+
+class Role(enum.IntEnum):
+    """Ordered: a higher role may do everything a lower one may (``min()`` gives the weaker)."""
+
+    VIEWER = 1
+    OPERATOR = 2
+    ADMIN = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, value: str) -> Role:
+        try:
+            return cls[value.strip().upper()]
+        except KeyError:
+            raise ValueError(f"unknown role {value!r}: use {', '.join(r.label for r in cls)}") from None
+
+    @classmethod
+    def choices(cls) -> list[tuple[str, str]]:
+        return [(r.label, r.label.capitalize()) for r in cls]
+
+
+# A capability is what a control asks for; each role's group holds the permissions of its own
+# capabilities (the migration freezes a copy of this table).
+CAPABILITIES: dict[str, Role] = {"read": Role.VIEWER, "operate": Role.OPERATOR, "administer": Role.ADMIN}
+PERMISSIONS: dict[str, str] = {
+    "operate": "Operate: send chats, abort runs, run batches now",
+    "administer": "Administer: audit log, API tokens, emergency stop",
+}
+GROUP_PERMISSIONS: dict[Role, list[str]] = {
+    Role.VIEWER: [],
+    Role.OPERATOR: ["operate"],
+    Role.ADMIN: ["operate", "administer", "view_auditentry"],
+}
+
+
+def role_of(user: Any) -> Role | None:
+    """The user's role, or ``None`` for an anonymous or inactive user (who may do nothing)."""
+    if user is None or isinstance(user, AnonymousUser) or not user.is_authenticated or not user.is_active:
+        return None
+    if user.is_superuser or user.has_perm(f"{APP_LABEL}.administer"):
+        return Role.ADMIN
+    if user.has_perm(f"{APP_LABEL}.operate"):
+        return Role.OPERATOR
+    return Role.VIEWER
+
+
+def allows(role: Role | None, capability: str) -> bool:
+    if capability not in CAPABILITIES:
+        raise ValueError(f"unknown capability {capability!r}")
+    return role is not None and role >= CAPABILITIES[capability]
+
+
+def can(user: Any, capability: str) -> bool:
+    """``can(request.user, "operate")``: may this user use a control that needs ``capability``?"""
+    return allows(role_of(user), capability)
+
+
+def refusal(role: Role | None, capability: str) -> str:
+    """The sentence an operator reads when a control is refused (page, API and websocket alike)."""
+    needed = CAPABILITIES[capability]
+    if role is None:
+        return "Log in first."
+    return (
+        f"This needs the {needed.label} role; you are a {role.label}. "
+        "An administrator can change your role in the admin (Users › Groups)."
+    )
+
+
+def ensure_group(role: Role) -> Group:
+    """The role's group with exactly its permissions, created if missing (the migration made them;
+    a test database flushed between tests has lost them)."""
+    group, _ = Group.objects.get_or_create(name=role.label)
+    content_type = ContentType.objects.get_for_model(AuditEntry)
+    perms = []
+    for codename in GROUP_PERMISSIONS[role]:
+        name = PERMISSIONS.get(codename, "Can view audit entry")
+        perm, _ = Permission.objects.get_or_create(
+            content_type=content_type, codename=codename, defaults={"name": name}
+        )
+        perms.append(perm)
+    group.permissions.set(perms)
+    return group
+
+
+def assign(user: Any, role: Role) -> None:
+    """Put ``user`` in exactly one role group (the other roles' groups are left)."""
+    role_groups = Group.objects.filter(name__in=[r.label for r in Role])
+    user.groups.remove(*role_groups)
+    user.groups.add(ensure_group(role))
+    # has_perm caches the user's permissions on the instance.
+    for attr in ("_perm_cache", "_group_perm_cache", "_user_perm_cache"):
+        user.__dict__.pop(attr, None)
