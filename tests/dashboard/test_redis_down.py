@@ -121,11 +121,19 @@ def test_pages_render_without_redis_with_a_banner_and_recover_when_it_returns(
         assert banner(response) is None, url
 
 
-def test_the_login_page_does_not_name_redis_to_strangers(redis_server, gateway):
+def test_signing_in_works_and_the_login_page_does_not_name_redis_to_strangers(
+    redis_server, gateway, operator
+):
     redis_server.kill()
-    response = Client().get("/accounts/login/", follow=True)
+    client = Client()
+    response = client.get("/accounts/login/")
     assert response.status_code == 200
     assert b"Redis" not in response.content and str(redis_server.port).encode() not in response.content
+    response = client.post(
+        "/accounts/login/", {"username": "operator", "password": "operator-pass"}, follow=True
+    )
+    assert response.status_code == 200 and response.redirect_chain[-1][0] == "/"
+    assert banner(response).startswith(BANNER)  # signed in now: told why nothing is live
 
 
 def test_a_password_in_the_redis_url_is_never_shown(settings, redis_server, gateway, web):
