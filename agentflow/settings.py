@@ -99,6 +99,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # A bad parameter is a 400 naming it; every error under /api/ is JSON (also with DEBUG on).
+    "dashboard.middleware.HttpErrorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -208,8 +210,27 @@ CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
 CELERY_TASK_DEFAULT_QUEUE = REDIS_PREFIX
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
+# No lost task: a message is acknowledged after its task ran (acks_late), a task whose pool
+# process died is requeued (reject_on_worker_lost), and a worker reserves one message at a time.
+# A worker whose main process is killed (kill -9) leaves its message unacknowledged on Redis: the
+# next worker redelivers it once it is older than the visibility timeout. A redelivered or
+# duplicate batch run is harmless: the batch lock skips it while the first still runs, and the
+# killed run's BatchRun row is marked lost (scheduler/runner.py). Keep the timeout above the
+# longest task you want never to run twice.
 CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("AGENTFLOW_CELERY_VISIBILITY_TIMEOUT", 900),
+    # Look for such abandoned messages every 5 s (kombu's default is every ~100 s).
+    "unacked_restore_interval": 5,
+    "unacked_restore_throttle": 1,
+    # Kombu's bookkeeping of unacknowledged messages under our prefix, like the queue: a worker
+    # of another stack on the same Redis never redelivers ours (nor we theirs).
+    "unacked_key": f"{REDIS_PREFIX}:unacked",
+    "unacked_index_key": f"{REDIS_PREFIX}:unacked_index",
+    "unacked_mutex_key": f"{REDIS_PREFIX}:unacked_mutex",
+}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
@@ -304,6 +325,9 @@ AGENTFLOW_SESSION_IDLE_SECONDS = env_int("AGENTFLOW_SESSION_IDLE_SECONDS", 300)
 AGENTFLOW_CONFIG_RETENTION_DAYS = env_int("AGENTFLOW_CONFIG_RETENTION_DAYS", 30)
 AGENTFLOW_CHAT_RETENTION_DAYS = env_int("AGENTFLOW_CHAT_RETENTION_DAYS", 7)
 AGENTFLOW_BATCH_RUN_RETENTION_DAYS = env_int("AGENTFLOW_BATCH_RUN_RETENTION_DAYS", 7)
+# A batch run's no-overlap lock lives this long past its worker's last heartbeat (renewed every
+# third of it): a killed worker blocks the next run for at most this, and its run is marked lost.
+AGENTFLOW_BATCH_LEASE_SECONDS = env_int("AGENTFLOW_BATCH_LEASE_SECONDS", 6)
 AGENTFLOW_CLEANUP_BATCH_SIZE = env_int("AGENTFLOW_CLEANUP_BATCH_SIZE", 10000)
 # Chat messages longer than this are stored truncated (with a marker); 2 MiB by default.
 AGENTFLOW_CHAT_MAX_CHARS = env_int("AGENTFLOW_CHAT_MAX_CHARS", 2 * 1024 * 1024)

@@ -3,33 +3,40 @@
 Authenticated by the login session or ``Authorization: Bearer <token>`` (tokens are issued in
 the admin or by ``manage.py create_api_token`` and stored hashed; a token's role is at most its
 user's, and ``/api/v1/audit/`` needs the admin role). Every error is JSON with a clear
-``error`` message. Lists are paginated with ``limit`` (≤ 500) and ``offset``.
+``error`` message (see also ``dashboard.middleware``). Lists are paginated with ``limit``
+(≤ 500) and ``offset`` (≤ ``MAX_OFFSET``). Each view declares its parameters and answer next to
+it (``@openapi.operation``): ``/api/v1/schema/`` and the index at ``/api/v1/`` are built from them.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, JsonResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 from fleet.models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway
 from scheduler import registry, roles
 from scheduler.models import AuditEntry, BatchRun
 
-from . import access
+from . import access, openapi, params
 from .models import ApiToken
+from .openapi import Operation, Param, nullable, obj
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 100
+# OFFSET n makes the database walk n rows: past this, page with a filter or ?after= instead.
+MAX_OFFSET = 100_000
 
 
 class ApiError(Exception):
@@ -56,7 +63,10 @@ def _authenticate(request: HttpRequest) -> bool:
 
 
 def api_view(view: Callable[..., Any]) -> Callable[..., JsonResponse]:
-    @login_not_required  # this decorator does its own auth and answers 401 in JSON, not a redirect
+    # login_not_required: this decorator does its own auth and answers 401 in JSON, not a redirect.
+    # csrf_exempt: the API only reads (GET), so a POST is answered 405, not a CSRF 403.
+    @login_not_required
+    @csrf_exempt
     @require_GET
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
@@ -69,28 +79,21 @@ def api_view(view: Callable[..., Any]) -> Callable[..., JsonResponse]:
             return JsonResponse(view(request, *args, **kwargs))
         except ApiError as exc:
             return JsonResponse({"error": exc.message}, status=exc.status)
+        except params.BadParam as exc:
+            return JsonResponse({"error": exc.message}, status=400)
         except PermissionDenied as exc:  # a refused control (scheduler.audit.Refused) or requires()
             return JsonResponse({"error": str(exc) or "not allowed"}, status=403)
 
     return wrapper
 
 
-def _int_param(request: HttpRequest, name: str, default: int, maximum: int | None = None) -> int:
-    raw = request.GET.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"'{name}' must be an integer, got {raw!r}") from None
-    if value < 0:
-        raise ApiError(400, f"'{name}' must not be negative")
-    return min(value, maximum) if maximum else value
-
-
 def paginate(request: HttpRequest, qs: QuerySet, serialize: Callable[[Any], dict]) -> dict[str, Any]:
-    limit = _int_param(request, "limit", DEFAULT_LIMIT, MAX_LIMIT) or DEFAULT_LIMIT
-    offset = _int_param(request, "offset", 0)
+    # A limit past MAX_LIMIT is capped (and the links say so); 0 means the default.
+    limit = min(params.get_int(request.GET, "limit", DEFAULT_LIMIT), MAX_LIMIT) or DEFAULT_LIMIT
+    try:
+        offset = params.get_int(request.GET, "offset", 0, maximum=MAX_OFFSET)
+    except params.BadParam as exc:
+        raise ApiError(400, f"{exc.message}: page with a filter (e.g. ?gateway=, ?after=) instead") from None
     rows = list(qs[offset : offset + limit + 1])
     has_more = len(rows) > limit
     rows = rows[:limit]
@@ -115,14 +118,91 @@ def _gateway_filter(request: HttpRequest, qs: QuerySet, field: str = "gateway") 
     name = request.GET.get("gateway")
     if not name:
         return qs
+    pk = params.as_id(name)  # a name first, then an id (ASCII digits within the id range)
     gateway = Gateway.objects.filter(name=name).first() or (
-        Gateway.objects.filter(pk=name).first() if name.isdigit() else None
+        Gateway.objects.filter(pk=pk).first() if pk is not None else None
     )
     if gateway is None:
         raise ApiError(404, f"no gateway named {name!r}")
     return qs.filter(**{field: gateway})
 
 
+# --- the declarations /api/v1/schema/ is built from ------------------------------------------------
+
+LIMIT = Param(
+    "limit",
+    f"Page size, 1 to {MAX_LIMIT} (larger is capped; 0 or absent means {DEFAULT_LIMIT}).",
+    {"type": "integer", "minimum": 0, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+)
+OFFSET = Param(
+    "offset",
+    f"Rows to skip, at most {MAX_OFFSET}; follow the 'next' link rather than computing it.",
+    {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
+)
+GATEWAY = Param("gateway", "Only this gateway: its name, or its id.", {"type": "string"})
+TS = nullable("string", format="date-time")
+
+
+@openapi.operation(
+    Operation(
+        "The endpoints of this API, with their paths and summaries.",
+        obj(
+            endpoints={
+                "type": "array",
+                "items": obj(
+                    name={"type": "string"},
+                    path={"type": "string"},
+                    url={"type": "string", "format": "uri"},
+                    summary={"type": "string"},
+                ),
+            },
+            schema={"type": "string", "format": "uri"},
+        ),
+        paginated=False,
+        errors=(401,),
+        tags=("meta",),
+    )
+)
+@api_view
+def index(request: HttpRequest) -> dict[str, Any]:
+    return {
+        "endpoints": [{**e, "url": request.build_absolute_uri(e["path"])} for e in openapi.index()],
+        "schema": request.build_absolute_uri(reverse("api:schema")),
+    }
+
+
+@openapi.operation(
+    Operation(
+        "This description of the API (OpenAPI 3.1).",
+        {"type": "object", "required": ["openapi", "paths"]},
+        paginated=False,
+        errors=(401,),
+        tags=("meta",),
+    )
+)
+@api_view
+def schema(request: HttpRequest) -> dict[str, Any]:
+    return openapi.build(server_url=request.build_absolute_uri("/").rstrip("/"))
+
+
+@openapi.operation(
+    Operation(
+        "Gateways, by name, with their health as last checked.",
+        obj(
+            id={"type": "integer"},
+            name={"type": "string"},
+            url={"type": "string"},
+            enabled={"type": "boolean"},
+            status={"type": "string", "enum": list(Gateway.Status.values)},
+            status_reason={"type": "string"},
+            version=nullable("string"),
+            latency_ms=nullable("number"),
+            scopes={"type": "array", "items": {"type": "string"}},
+            last_checked_at=TS,
+        ),
+        params=(LIMIT, OFFSET),
+    )
+)
 @api_view
 def gateways(request: HttpRequest) -> dict[str, Any]:
     def row(g: Gateway) -> dict[str, Any]:
@@ -142,6 +222,22 @@ def gateways(request: HttpRequest) -> dict[str, Any]:
     return paginate(request, Gateway.objects.order_by("name"), row)
 
 
+@openapi.operation(
+    Operation(
+        "Agents of every gateway (or of one), with their parent in the org chart.",
+        obj(
+            id={"type": "string"},
+            gateway={"type": "string"},
+            name={"type": "string"},
+            emoji={"type": "string"},
+            model={"type": "string"},
+            is_default={"type": "boolean"},
+            parent=nullable("string"),
+        ),
+        params=(GATEWAY, LIMIT, OFFSET),
+        errors=(400, 401, 404),
+    )
+)
 @api_view
 def agents(request: HttpRequest) -> dict[str, Any]:
     qs = _gateway_filter(
@@ -162,6 +258,35 @@ def agents(request: HttpRequest) -> dict[str, Any]:
     return paginate(request, qs, row)
 
 
+@openapi.operation(
+    Operation(
+        "Sessions, most recently updated first; filter by gateway, agent and status.",
+        obj(
+            session_key={"type": "string"},
+            gateway={"type": "string"},
+            agent={"type": "string"},
+            status={"type": "string", "enum": list(AgentSession.Status.values)},
+            has_active_run={"type": "boolean"},
+            title={"type": "string"},
+            model={"type": "string"},
+            total_tokens={"type": "integer"},
+            updated_at=TS,
+            parent_session_key=nullable("string"),
+        ),
+        params=(
+            GATEWAY,
+            Param("agent", "Only sessions of this agent id (e.g. main).", {"type": "string"}),
+            Param(
+                "status",
+                "Only sessions in this status.",
+                {"type": "string", "enum": list(AgentSession.Status.values)},
+            ),
+            LIMIT,
+            OFFSET,
+        ),
+        errors=(400, 401, 404),
+    )
+)
 @api_view
 def sessions(request: HttpRequest) -> dict[str, Any]:
     qs = AgentSession.objects.select_related("gateway").order_by("-gw_updated_at", "session_key")
@@ -190,6 +315,21 @@ def sessions(request: HttpRequest) -> dict[str, Any]:
     return paginate(request, qs, row)
 
 
+@openapi.operation(
+    Operation(
+        "Stored versions of gateway configs (secrets redacted), newest first, with their diffs.",
+        obj(
+            id={"type": "integer"},
+            gateway={"type": "string"},
+            hash={"type": "string"},
+            created_at=TS,
+            changed_paths={"type": "array", "items": {"type": "string"}},
+            diff={"type": "string"},
+        ),
+        params=(GATEWAY, LIMIT, OFFSET),
+        errors=(400, 401, 404),
+    )
+)
 @api_view
 def config_history(request: HttpRequest) -> dict[str, Any]:
     qs = _gateway_filter(
@@ -209,20 +349,48 @@ def config_history(request: HttpRequest) -> dict[str, Any]:
     return paginate(request, qs, row)
 
 
+@openapi.operation(
+    Operation(
+        "A session's stored chat history, oldest first; ?after= pages forward from a time or id.",
+        obj(
+            id={"type": "integer"},
+            message_id={"type": "string"},
+            role={"type": "string"},
+            text={"type": "string"},
+            timestamp=TS,
+            run_id=nullable("string"),
+            usage={},
+        ),
+        params=(
+            Param(
+                "session_key",
+                "The session key, e.g. agent:main:main.",
+                {"type": "string", "minLength": 1},
+                "path",
+            ),
+            GATEWAY,
+            Param(
+                "after",
+                "Only messages after this ISO 8601 time, or after this message id (an integer).",
+                {"type": "string"},
+            ),
+            LIMIT,
+            OFFSET,
+        ),
+        errors=(400, 401, 404),
+    )
+)
 @api_view
 def chat(request: HttpRequest, session_key: str) -> dict[str, Any]:
     qs = _gateway_filter(
         request, ChatHistory.objects.filter(session_key=session_key).order_by("timestamp", "id")
     )
     if after := request.GET.get("after"):
-        try:
-            moment = parse_datetime(after)
-        except (ValueError, ValidationError):
-            moment = None
+        moment = _moment(after)
         if moment is not None:
             qs = qs.filter(timestamp__gt=moment)
-        elif after.isdigit():
-            qs = qs.filter(pk__gt=int(after))
+        elif (pk := params.as_id(after)) is not None or after == "0":
+            qs = qs.filter(pk__gt=pk or 0)
         else:
             raise ApiError(400, "'after' must be an ISO 8601 time or a message id (integer)")
 
@@ -240,6 +408,29 @@ def chat(request: HttpRequest, session_key: str) -> dict[str, Any]:
     return paginate(request, qs, row)
 
 
+@openapi.operation(
+    Operation(
+        "Every registered batch with its last run (one page: the list is short).",
+        obj(
+            batch={"type": "string"},
+            name={"type": "string"},
+            last_run={
+                "oneOf": [
+                    {"type": "null"},
+                    obj(
+                        started_at=TS,
+                        status={"type": "string"},
+                        duration_ms={"type": "number"},
+                        gateway=nullable("string"),
+                        counts={"type": "object"},
+                        error=nullable("string"),
+                    ),
+                ]
+            },
+        ),
+        errors=(401,),
+    )
+)
 @api_view
 def batches(request: HttpRequest) -> dict[str, Any]:
     latest = {run.batch: run for run in BatchRun.objects.latest_per_batch()}
@@ -265,6 +456,20 @@ def batches(request: HttpRequest) -> dict[str, Any]:
     return {"next": None, "previous": None, "results": results}
 
 
+def _moment(raw: str) -> datetime | None:
+    """An ISO 8601 time as an aware UTC datetime (a naive one is in the site's time zone), or
+    None if ``raw`` is not one or falls outside what a datetime holds once in UTC."""
+    try:
+        moment = parse_datetime(raw)
+        if moment is None:
+            return None
+        if timezone.is_naive(moment):
+            moment = timezone.make_aware(moment)
+        return moment.astimezone(UTC)
+    except (ValueError, ValidationError, OverflowError):
+        return None
+
+
 # --- Roles and the audit log (h-auth) -----------------------------------------------------
 
 
@@ -284,6 +489,35 @@ def requires(capability: str) -> Callable[[Callable[..., Any]], Callable[..., An
     return decorate
 
 
+@openapi.operation(
+    Operation(
+        "The control audit (who did what, why, with what result), newest first. Admin role.",
+        obj(
+            id={"type": "integer"},
+            created_at=TS,
+            actor={"type": "string"},
+            user=nullable("string"),
+            action={"type": "string"},
+            target=obj(type={"type": "string"}, id={"type": "string"}, label={"type": "string"}),
+            reason={"type": "string"},
+            result={"type": "string", "enum": list(AuditEntry.Result.values)},
+            message={"type": "string"},
+            source={"type": "string"},
+            ip_address=nullable("string"),
+        ),
+        params=(
+            Param("action", "Only this action, e.g. chat.abort.", {"type": "string"}),
+            Param("result", "Only this result.", {"type": "string", "enum": list(AuditEntry.Result.values)}),
+            Param("actor", "Only this actor label.", {"type": "string"}),
+            Param("target_type", "Only targets of this type, e.g. gateway.", {"type": "string"}),
+            Param("target_id", "Only this target id.", {"type": "string"}),
+            LIMIT,
+            OFFSET,
+        ),
+        errors=(400, 401, 403),
+        tags=("audit",),
+    )
+)
 @api_view
 @requires("administer")
 def audit(request: HttpRequest) -> dict[str, Any]:
@@ -318,5 +552,6 @@ def audit(request: HttpRequest) -> dict[str, Any]:
 
 
 @login_not_required
+@csrf_exempt
 def not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
     return JsonResponse({"error": f"no API endpoint at {request.path}"}, status=404)

@@ -109,6 +109,7 @@ class AgentNode:
     session_count: int = 0
     lazy: bool = False  # has sessions, none rendered: the page fetches them on expand
     sessions_url: str = ""  # this agent's session-list fragment
+    new_chat_url: str = ""  # POST: a fresh session of this agent
     children: list[AgentNode] = field(default_factory=list)
     matched: bool = True
 
@@ -150,6 +151,36 @@ def sparkline_points(values: list[float | None], width: int = 120, height: int =
     return " ".join(points)
 
 
+def session_counts(ids: list[int]) -> tuple[dict[int, dict[str, int]], dict[int, int]]:
+    """Sessions per status and runs in flight, per gateway: one grouped query."""
+    counts: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(AgentSession.Status.values, 0))
+    running: dict[int, int] = defaultdict(int)
+    for row in (
+        AgentSession.objects.filter(gateway_id__in=ids)
+        .values("gateway_id", "status")
+        .annotate(n=Count("id"), runs=Count("id", filter=Q(has_active_run=True)))
+    ):
+        counts[row["gateway_id"]][row["status"]] = row["n"]
+        running[row["gateway_id"]] += row["runs"]
+    return counts, running
+
+
+@dataclass
+class CountsView:
+    """The counts line alone (re-fetched live on every session change or run)."""
+
+    gateway: Gateway
+    counts: dict[str, int]
+    running: int
+    agent_choices: list[Agent]
+
+
+def counts_line(gateway: Gateway) -> CountsView:
+    counts, running = session_counts([gateway.pk])
+    agents = list(Agent.objects.filter(gateway=gateway).only("pk"))
+    return CountsView(gateway, counts[gateway.pk], running[gateway.pk], agents)
+
+
 def _sort_key(session: SessionRow) -> tuple:
     updated = session.gw_updated_at.timestamp() if session.gw_updated_at else 0
     return (STATUS_ORDER.get(session.status, 3), not session.has_active_run, -updated)
@@ -164,16 +195,7 @@ def build(filters: Filters | None = None, gateway_ids: list[int] | None = None) 
     if not ids:
         return []
 
-    counts: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(AgentSession.Status.values, 0))
-    running: dict[int, int] = defaultdict(int)
-    for row in (
-        AgentSession.objects.filter(gateway_id__in=ids)
-        .values("gateway_id", "status")
-        .annotate(n=Count("id"), runs=Count("id", filter=Q(has_active_run=True)))
-    ):
-        counts[row["gateway_id"]][row["status"]] = row["n"]
-        running[row["gateway_id"]] += row["runs"]
-
+    counts, running = session_counts(ids)
     agents = list(Agent.objects.filter(gateway_id__in=ids).order_by("-is_default", "name", "agent_id"))
     sessions = AgentSession.objects.filter(gateway_id__in=ids)
     if filters.statuses:
@@ -209,6 +231,7 @@ def build(filters: Filters | None = None, gateway_ids: list[int] | None = None) 
         budget = _row_budget(gw_agents, by_agent, filters)
         # One reverse() per gateway, not one per agent (200 agents: ~10 ms of the page).
         list_url = reverse("dashboard:fragment-agent-sessions", args=[gw.pk, 0])
+        chat_url = reverse("dashboard:new-chat", args=[gw.pk, 0])
         for agent in gw_agents:
             own = sorted(by_agent.get(agent.pk, []), key=_sort_key)
             status = own[0].status if own else AgentSession.Status.OFFLINE
@@ -222,6 +245,7 @@ def build(filters: Filters | None = None, gateway_ids: list[int] | None = None) 
                 agent, status, any(s.has_active_run for s in own), [session_node(s) for s in shown],
                 len(own) - len(shown), session_count=len(own), lazy=bool(own) and not shown, matched=matched,
                 sessions_url=list_url.replace("/agents/0/", f"/agents/{agent.pk}/"),
+                new_chat_url=chat_url.replace("/agents/0/", f"/agents/{agent.pk}/"),
             )  # fmt: skip
         roots: list[AgentNode] = []
         for agent in gw_agents:
@@ -293,6 +317,7 @@ def agent_sessions(agent: Agent, filters: Filters, limit: int = 200) -> AgentNod
         len(top) - len(shown),
         session_count=len(own),
         sessions_url=reverse("dashboard:fragment-agent-sessions", args=[agent.gateway_id, agent.pk]),
+        new_chat_url=reverse("dashboard:new-chat", args=[agent.gateway_id, agent.pk]),
     )
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from .views import batches, config, fleet, sessions, status
+from .views import assets, batches, config, fleet, sessions, status
 
 """The operator pages and fragments (namespace ``dashboard``); the JSON API is in ``api_urls``."""
 
@@ -11,30 +11,33 @@ app_name = "dashboard"
 urlpatterns = [
     path("", fleet.overview_page, name="overview"),
     path("healthz", status.healthz, name="healthz"),
+    path("favicon.ico", assets.favicon, name="favicon"),
     path("metrics", status.metrics_view, name="metrics"),
-    path("fragments/gateways/<int:gateway_id>/", fleet.gateway_fragment, name="fragment-gateway"),
-    path("fragments/gateways/<int:gateway_id>/health/", fleet.health_fragment, name="fragment-health"),
+    path("fragments/gateways/<id:gateway_id>/", fleet.gateway_fragment, name="fragment-gateway"),
+    path("fragments/gateways/<id:gateway_id>/health/", fleet.health_fragment, name="fragment-health"),
+    path("fragments/gateways/<id:gateway_id>/counts/", fleet.counts_fragment, name="fragment-counts"),
     path(
-        "fragments/gateways/<int:gateway_id>/agents/<int:agent_pk>/sessions/",
+        "fragments/gateways/<id:gateway_id>/agents/<id:agent_pk>/sessions/",
         fleet.agent_sessions_fragment,
         name="fragment-agent-sessions",
     ),
-    path("gateways/<int:gateway_id>/config/", config.config_history, name="config-history"),
+    path("gateways/<id:gateway_id>/config/", config.config_history, name="config-history"),
+    path("gateways/<id:gateway_id>/agents/<id:agent_pk>/new-chat", sessions.new_chat, name="new-chat"),
     path(
-        "gateways/<int:gateway_id>/messages/<int:message_id>/", sessions.message_detail, name="message-detail"
+        "gateways/<id:gateway_id>/messages/<id:message_id>/", sessions.message_detail, name="message-detail"
     ),
     path(
-        "gateways/<int:gateway_id>/sessions/<path:session_key>/send",
+        "gateways/<id:gateway_id>/sessions/<path:session_key>/send",
         sessions.session_send,
         name="session-send",
     ),
     path(
-        "gateways/<int:gateway_id>/sessions/<path:session_key>/abort",
+        "gateways/<id:gateway_id>/sessions/<path:session_key>/abort",
         sessions.session_abort,
         name="session-abort",
     ),
     path(
-        "gateways/<int:gateway_id>/sessions/<path:session_key>/",
+        "gateways/<id:gateway_id>/sessions/<path:session_key>/",
         sessions.session_detail,
         name="session-detail",
     ),

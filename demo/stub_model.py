@@ -14,6 +14,8 @@ Trigger words in the operator text, for tests:
 
 * ``[[slow]]`` -- stream each word 0.3 s apart, so a run can be aborted while in flight.
 * ``[[big:N]]`` -- reply with about N KiB of text.
+* ``[[error]]`` -- answer HTTP 500 with an OpenAI-style ``server_error`` (a provider failure).
+* ``[[ratelimit]]`` -- answer HTTP 429 ``rate_limit_exceeded`` with ``Retry-After: 1``.
 
 Every request body is appended as one JSON line to the log file, so tests can assert on what the gateway sent.
 
@@ -52,6 +54,8 @@ INTERNAL_CONTEXT_MARKER = "<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>"
 WORD_DELAY_ENV = "STUB_MODEL_WORD_DELAY"
 DEFAULT_WORD_DELAY: tuple[float, float] = (0.0, 0.02)
 SLOW_TRIGGER = "[[slow]]"
+ERROR_TRIGGER = "[[error]]"
+RATE_LIMIT_TRIGGER = "[[ratelimit]]"
 SLOW_WORD_DELAY = 0.3
 # Cap for [[big:N]] so a typo cannot make the stub allocate gigabytes.
 MAX_BIG_KIB = 16 * 1024
@@ -211,11 +215,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- helpers ---------------------------------------------------------------------------------------------
 
-    def _send_json(self, status: int, payload: Any) -> None:
+    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         body = json.dumps(payload).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
@@ -273,6 +279,21 @@ class _Handler(BaseHTTPRequestHandler):
         model = str(body.get("model") or DEFAULT_MODEL_ID)
         messages = body.get("messages")
         operator_text = extract_operator_text(messages)
+        if ERROR_TRIGGER in operator_text:
+            error = {
+                "message": "stub provider failure ([[error]])",
+                "type": "server_error",
+                "code": "stub_error",
+            }
+            self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": error})
+            return
+        if RATE_LIMIT_TRIGGER in operator_text:
+            self._send_json(
+                HTTPStatus.TOO_MANY_REQUESTS,
+                {"error": {"message": "stub rate limit ([[ratelimit]])", "type": "rate_limit_exceeded"}},
+                headers={"Retry-After": "1"},
+            )
+            return
         reply = build_reply(model, operator_text)
         usage = {
             "prompt_tokens": _estimate_tokens(json.dumps(messages or [])),

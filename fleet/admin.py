@@ -5,6 +5,8 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 
+from agentflow.lib.admin import ReadOnlyAdmin, milliseconds
+
 from .models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway, HealthSample
 
 
@@ -43,16 +45,7 @@ class GatewayForm(forms.ModelForm):
 @admin.register(Gateway)
 class GatewayAdmin(admin.ModelAdmin):
     form = GatewayForm
-    list_display = [
-        "name",
-        "url",
-        "enabled",
-        "status",
-        "latency_ms",
-        "version",
-        "has_token",
-        "last_checked_at",
-    ]
+    list_display = ["name", "url", "enabled", "status", "latency", "version", "has_token", "last_checked_at"]
     list_filter = ["enabled", "status"]
     search_fields = ["name", "url"]
     readonly_fields = (
@@ -73,6 +66,10 @@ class GatewayAdmin(admin.ModelAdmin):
         ("Last known state", {"fields": readonly_fields}),
     ]
 
+    @admin.display(description="Latency", ordering="latency_ms")
+    def latency(self, obj: Gateway) -> str:
+        return milliseconds(obj.latency_ms)
+
     @admin.display(boolean=True, description="Token set")
     def has_token(self, obj: Gateway) -> bool:
         return bool(obj.token)
@@ -90,7 +87,7 @@ class AgentAdmin(admin.ModelAdmin):
 @admin.register(AgentSession)
 class AgentSessionAdmin(admin.ModelAdmin):
     list_display = [
-        "session_key",
+        "short_key",
         "agent",
         "status",
         "has_active_run",
@@ -104,10 +101,14 @@ class AgentSessionAdmin(admin.ModelAdmin):
     raw_id_fields = ["agent", "parent"]
     date_hierarchy = "gw_updated_at"
 
+    @admin.display(description="Session key", ordering="session_key")
+    def short_key(self, obj: AgentSession) -> str:
+        return obj.session_key if len(obj.session_key) <= 60 else obj.session_key[:59] + "…"
+
 
 @admin.register(ConfigHistory)
 class ConfigHistoryAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "gateway", "short_hash", "changed_paths"]
+    list_display = ["created_at", "gateway", "short_hash", "paths"]
     list_filter = ["gateway"]
     search_fields = ["hash"]
     date_hierarchy = "created_at"
@@ -117,10 +118,15 @@ class ConfigHistoryAdmin(admin.ModelAdmin):
     def short_hash(self, obj: ConfigHistory) -> str:
         return obj.hash[-16:]
 
+    @admin.display(description="Changed paths")
+    def paths(self, obj: ConfigHistory) -> str:
+        paths = [str(p) for p in obj.changed_paths] if isinstance(obj.changed_paths, list) else []
+        return ", ".join(paths[:4]) + (f" and {len(paths) - 4} more" if len(paths) > 4 else "")
+
 
 @admin.register(ChatHistory)
 class ChatHistoryAdmin(admin.ModelAdmin):
-    list_display = ["timestamp", "gateway", "session_key", "role", "short_text", "run_id"]
+    list_display = ["timestamp", "gateway", "session_key", "role", "short_text"]
     list_filter = ["gateway", "role"]
     search_fields = ["session_key", "message_id", "run_id", "text"]
     date_hierarchy = "timestamp"
@@ -129,11 +135,23 @@ class ChatHistoryAdmin(admin.ModelAdmin):
 
     @admin.display(description="Text")
     def short_text(self, obj: ChatHistory) -> str:
-        return obj.text[:80]
+        return obj.text[:60] + ("…" if len(obj.text) > 60 else "")
 
 
 @admin.register(HealthSample)
-class HealthSampleAdmin(admin.ModelAdmin):
-    list_display = ["checked_at", "gateway", "connected", "latency_ms", "error"]
+class HealthSampleAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    """Health checks: read-only history (BATCH-005 records it; retention deletes it)."""
+
+    list_display = ["checked_at", "gateway", "connected", "latency", "short_error"]
     list_filter = ["gateway", "connected"]
     date_hierarchy = "checked_at"
+    list_select_related = ["gateway"]
+    show_full_result_count = False
+
+    @admin.display(description="Latency", ordering="latency_ms")
+    def latency(self, obj: HealthSample) -> str:
+        return milliseconds(obj.latency_ms)
+
+    @admin.display(description="Error")
+    def short_error(self, obj: HealthSample) -> str:
+        return obj.error[:80]

@@ -21,9 +21,11 @@ import redis
 from django.conf import settings
 
 from agentflow.lib.redis import get_redis, key, redacted_url
+from openclaw import GatewayError, SyncGatewayClient
 
 from .models import AgentSession, ChatHistory, Gateway, from_ms
 from .payloads import as_dict, as_str
+from .services import client_options
 
 TRUNCATION_MARK = "\n…[truncated by AgentFlow]"
 
@@ -182,3 +184,35 @@ def store_messages(gateway: Gateway, session_key: str, messages: Any) -> StoreRe
 
 def has_history(gateway: Gateway, session_key: str) -> bool:
     return ChatHistory.objects.filter(gateway=gateway, session_key=session_key).exists()
+
+
+OPEN_FETCH_LIMIT = 100  # the messages a chat panel shows before "older"
+
+
+def fetch_on_open(gateway: Gateway, session_key: str, timeout: float = 3.0) -> str:
+    """Store a session's history from ``chat.history`` when a panel opens on a session with none
+    stored (BATCH-003 would bring it within seconds; the page should not say "no messages" meanwhile).
+
+    One connection attempt and one call, each bounded by ``timeout``; the gateway's recorded
+    status is left to the listener and the health batch. Returns "" or a notice for the page."""
+    if has_history(gateway, session_key):
+        return ""
+    if not gateway.is_healthy:
+        return f"The gateway is {gateway.get_status_display().lower()}: stored history only."
+    client = SyncGatewayClient(
+        gateway.url,
+        gateway.token or None,
+        **client_options(gateway, connect_timeout=timeout, request_timeout=timeout),
+    )
+    try:
+        client.connect()
+        history = client.chat_history(session_key, limit=OPEN_FETCH_LIMIT)
+    except (GatewayError, TimeoutError, OSError) as exc:
+        message = (
+            exc.operator_message if isinstance(exc, GatewayError) else "the gateway did not answer in time"
+        )
+        return f"Could not fetch this session's history ({message}); it appears once polled."
+    finally:
+        client.close()
+    store_messages(gateway, session_key, history.get("messages") if isinstance(history, dict) else None)
+    return ""

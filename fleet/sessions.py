@@ -8,6 +8,8 @@ one transaction. An unchanged poll writes nothing.
 from __future__ import annotations
 
 import logging
+import re
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -228,3 +230,15 @@ def _link_parents(gateway: Gateway, keys: list[str]) -> None:
         wanted = parents.get(parent_key)
         if wanted != parent_id:
             AgentSession.objects.filter(pk=pk).update(parent_id=wanted)
+
+
+AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def new_session_key(agent_id: str, now: datetime | None = None) -> str:
+    """A fresh session key in the gateway's format (``agent:<agentId>:<name>``); the gateway
+    creates the session when the first message is sent to it."""
+    if not AGENT_ID.match(agent_id):
+        raise ValueError(f"not an agent id the gateway would accept: {agent_id!r}")
+    now = now or timezone.now()
+    return f"agent:{agent_id}:chat-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"

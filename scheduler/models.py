@@ -7,9 +7,34 @@ what it ran for as a scope name, an id and the name it had then (``gateway``, 3,
 from __future__ import annotations
 
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from . import registry
+
+
+def count_words(name: str, value: object) -> str:
+    """One count as words: ("sessions_updated", 3) → "3 sessions updated", ("panels", 1) → "1 panel",
+    ("connected", False) → "connected: no", ("latency_ms", 2.2704) → "latency 2.27 ms"."""
+    words = str(name).replace("_", " ").strip()
+    if isinstance(value, bool):
+        return f"{words}: {'yes' if value else 'no'}"
+    if isinstance(value, int | float):
+        number = f"{value:,}" if isinstance(value, int) else f"{value:,.2f}".rstrip("0").rstrip(".")
+        if words.endswith(" ms"):
+            return f"{words[:-3]} {number} ms"
+        if value == 1 and words.split(" ")[0].endswith("s") and not words.split(" ")[0].endswith("ss"):
+            first, _, rest = words.partition(" ")
+            words = f"{first[:-1]} {rest}".strip()
+        return f"{number} {words}"
+    if isinstance(value, list | tuple):
+        shown = ", ".join(str(v) for v in value[:5]) + (
+            f" and {len(value) - 5} more" if len(value) > 5 else ""
+        )
+        return f"{words}: {shown or 'none'}"
+    if value is None or value == "":
+        return f"{words}: none"
+    return f"{words}: {value}"
 
 
 class BatchRunQuerySet(models.QuerySet["BatchRun"]):
@@ -25,12 +50,20 @@ class BatchRunQuerySet(models.QuerySet["BatchRun"]):
     def for_target(self, scope: str, target_id: int) -> BatchRunQuerySet:
         return self.filter(scope=scope, target_id=target_id)
 
+    def running(self) -> BatchRunQuerySet:
+        return self.filter(status=BatchRun.Status.RUNNING)
+
 
 class BatchRun(models.Model):
+    """One execution, recorded when it starts (``running``, with a heartbeat the runner's lock
+    thread renews) and updated when it ends; a run whose worker died is marked ``lost``."""
+
     class Status(models.TextChoices):
+        RUNNING = "running", "Running"
         OK = "ok", "OK"
         ERROR = "error", "Error"
         SKIPPED = "skipped", "Skipped"
+        LOST = "lost", "Lost"
 
     # A registry key (e.g. "BATCH-001"), not a choice: a new batch kind needs no migration.
     batch = models.CharField(max_length=50)
@@ -44,6 +77,13 @@ class BatchRun(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices)
     counts = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last sign of life of the worker running it."
+    )
+    worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the process that ran it.")
+    # The token of the run's lock in Redis: a running row whose lock holds another token (or
+    # none) has no live worker behind it.
+    lock_token = models.CharField(max_length=32, blank=True, editable=False)
 
     objects = BatchRunQuerySet.as_manager()
 
@@ -53,10 +93,27 @@ class BatchRun(models.Model):
             models.Index(fields=["batch", "-started_at"], name="batchrun_batch_time"),
             models.Index(fields=["started_at"], name="batchrun_time"),
             models.Index(fields=["scope", "target_id"], name="batchrun_target"),
+            # The lost-run detector reads the few running rows on every batch run.
+            models.Index(fields=["heartbeat_at"], name="batchrun_running", condition=Q(status="running")),
         ]
 
     def __str__(self) -> str:
         return f"{self.batch} {self.started_at:%Y-%m-%d %H:%M:%S} {self.status}"
+
+    @property
+    def lock_scope(self) -> object:
+        """The scope of its lock (scheduler.runner): the target's id, or "global"."""
+        return "global" if self.target_id is None else self.target_id
+
+    @property
+    def counts_text(self) -> str:
+        """The counts in words: {'panels': 0, 'connected': True} → "0 panels · connected: yes"."""
+        return " · ".join(count_words(name, value) for name, value in (self.counts or {}).items())
+
+    @property
+    def outcome_key(self) -> tuple:
+        """Runs with the same key did the same thing (the batch page shows them as one row)."""
+        return (self.batch, self.scope, self.target_id, self.status, self.counts_text, self.error)
 
     @property
     def batch_label(self) -> str:

@@ -1,30 +1,43 @@
 """Running one batch for one target: lock, time, record, log, count, and alert when it says so.
 
-Every run ends as exactly one ``BatchRun`` row (ok / error / skipped), one structured log
-line in the design's wording and one increment of the Redis-backed metrics.
+Every run is exactly one ``BatchRun`` row, written ``running`` when it starts and ok / error /
+skipped when it ends (or ``lost`` when its worker died), one structured log line in the design's
+wording and one increment of the Redis-backed metrics.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 import traceback
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.mail import mail_admins
 from django.db import transaction
 from django.utils import timezone
 
-from agentflow.lib.locks import lock
+from agentflow.lib.locks import holder as lock_holder
+from agentflow.lib.locks import lease
+from agentflow.lib.locks import release as release_lock
 
 from . import live, metrics, registry
 from .models import Alert, BatchRun
 from .registry import Outcome, Skip
 
-__all__ = ["Outcome", "Skip", "run"]
+__all__ = ["Outcome", "Skip", "mark_lost", "run"]
 
 log = logging.getLogger("agentflow.scheduler")
+
+
+def worker_name() -> str:
+    """Who runs a run, as its row records it: host:pid of the Celery pool process (or command).
+    Read per run: a prefork pool forks after import."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 BatchFn = Callable[[Any], Outcome]
@@ -34,23 +47,59 @@ def run(
     batch: str, target: Any = None, fn: BatchFn | None = None, *, lock_ttl: int | None = None
 ) -> BatchRun:
     """Run ``batch`` for ``target`` (None for a global batch); ``fn`` overrides the registered work
-    (the cleanup command passes one with progress output)."""
+    (the cleanup command passes one with progress output).
+
+    1. Mark the runs whose worker died as lost (:func:`mark_lost`).
+    2. Take the (batch, target) lease: a lock of AGENTFLOW_BATCH_LEASE_SECONDS renewed by a
+       heartbeat thread for at most ``lock_ttl`` (the spec's) seconds. Held: one ``skipped`` row.
+    3. Record the run as ``running`` before the work starts (worker, heartbeat, lock token), so
+       a worker killed mid-run leaves a visible row for step 1 of a later run to mark lost.
+    4. Do the work; write the outcome on the same row while the lock is still ours; release.
+    """
     spec = registry.get(batch)
     fn = fn or spec.fn
     # What the run is for: a target of the spec's scope, or nothing (a global batch).
     target_id = target.pk if target is not None else None
     scope = spec.scope if spec.scope and target_id is not None else ""
     target_name = registry.scope(scope).label(target)[:200] if scope else ""
+    mark_lost()
     started_at = timezone.now()
     started = time.perf_counter()
     status, error, counts, summary = BatchRun.Status.OK, "", {}, ""
     failure: BaseException | None = None
-    with lock(batch, "global" if target_id is None else target_id, lock_ttl or spec.lock_ttl) as acquired:
-        if not acquired:
+    fields = {
+        "batch": batch,
+        "scope": scope,
+        "target_id": target_id,
+        "target_name": target_name,
+        "started_at": started_at,
+        "worker": worker_name(),
+    }
+    record: BatchRun | None = None
+
+    def heartbeat() -> None:
+        if record is not None:
+            BatchRun.objects.filter(pk=record.pk, status=BatchRun.Status.RUNNING).update(
+                heartbeat_at=timezone.now()
+            )
+
+    hold = lock_ttl or spec.lock_ttl
+    with lease(
+        batch,
+        "global" if target_id is None else target_id,
+        min(lease_seconds(), hold),
+        hold_max=hold,
+        on_renew=heartbeat,
+    ) as held:
+        if not held.acquired:
             status, summary = BatchRun.Status.SKIPPED, "skipped, previous run still holds the lock"
             error = "previous run still holds the lock"  # the reason operators see on the run
             counts = {"reason": "locked"}
         else:
+            record = BatchRun.objects.create(
+                **fields, status=BatchRun.Status.RUNNING, heartbeat_at=started_at, lock_token=held.token
+            )
+            started = time.perf_counter()  # the work's duration, not the bookkeeping's
             try:
                 outcome = fn(target)
                 summary, counts = outcome.summary, outcome.counts
@@ -69,24 +118,104 @@ def run(
                     spec.label,
                     f" for {scope} {target_name}" if scope else "",
                 )
-    duration = time.perf_counter() - started
+        duration = time.perf_counter() - started
+        outcome_fields = {
+            "status": status,
+            "duration_ms": duration * 1000,
+            "counts": counts,
+            "error": error[:5000],
+        }
+        if record is None:
+            record = BatchRun.objects.create(**fields, **outcome_fields)
+        else:
+            # Written while the lock is still ours: the detector never sees a finished run as
+            # running without its lock. The outcome wins over a mistaken "lost" (a slow heartbeat).
+            outcome_fields["heartbeat_at"] = timezone.now()
+            BatchRun.objects.filter(pk=record.pk).update(**outcome_fields)
+            for name, value in outcome_fields.items():
+                setattr(record, name, value)
     where = f" {scope}={target_name}" if scope else ""
     level = logging.ERROR if status == BatchRun.Status.ERROR else logging.INFO
     log.log(level, "[%s] %s: %s%s (%.0fms)", batch, spec.label, summary, where, duration * 1000)
     metrics.record(batch, status, duration)
     if failure is not None and spec.alert_on_error:
         notify_failure(spec, failure)
-    return BatchRun.objects.create(
-        batch=batch,
-        scope=scope,
-        target_id=target_id,
-        target_name=target_name,
-        started_at=started_at,
-        duration_ms=duration * 1000,
-        status=status,
-        counts=counts,
-        error=error[:5000],
-    )
+    return record
+
+
+def lease_seconds() -> float:
+    return max(1, settings.AGENTFLOW_BATCH_LEASE_SECONDS)
+
+
+def mark_lost() -> list[BatchRun]:
+    """Mark as ``lost`` the running rows whose worker is gone, and return them. Gone means:
+
+    - its process was on this host and no longer exists (a Celery pool process killed by the
+      OOM killer, say): caught at once, and its lock is released so the task Celery requeues
+      for it (reject_on_worker_lost) runs instead of being skipped; or
+    - no heartbeat for a lease and its lock no longer holds its token (expired, or taken by a
+      later run): a killed worker elsewhere, caught by the first batch run a lease after.
+
+    A live run renews both every third of a lease, so a late heartbeat alone (a busy database)
+    never condemns it.
+    """
+    cutoff = timezone.now() - timedelta(seconds=lease_seconds())
+    lost = []
+    for candidate in BatchRun.objects.running():
+        dead_here = _dead_here(candidate.worker)
+        if not dead_here:
+            if candidate.heartbeat_at is None or candidate.heartbeat_at >= cutoff:
+                continue
+            try:
+                if lock_holder(candidate.batch, candidate.lock_scope) == candidate.lock_token:
+                    continue  # its worker still renews the lock: alive, only the heartbeat write lags
+            except Exception:  # Redis down: we cannot tell, so we do not condemn
+                log.warning("could not check the lock of run %s", candidate.pk, exc_info=True)
+                continue
+        last = candidate.heartbeat_at or candidate.started_at
+        silent = (timezone.now() - last).total_seconds()
+        duration_ms = max(0.0, (last - candidate.started_at).total_seconds() * 1000)
+        if dead_here:
+            error = f"worker {candidate.worker} died (its process is gone): the run did not finish"
+        else:
+            error = (
+                f"worker {candidate.worker or '?'} stopped (no heartbeat for {silent:.0f} s and its lock "
+                "expired): the run did not finish"
+            )
+        # Conditional: a run that finished meanwhile, or another detector, keeps its row.
+        changed = BatchRun.objects.filter(pk=candidate.pk, status=BatchRun.Status.RUNNING).update(
+            status=BatchRun.Status.LOST, error=error, duration_ms=duration_ms
+        )
+        if not changed:
+            continue
+        if dead_here and candidate.lock_token:
+            try:
+                release_lock(candidate.batch, candidate.lock_scope, candidate.lock_token)
+            except Exception:
+                log.warning("could not release the lock of run %s", candidate.pk, exc_info=True)
+        candidate.status, candidate.error = BatchRun.Status.LOST, error
+        log.warning("[%s] %s: lost%s (%s)", candidate.batch, candidate.batch_label, _where(candidate), error)
+        metrics.record(candidate.batch, BatchRun.Status.LOST, duration_ms / 1000)
+        lost.append(candidate)
+    return lost
+
+
+def _dead_here(worker: str) -> bool:
+    """True when ``worker`` ("host:pid") names a process of this host that no longer exists."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the pid exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, someone else's
+        return False
+    return False
+
+
+def _where(run: BatchRun) -> str:
+    return f" {run.scope}={run.target_name}" if run.scope else ""
 
 
 def notify_failure(spec: registry.BatchSpec, exc: BaseException) -> None:

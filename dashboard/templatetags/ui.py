@@ -51,7 +51,13 @@ SHAPES: dict[str, dict[str, str]] = {
         AgentSession.Status.IDLE: DIAMOND,
         AgentSession.Status.OFFLINE: RING,
     },
-    "run": {BatchRun.Status.OK: CIRCLE, BatchRun.Status.ERROR: SQUARE, BatchRun.Status.SKIPPED: RING},
+    "run": {
+        BatchRun.Status.RUNNING: CIRCLE,
+        BatchRun.Status.OK: CIRCLE,
+        BatchRun.Status.ERROR: SQUARE,
+        BatchRun.Status.SKIPPED: RING,
+        BatchRun.Status.LOST: SQUARE,  # its worker died mid-run
+    },
 }
 MODEL_KINDS: dict[type[models.Model], str] = {Gateway: "gateway", AgentSession: "session", BatchRun: "run"}
 LABELS = {kind: dict(choices.choices) for kind, choices in STATUS_CHOICES.items()}

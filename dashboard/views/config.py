@@ -6,6 +6,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
+from dashboard import params
 from fleet import configs
 from fleet.models import ConfigHistory, Gateway
 
@@ -15,9 +16,9 @@ def config_history(request: HttpRequest, gateway_id: int) -> HttpResponse:
     gateway = get_object_or_404(Gateway, pk=gateway_id)
     rows = list(ConfigHistory.objects.filter(gateway=gateway).defer("config", "diff")[:200])
     diff = old = new = None
-    a, b = request.GET.get("a"), request.GET.get("b")
-    if a and b and a.isdigit() and b.isdigit():
-        pair = {c.pk: c for c in ConfigHistory.objects.filter(gateway=gateway, pk__in=[int(a), int(b)])}
+    a, b = params.get_id(request.GET, "a"), params.get_id(request.GET, "b")
+    if a is not None and b is not None:
+        pair = {c.pk: c for c in ConfigHistory.objects.filter(gateway=gateway, pk__in=[a, b])}
         if len(pair) == 2:
             old, new = sorted(pair.values(), key=lambda c: (c.created_at, c.pk))
             diff = configs.unified_diff(

@@ -53,3 +53,10 @@ def agent_sessions_fragment(request: HttpRequest, gateway_id: int, agent_pk: int
 def health_fragment(request: HttpRequest, gateway_id: int) -> HttpResponse:
     gateway = get_object_or_404(Gateway, pk=gateway_id)
     return render(request, "dashboard/partials/health_card.html", {"gv": overview.health(gateway)})
+
+
+@require_GET
+def counts_fragment(request: HttpRequest, gateway_id: int) -> HttpResponse:
+    """The counts line (agents, sessions per status, runs in flight), re-fetched live."""
+    gateway = get_object_or_404(Gateway, pk=gateway_id)
+    return render(request, "dashboard/partials/counts.html", {"gv": overview.counts_line(gateway)})

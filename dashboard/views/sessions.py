@@ -10,10 +10,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard import access
+from dashboard import access, params
 from dashboard.views import HtmxHttpRequest
-from fleet import chats, services
-from fleet.models import AgentSession, ChatHistory, Gateway
+from fleet import chats, services, sessions
+from fleet.models import Agent, AgentSession, ChatHistory, Gateway
 from openclaw import GatewayError
 from scheduler import audit
 
@@ -26,12 +26,12 @@ def _session_context(gateway: Gateway, session_key: str, request: HttpRequest) -
     session = (
         AgentSession.objects.filter(gateway=gateway, session_key=session_key).select_related("agent").first()
     )
-    before = request.GET.get("before")
+    before = params.get_id(request.GET, "before")
     history = ChatHistory.objects.filter(gateway=gateway, session_key=session_key).order_by(
         "-timestamp", "-id"
     )
-    if before and before.isdigit():
-        history = history.filter(id__lt=int(before))
+    if before is not None:
+        history = history.filter(id__lt=before)
     page = list(history[: CHAT_PAGE + 1])
     older = page[CHAT_PAGE].pk if len(page) > CHAT_PAGE else None
     page = list(reversed(page[:CHAT_PAGE]))
@@ -40,6 +40,7 @@ def _session_context(gateway: Gateway, session_key: str, request: HttpRequest) -
         "gateway": gateway,
         "session": session,
         "session_key": session_key,
+        "agent_label": _agent_label(session, session_key),
         "chat_messages": page,  # not "messages": that name is the flash messages base.html shows
         "older": page[0].pk if older and page else None,
         "preview_chars": PREVIEW_CHARS,
@@ -49,6 +50,15 @@ def _session_context(gateway: Gateway, session_key: str, request: HttpRequest) -
         "can_send": gateway.can_write and can_operate,
         "send_disabled_reason": _send_disabled_reason(gateway) if can_operate else VIEWER_REASON,
     }
+
+
+def _agent_label(session: AgentSession | None, session_key: str) -> str:
+    """The agent a session belongs to, for the breadcrumb: its row, else the key's agent part
+    (keys look like ``agent:<agentId>:<name>``), else nothing."""
+    if session is not None and session.agent is not None:
+        return str(session.agent)
+    parts = session_key.split(":")
+    return parts[1] if len(parts) >= 3 and parts[0] == "agent" else ""
 
 
 def _target(gateway: Gateway, session_key: str) -> audit.Target:
@@ -76,11 +86,19 @@ def _send_disabled_reason(gateway: Gateway) -> str:
 @require_GET
 def session_detail(request: HtmxHttpRequest, gateway_id: int, session_key: str) -> HttpResponse:
     gateway = get_object_or_404(Gateway, pk=gateway_id)
-    context = _session_context(gateway, session_key, request)
     chats.open_panel(gateway.pk, session_key)  # BATCH-003 polls it from now on; the websocket keeps it open
-    if request.htmx and request.htmx.target == "chat-log":
-        return render(request, "dashboard/session.html#chat_log", context)
+    partial = PARTIALS.get(request.htmx.target or "") if request.htmx else None
+    # Opening a panel on a session with nothing stored: fetch its history once, bounded.
+    notice = "" if partial else chats.fetch_on_open(gateway, session_key)
+    context = _session_context(gateway, session_key, request)
+    context.update(history_notice=notice, focus=request.GET.get("new") == "1")
+    if partial:
+        return render(request, f"dashboard/session.html#{partial}", context)
     return render(request, "dashboard/session.html", context)
+
+
+# Fragments of the session page its live script re-fetches (by the element's id, htmx's HX-Target).
+PARTIALS = {"chat-log": "chat_log", "session-meta": "session_meta"}
 
 
 @require_GET
@@ -127,6 +145,20 @@ def session_abort(request: HtmxHttpRequest, gateway_id: int, session_key: str) -
             message, status = exc.operator_message, 400
             ctl.fail(message)
     if request.htmx:
-        return HttpResponse(f'<span class="notice" role="status">{message}</span>', status=status)
+        # A template, so gateway-supplied error text is escaped (it was an f-string once).
+        return render(request, "dashboard/partials/abort_notice.html", {"message": message}, status=status)
     (messages.success if status == 200 else messages.error)(request, message)
     return redirect(reverse("dashboard:session-detail", args=[gateway.pk, session_key]))
+
+
+@require_POST
+def new_chat(request: HttpRequest, gateway_id: int, agent_pk: int) -> HttpResponse:
+    """ "New chat" on an agent: a fresh session key, then its page with the composer focused.
+    Nothing is created on the gateway until the first message is sent."""
+    agent = get_object_or_404(Agent, gateway_id=gateway_id, pk=agent_pk)
+    try:
+        key = sessions.new_session_key(agent.agent_id)
+    except ValueError:
+        messages.error(request, f"Agent {agent.agent_id!r} has an id no session key can carry.")
+        return redirect(reverse("dashboard:overview"))
+    return redirect(reverse("dashboard:session-detail", args=[gateway_id, key]) + "?new=1")

@@ -278,3 +278,50 @@ def test_keeping_the_token_is_not_logged_as_a_token_change(staff_client, gateway
     staff_client.post(url, change_form(gateway, url="ws://127.0.0.1:18790/"))
     [entry] = LogEntry.objects.all()
     assert "token" not in entry.get_change_message().lower()
+
+
+# --- history is read-only, numbers are readable ----------------------------------------------------
+
+
+def test_run_history_and_health_checks_are_read_only_in_the_admin(staff_client, gateway):
+    from fleet.models import HealthSample
+    from tests.support.factories import make_batch_run
+
+    run = make_batch_run("BATCH-003", gateway, counts={"panels": 0}, duration_ms=2270.466999959808)
+    sample = HealthSample.objects.create(gateway=gateway, connected=True, latency_ms=2.270466999959808)
+    for name, obj in (("scheduler_batchrun", run), ("fleet_healthsample", sample)):
+        changelist = staff_client.get(reverse(f"admin:{name}_changelist"))
+        assert changelist.status_code == 200
+        html = changelist.content.decode()
+        assert reverse(f"admin:{name}_add") not in html  # no "Add …" button
+        assert "2.270466999959808" not in html and "2270.466999959808" not in html
+        assert staff_client.get(reverse(f"admin:{name}_add")).status_code == 403
+        assert (
+            staff_client.post(reverse(f"admin:{name}_delete", args=[obj.pk]), {"post": "yes"}).status_code
+            == 403
+        )
+        assert staff_client.get(reverse(f"admin:{name}_change", args=[obj.pk])).status_code == 200  # viewable
+    assert "2.27 s" in staff_client.get(reverse("admin:scheduler_batchrun_changelist")).content.decode()
+    assert "0 panels" in staff_client.get(reverse("admin:scheduler_batchrun_changelist")).content.decode()
+    assert "2 ms" in staff_client.get(reverse("admin:fleet_healthsample_changelist")).content.decode()
+
+
+def test_the_gateway_list_shows_latency_rounded(staff_client, gateway):
+    Gateway.objects.filter(pk=gateway.pk).update(latency_ms=1234.5678)
+    html = staff_client.get(reverse("admin:fleet_gateway_changelist")).content.decode()
+    assert "1.23 s" in html and "1234.5678" not in html
+
+
+def test_alerts_are_resolved_not_written_by_hand(staff_client, db):
+    from tests.support.factories import make_alert
+
+    alert = make_alert("cleanup failed")
+    html = staff_client.get(reverse("admin:scheduler_alert_changelist")).content.decode()
+    assert "cleanup failed" in html and reverse("admin:scheduler_alert_add") not in html
+    response = staff_client.post(
+        reverse("admin:scheduler_alert_changelist"),
+        {"action": "resolve", "_selected_action": [alert.pk]},
+    )
+    assert response.status_code == 302
+    alert.refresh_from_db()
+    assert alert.resolved_at is not None

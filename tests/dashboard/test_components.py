@@ -253,10 +253,16 @@ def test_the_recent_runs_paginate(client, operator, db):
     )
     make_batch_run("BATCH-004", status="error", error="boom")
     client.force_login(operator)
-    recent = dom(client.get("/batches/", {"batch": "BATCH-001"})).find_all("section", cls="card")[1]
+    # Identical outcomes are folded into one row; ?each=1 lists every run.
+    folded = dom(client.get("/batches/", {"batch": "BATCH-001"})).find_all("section", cls="card")[1]
+    assert len(folded.find("tbody").find_all("tr")) == 1
+    assert f"×{RUNS_PER_PAGE}" in folded.find("tbody").text
+    recent = dom(client.get("/batches/", {"batch": "BATCH-001", "each": "1"})).find_all(
+        "section", cls="card"
+    )[1]
     assert len(recent.find("tbody").find_all("tr")) == RUNS_PER_PAGE
-    assert recent.find("a", rel="next").attrs["href"] == "?batch=BATCH-001&page=2"
-    second = dom(client.get("/batches/", {"batch": "BATCH-001", "page": "2"})).find_all(
+    assert recent.find("a", rel="next").attrs["href"] == "?batch=BATCH-001&each=1&page=2"
+    second = dom(client.get("/batches/", {"batch": "BATCH-001", "each": "1", "page": "2"})).find_all(
         "section", cls="card"
     )[1]
     assert len(second.find("tbody").find_all("tr")) == 1 and second.has("a", rel="prev")

@@ -248,7 +248,7 @@ def test_filters_through_htmx_return_only_the_fleet_fragment(web, fleet, gateway
     response = web.get("/", {"status": "idle", "q": "hay"}, headers={**HTMX, "HX-Target": "fleet"})
     assert response.status_code == 200
     html = response.content.decode()
-    assert "<html" not in html and "<form" not in html
+    assert "<html" not in html and 'form class="filters"' not in html  # not the filter form
     fragment = dom(response)
     fleet_div = fragment.find("div", id="fleet")
     assert [n for n in fragment.children if isinstance(n, Node)] == [fleet_div]
@@ -698,8 +698,10 @@ def test_config_history_diffs_two_chosen_versions(web, gateway, config_rows):
         assert TOKEN not in response.content.decode()  # redacted when stored
     same = web.get(f"/gateways/{gateway.pk}/config/", {"a": first.pk, "b": first.pk})
     assert same.status_code == 200
+    # A bogus choice is a 400 naming the parameter (dashboard.params), no longer silently ignored.
     bogus = web.get(f"/gateways/{gateway.pk}/config/", {"a": "x", "b": str(third.pk)})
-    assert bogus.status_code == 200
+    assert bogus.status_code == 400
+    assert "'a' must be an integer, got 'x'" in dom(bogus).find("p", role="alert").text
 
 
 def test_config_history_of_another_gateway_is_not_mixed_in(web, gateway, config_rows):

@@ -60,6 +60,7 @@ NEW_MIGRATIONS = {
     ("dashboard", "0002_move_models_out"),
     ("scheduler", "0003_audit_and_roles"),
     ("dashboard", "0003_api_token_role"),
+    ("scheduler", "0004_batchrun_running_lost"),
 }
 # Models (and so content types) the previous release did not have: the audit and django-axes'.
 NEW_CONTENT_TYPES = {
@@ -73,6 +74,8 @@ NEW_CONTENT_TYPES = {
 GROWN_TABLES = {"auth_group", "auth_permission", "django_content_type"}
 # The columns BatchRun.gateway became (scheduler 0002).
 TARGET_COLUMNS = ("scope", "target_id", "target_name")
+# What scheduler 0004 adds to a run (empty on the runs of the previous release).
+LIVENESS_COLUMNS = {"heartbeat_at": None, "worker": "", "lock_token": ""}
 
 
 @dataclass
@@ -228,7 +231,8 @@ def test_batch_runs_keep_their_gateway_as_a_target(upgrade):
     names = {row["id"]: row["name"] for row in upgrade.before["dashboard_gateway"]}
     for pk, old in before.items():
         new = after[pk]
-        assert {k: v for k, v in new.items() if k not in TARGET_COLUMNS} == {
+        assert {k: new[k] for k in LIVENESS_COLUMNS} == LIVENESS_COLUMNS
+        assert {k: v for k, v in new.items() if k not in TARGET_COLUMNS and k not in LIVENESS_COLUMNS} == {
             k: v for k, v in old.items() if k != "gateway_id"
         }
         if old["gateway_id"] is None:

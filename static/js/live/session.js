@@ -29,10 +29,41 @@
     document.getElementById("stream-text").textContent = "";
   }
 
-  function showRun(running) {
-    var run = document.getElementById("run-indicator");
-    if (run) run.hidden = !running;
+  // Abort needs a run in flight and a gateway that takes writes.
+  var running = !document.getElementById("run-indicator").hidden;
+  var gatewayDown = !!document.getElementById("send-disabled");
+  function syncAbort() {
+    var abort = document.getElementById("abort");
+    if (!abort) return;
+    if (head.hasAttribute("data-viewer")) return; // a viewer's controls stay disabled, with the reason
+    abort.disabled = !running || gatewayDown;
+    if (gatewayDown) return; // its title keeps the gateway's reason
+    abort.title = running ? "" : "no run in flight";
+    if (running) abort.removeAttribute("title");
   }
+
+  function showRun(isRunning) {
+    var run = document.getElementById("run-indicator");
+    if (run) run.hidden = !isRunning;
+    running = isRunning;
+    syncAbort();
+  }
+
+  // The abort's answer ("Abort requested." or why not) clears after a few seconds.
+  var abortTimer = null;
+  document.body.addEventListener("htmx:afterSwap", function (e) {
+    var result = document.getElementById("abort-result");
+    if (!result || e.detail.target !== result) return;
+    if (abortTimer) clearTimeout(abortTimer);
+    abortTimer = setTimeout(function () { result.textContent = ""; abortTimer = null; }, 4000);
+  });
+  // An error answer (400) is swapped in too: htmx leaves 4xx bodies out unless told otherwise.
+  document.body.addEventListener("htmx:beforeSwap", function (e) {
+    if (e.detail.target && e.detail.target.id === "abort-result" && e.detail.xhr.status === 400) {
+      e.detail.shouldSwap = true;
+      e.detail.isError = false;
+    }
+  });
 
   AF.on("gateway.status", function (m) {
     // The composer follows the gateway: sending needs it up.
@@ -48,6 +79,8 @@
       composer.querySelector(".row").appendChild(note);
     }
     if (note) note.textContent = down ? "Sending is paused. Gateway status: " + m.label + "." : "";
+    gatewayDown = down;
+    syncAbort();
   });
 
   AF.on("sessions.changed", function (m) {
@@ -55,6 +88,7 @@
       if (!isThisSession(c)) return;
       AF.setStatus(head.querySelector(".status"), c.status, c.status_label);
       showRun(!!c.has_active_run);
+      AF.refetchSoon(document.getElementById("session-meta")); // tokens, model, "updated … ago"
     });
   });
 
@@ -93,6 +127,11 @@
   });
 
   AF.onOpen(register);
+  // A brand-new session (New chat) is on record once its first message is sent: the server refuses
+  // panels of unknown sessions, so register again at once rather than at the next renewal.
+  document.body.addEventListener("htmx:afterRequest", function (e) {
+    if (e.detail.successful && e.detail.elt && e.detail.elt.id === "composer") register();
+  });
   // Keep the panel registered for chat polling (its registration expires on its own).
   setInterval(function () { if (!document.hidden) register(); }, 10000);
 })();
