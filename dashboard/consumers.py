@@ -105,6 +105,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         # Without Redis the channel layer fails before connect() (new_channel) or while the
         # socket is open (core layer's receive): accept if needed and close with 4503, one line.
         self._accepted = False
+        self.closing = False
 
         async def tracking_send(message: Any) -> None:
             if message.get("type") == "websocket.accept":
@@ -114,6 +115,8 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         try:
             await super().__call__(scope, receive, tracking_send)
         except LIVE_ERRORS as exc:
+            if self.closing:  # closed already (4503 from connect or the heartbeat): said once
+                return
             log.warning(
                 "closing a websocket with %d: live updates unavailable, Redis at %s: %s: %s",
                 CLOSE_LIVE_UNAVAILABLE,
