@@ -9,6 +9,9 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentflow.settings")
     from django.core.management import execute_from_command_line
 
+    from agentflow.lib.env import load_settings_or_exit
+
+    load_settings_or_exit()  # a bad setting is one line on stderr and exit code 2, not a traceback
     execute_from_command_line(sys.argv)
 
 

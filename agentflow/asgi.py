@@ -4,7 +4,10 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from agentflow.lib.env import load_settings_or_exit
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentflow.settings")
+load_settings_or_exit()  # a bad setting is one line on stderr and exit code 2, not a traceback
 # Initialise Django (apps, settings) before importing anything that touches models.
 django_asgi_app = get_asgi_application()
 

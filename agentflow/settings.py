@@ -1,77 +1,73 @@
 """AgentFlow settings: one file, driven by the environment (see .env.example).
 
 Development defaults work out of the box; ``AGENTFLOW_ENV=production`` refuses to start
-without SECRET_KEY and ALLOWED_HOSTS and turns on every deploy-check hardening.
+without a strong SECRET_KEY, ALLOWED_HOSTS (no wildcard) and AGENTFLOW_ENCRYPTION_KEYS, and turns
+on every deploy-check hardening. A bad value raises one SettingsError naming the variable; the
+entry points print it as one line and exit 2 (agentflow.lib.env).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
+
+from agentflow.lib import crypto
+from agentflow.lib.env import (
+    SettingsError,
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    secret_key_problem,
+)
+from agentflow.lib.files import secure_data_dir
+
+__all__ = ("env_bool", "env_float", "env_int", "env_list", "env_str")  # the readers, for tests
+
+# Files this process creates (the SQLite database and the -wal/-shm files SQLite makes itself,
+# device keys, logs) are readable by the owner only: they hold tokens and keys.
+os.umask(0o077)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def env_str(name: str, default: str = "") -> str:
-    """A string from the environment; ``NAME_FILE`` (a path) wins, for container secrets."""
-    path = os.environ.get(f"{name}_FILE")
-    if path:
-        return Path(path).read_text().strip()
-    return os.environ.get(name, default)
-
-
-def env_bool(name: str, default: bool = False) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use true/false)")
-
-
-def env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
-
-
-def env_list(name: str, default: str = "") -> list[str]:
-    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
-
-
 # pytest sets PYTEST_VERSION before Django loads, so a bare `pytest` gets test settings.
-ENVIRONMENT = env_str("AGENTFLOW_ENV", "test" if "PYTEST_VERSION" in os.environ else "development")
-if ENVIRONMENT not in ("development", "test", "production"):
-    raise ImproperlyConfigured("AGENTFLOW_ENV must be development, test or production")
+ENVIRONMENT = env_choice(
+    "AGENTFLOW_ENV",
+    "test" if "PYTEST_VERSION" in os.environ else "development",
+    ("development", "test", "production"),
+)
 PRODUCTION = ENVIRONMENT == "production"
 
 DATA_DIR = Path(env_str("AGENTFLOW_DATA_DIR", str(BASE_DIR / "var")))
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+secure_data_dir(DATA_DIR)
 
+DEV_SECRET_KEY = "dev-insecure-" + "x" * 50
 SECRET_KEY = env_str("SECRET_KEY")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS")
 if PRODUCTION:
-    if len(SECRET_KEY) < 50:
-        raise ImproperlyConfigured(
-            "Production mode needs SECRET_KEY (at least 50 random characters); "
+    problem = secret_key_problem(SECRET_KEY, DEV_SECRET_KEY)
+    if problem:
+        raise SettingsError(
+            f"SECRET_KEY {problem}; production needs at least 50 random characters, "
             "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(64))'"
         )
     if not ALLOWED_HOSTS:
-        raise ImproperlyConfigured("Production mode needs ALLOWED_HOSTS (comma-separated host names)")
+        raise SettingsError("ALLOWED_HOSTS is required in production (comma-separated host names)")
+    if any("*" in host for host in ALLOWED_HOSTS):
+        raise SettingsError(
+            f"ALLOWED_HOSTS={','.join(ALLOWED_HOSTS)!r}: a wildcard is refused in production; "
+            "list the host names the site answers to"
+        )
     DEBUG = False
 else:
-    SECRET_KEY = SECRET_KEY or "dev-insecure-" + "x" * 50
+    SECRET_KEY = SECRET_KEY or DEV_SECRET_KEY
     ALLOWED_HOSTS = ALLOWED_HOSTS or ["127.0.0.1", "localhost", "[::1]"]
     DEBUG = env_bool("DEBUG", ENVIRONMENT == "development")
 
@@ -177,9 +173,7 @@ CACHES = {
 # does not (bench/README.md). core: RedisChannelLayer, per-channel lists with a capacity
 # (AGENTFLOW_CHANNEL_CAPACITY); messages beyond it are dropped. With either, pages detect gaps by
 # sequence number, count them on /metrics and re-sync; the polling batches reconcile.
-CHANNEL_LAYER = env_str("AGENTFLOW_CHANNEL_LAYER", "pubsub")
-if CHANNEL_LAYER not in ("core", "pubsub"):
-    raise ImproperlyConfigured("AGENTFLOW_CHANNEL_LAYER must be core or pubsub")
+CHANNEL_LAYER = env_choice("AGENTFLOW_CHANNEL_LAYER", "pubsub", ("core", "pubsub"))
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -310,11 +304,39 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "agentflow@localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # --- AgentFlow ---
-# Restrict /metrics to these client addresses (empty: open, like /healthz).
+# Secrets at rest (gateway tokens, webhook secrets): Fernet keys, comma-separated; the first
+# encrypts, all decrypt (rotation: put a new key first, `manage.py rotate_encryption_key`, drop
+# the old one). Outside production the default is derived from SECRET_KEY, so `make run` needs no
+# setup; production refuses to start without it.
+try:
+    ENCRYPTION_KEYS = crypto.check_keys(env_list("AGENTFLOW_ENCRYPTION_KEYS"))
+except ValueError as exc:
+    raise SettingsError(f"AGENTFLOW_ENCRYPTION_KEYS: {exc}") from None
+if not ENCRYPTION_KEYS:
+    if PRODUCTION:
+        raise SettingsError(
+            "AGENTFLOW_ENCRYPTION_KEYS is required in production (it encrypts gateway tokens); "
+            "generate one with: python -c "
+            "'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+        )
+    ENCRYPTION_KEYS = [crypto.derive_key(SECRET_KEY)]
+
+# /metrics: a scraper sends `Authorization: Bearer <AGENTFLOW_METRICS_TOKEN>` or comes from one
+# of AGENTFLOW_METRICS_ALLOWED_IPS. With neither set, development answers loopback clients only
+# and production answers 403 with how to enable it.
+METRICS_TOKEN = env_str("AGENTFLOW_METRICS_TOKEN")
 METRICS_ALLOWED_IPS = env_list("AGENTFLOW_METRICS_ALLOWED_IPS")
+for _entry in METRICS_ALLOWED_IPS:
+    try:
+        ipaddress.ip_network(_entry, strict=False)
+    except ValueError:
+        raise SettingsError(
+            f"AGENTFLOW_METRICS_ALLOWED_IPS: {_entry!r} is not an address or network "
+            "(e.g. 10.0.0.5,10.1.0.0/16)"
+        ) from None
 GATEWAY_DEVICE_DIR = DATA_DIR / "devices"
-GATEWAY_REQUEST_TIMEOUT = float(env_str("AGENTFLOW_GATEWAY_TIMEOUT", "10"))
-GATEWAY_CONNECT_TIMEOUT = float(env_str("AGENTFLOW_GATEWAY_CONNECT_TIMEOUT", "10"))
+GATEWAY_REQUEST_TIMEOUT = env_float("AGENTFLOW_GATEWAY_TIMEOUT", 10.0)
+GATEWAY_CONNECT_TIMEOUT = env_float("AGENTFLOW_GATEWAY_CONNECT_TIMEOUT", 10.0)
 # Scopes requested at connect. Add operator.admin to allow config edits (config.patch).
 GATEWAY_SCOPES = tuple(env_list("AGENTFLOW_GATEWAY_SCOPES", "operator.read,operator.write"))
 
@@ -336,9 +358,9 @@ AGENTFLOW_CHAT_PANEL_TTL = env_int("AGENTFLOW_CHAT_PANEL_TTL", 30)
 # The dashboard websocket: chat panels one socket may open, panel.open rate (a token bucket:
 # per second, burst), and how often it checks Redis and sends the page a heartbeat (0: never).
 AGENTFLOW_WS_MAX_PANELS = env_int("AGENTFLOW_WS_MAX_PANELS", 20)
-AGENTFLOW_WS_PANEL_OPEN_RATE = float(env_str("AGENTFLOW_WS_PANEL_OPEN_RATE", "1"))
-AGENTFLOW_WS_PANEL_OPEN_BURST = env_int("AGENTFLOW_WS_PANEL_OPEN_BURST", 10)
-AGENTFLOW_WS_HEARTBEAT = float(env_str("AGENTFLOW_WS_HEARTBEAT", "10"))
+AGENTFLOW_WS_PANEL_OPEN_RATE = env_float("AGENTFLOW_WS_PANEL_OPEN_RATE", 1.0)
+AGENTFLOW_WS_PANEL_OPEN_BURST = env_int("AGENTFLOW_WS_PANEL_OPEN_BURST", 10, minimum=1)
+AGENTFLOW_WS_HEARTBEAT = env_float("AGENTFLOW_WS_HEARTBEAT", 10.0)
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {

@@ -6,6 +6,7 @@ from django import forms
 from django.contrib import admin
 
 from agentflow.lib.admin import ReadOnlyAdmin, milliseconds
+from agentflow.lib.fields import UnreadableSecret
 
 from .models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway, HealthSample
 
@@ -70,9 +71,12 @@ class GatewayAdmin(admin.ModelAdmin):
     def latency(self, obj: Gateway) -> str:
         return milliseconds(obj.latency_ms)
 
-    @admin.display(boolean=True, description="Token set")
-    def has_token(self, obj: Gateway) -> bool:
-        return bool(obj.token)
+    @admin.display(description="Token")
+    def has_token(self, obj: Gateway) -> str:
+        """Only whether there is one: the token itself is never shown."""
+        if isinstance(obj.token, UnreadableSecret):
+            return "unreadable (its encryption key is missing)"
+        return "set" if obj.token else "not set"
 
 
 @admin.register(Agent)

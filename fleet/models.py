@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import models
 from django.utils import timezone
 
+from agentflow.lib.fields import EncryptedTextField
 from openclaw import AuthError, ProtocolMismatchError
 
 if TYPE_CHECKING:
@@ -47,8 +48,9 @@ class Gateway(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     url = models.CharField("WebSocket URL", max_length=500, help_text="e.g. ws://127.0.0.1:18789/")
-    # Never rendered back or logged: the admin form masks it and __repr__ leaves it out.
-    token = models.CharField(max_length=500, blank=True)
+    # Encrypted at rest (AGENTFLOW_ENCRYPTION_KEYS); never rendered back or logged: the admin
+    # form is write-only and __repr__ leaves it out.
+    token = EncryptedTextField(blank=True)
     enabled = models.BooleanField(default=True)
 
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.UNKNOWN)

@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 from agentflow.lib.redis import get_redis, key
 
 from . import registry
+from .models import BatchRun
 
 log = logging.getLogger("agentflow.scheduler")
 
@@ -43,28 +44,39 @@ def _decode(mapping: dict) -> dict[str, str]:
 
 
 class BatchCollector(Collector):
+    """Every registered batch and every run status is exported, at 0 before its first run, so an
+    alert rule such as ``increase(batch_error_count[1h]) > 0`` sees the series from the start."""
+
     def collect(self) -> Iterator[Metric]:
         client = get_redis()
+        batches = registry.batch_ids()
+        # Every way a run ends (a run is counted when it ends, so "running" has no series).
+        ended = [s for s in BatchRun.Status.values if s != BatchRun.Status.RUNNING]
+        counts = {(b, str(s)): 0.0 for b in batches for s in ended}
+        for field, raw in _decode(client.hgetall(key("metrics", "batch_count"))).items():
+            batch, _, status = field.partition("|")
+            counts[(batch, status)] = float(raw)
         count = CounterMetricFamily(
             "batch_execution_count", "Batch runs by status", labels=["batch", "status"]
         )
-        for field, value in _decode(client.hgetall(key("metrics", "batch_count"))).items():
-            batch, _, status = field.partition("|")
-            count.add_metric([batch, status], float(value))
+        for (batch, status), n in sorted(counts.items()):
+            count.add_metric([batch, status], n)
         yield count
+        failed = dict.fromkeys(batches, 0.0)
+        failed.update(
+            {b: float(v) for b, v in _decode(client.hgetall(key("metrics", "batch_errors"))).items()}
+        )
         errors = CounterMetricFamily("batch_error_count", "Batch runs that failed", labels=["batch"])
-        for batch, value in _decode(client.hgetall(key("metrics", "batch_errors"))).items():
-            errors.add_metric([batch], float(value))
+        for batch, n in sorted(failed.items()):
+            errors.add_metric([batch], n)
         yield errors
         hist = HistogramMetricFamily(
             "batch_execution_duration_seconds", "Batch run duration", labels=["batch"]
         )
         for batch in registry.batch_ids():
             data = _decode(client.hgetall(key("metrics", "batch_duration", batch)))
-            if not data:
-                continue
             buckets = [(str(b), float(data.get(str(b), 0))) for b in BUCKETS] + [
-                ("+Inf", float(data["+Inf"]))
+                ("+Inf", float(data.get("+Inf", 0)))
             ]
             hist.add_metric([batch], buckets, float(data.get("sum", 0)))
         yield hist

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.views.decorators.cache import never_cache
@@ -24,7 +23,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    allowed = settings.METRICS_ALLOWED_IPS
-    if allowed and request.META.get("REMOTE_ADDR") not in allowed:
-        return HttpResponseForbidden("metrics are restricted (AGENTFLOW_METRICS_ALLOWED_IPS)\n")
+    problem = metrics.access_problem(request)
+    if problem:
+        return HttpResponseForbidden(problem + "\n", content_type="text/plain; charset=utf-8")
     return HttpResponse(metrics.render(), content_type=metrics.CONTENT_TYPE)

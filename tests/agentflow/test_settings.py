@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 from agentflow import settings as agentflow_settings
@@ -36,6 +37,12 @@ SCRUBBED = (
     "SECURE_HSTS_SECONDS",
     "SECURE_HSTS_PRELOAD",
     "CSRF_TRUSTED_ORIGINS",
+    "AGENTFLOW_ENCRYPTION_KEYS",
+    "AGENTFLOW_ENCRYPTION_KEYS_FILE",
+    "AGENTFLOW_METRICS_TOKEN",
+    "AGENTFLOW_METRICS_ALLOWED_IPS",
+    "AGENTFLOW_GATEWAY_TIMEOUT",
+    "AGENTFLOW_GATEWAY_CONNECT_TIMEOUT",
 )
 
 
@@ -62,6 +69,7 @@ def production_env(base_env) -> dict[str, str]:
         "AGENTFLOW_ENV": "production",
         "SECRET_KEY": random_key(),
         "ALLOWED_HOSTS": "agentflow.example.test",
+        "AGENTFLOW_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
     }
 
 
@@ -75,7 +83,7 @@ def test_production_without_secret_key_refuses_to_start(production_env):
     del production_env["SECRET_KEY"]
     result = run_python(production_env, "-c", SETUP)
     assert result.returncode != 0
-    assert "ImproperlyConfigured" in result.stderr
+    assert "SettingsError" in result.stderr  # an ImproperlyConfigured
     assert "SECRET_KEY" in result.stderr
 
 
@@ -83,7 +91,7 @@ def test_production_with_a_short_secret_key_refuses_to_start(production_env):
     production_env["SECRET_KEY"] = "too-short"
     result = run_python(production_env, "-c", SETUP)
     assert result.returncode != 0
-    assert "ImproperlyConfigured" in result.stderr
+    assert "SettingsError" in result.stderr  # an ImproperlyConfigured
     assert "SECRET_KEY" in result.stderr
 
 
@@ -91,7 +99,7 @@ def test_production_without_allowed_hosts_refuses_to_start(production_env):
     del production_env["ALLOWED_HOSTS"]
     result = run_python(production_env, "-c", SETUP)
     assert result.returncode != 0
-    assert "ImproperlyConfigured" in result.stderr
+    assert "SettingsError" in result.stderr  # an ImproperlyConfigured
     assert "ALLOWED_HOSTS" in result.stderr
 
 
@@ -119,7 +127,7 @@ def test_an_unparseable_boolean_setting_refuses_to_start(base_env):
     base_env["DEBUG"] = "maybe"
     result = run_python(base_env, "-c", SETUP)
     assert result.returncode != 0
-    assert "ImproperlyConfigured" in result.stderr
+    assert "SettingsError" in result.stderr  # an ImproperlyConfigured
     assert "DEBUG='maybe'" in result.stderr
 
 
@@ -166,3 +174,110 @@ def test_without_pytest_the_default_environment_is_development(base_env):
     result = run_python(base_env, "-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["development", "True"]
+
+
+# --- One clear line instead of a traceback --------------------------------------------------
+
+
+def assert_one_line_naming(result: subprocess.CompletedProcess[str], *names: str) -> str:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for name in names:
+        assert name in lines[0]
+    return lines[0]
+
+
+def test_a_bad_number_stops_manage_py_with_one_line_naming_the_variable(base_env):
+    base_env["AGENTFLOW_GATEWAY_TIMEOUT"] = "soon"
+    line = assert_one_line_naming(run_python(base_env, "manage.py", "check"), "AGENTFLOW_GATEWAY_TIMEOUT")
+    assert "'soon'" in line and "number of seconds" in line
+
+
+def test_a_missing_secret_file_names_the_variable_and_the_path(base_env, tmp_path):
+    missing = tmp_path / "nowhere" / "secret_key"
+    base_env["SECRET_KEY_FILE"] = str(missing)
+    line = assert_one_line_naming(run_python(base_env, "manage.py", "check"), "SECRET_KEY_FILE")
+    assert line.endswith(f"SECRET_KEY_FILE={missing}: no such file")
+
+
+def test_the_asgi_entry_point_reports_a_bad_setting_in_one_line(base_env):
+    base_env["AGENTFLOW_GATEWAY_CONNECT_TIMEOUT"] = "-3"
+    result = run_python(base_env, "-c", "import agentflow.asgi")
+    assert_one_line_naming(result, "AGENTFLOW_GATEWAY_CONNECT_TIMEOUT")
+
+
+def test_the_celery_entry_point_reports_a_bad_setting_in_one_line(base_env):
+    base_env["DEBUG"] = "maybe"
+    result = run_python(base_env, "-m", "celery", "-A", "agentflow", "report")
+    assert_one_line_naming(result, "DEBUG='maybe'", "true or false")
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "accepted"),
+    [
+        ("AGENTFLOW_SESSION_IDLE_SECONDS", "lots", "whole number"),
+        ("AGENTFLOW_CHANNEL_LAYER", "kafka", "core, pubsub"),
+        ("AGENTFLOW_ENV", "staging", "development, test, production"),
+        ("AGENTFLOW_METRICS_ALLOWED_IPS", "10.0.0.5,scraper", "address or network"),
+        ("AGENTFLOW_ENCRYPTION_KEYS", "not-a-key", "not a Fernet key"),
+    ],
+)
+def test_every_kind_of_setting_error_is_one_line_with_the_accepted_form(base_env, name, raw, accepted):
+    base_env[name] = raw
+    line = assert_one_line_naming(run_python(base_env, "manage.py", "check"), name)
+    assert accepted in line
+
+
+def test_env_float_reads_seconds_and_rejects_words(monkeypatch):
+    monkeypatch.setenv("AGENTFLOW_TEST_SECONDS", "2.5")
+    assert agentflow_settings.env_float("AGENTFLOW_TEST_SECONDS", 10.0) == 2.5
+    for bad in ("soon", "nan", "inf", "-1"):
+        monkeypatch.setenv("AGENTFLOW_TEST_SECONDS", bad)
+        with pytest.raises(ImproperlyConfigured, match="AGENTFLOW_TEST_SECONDS"):
+            agentflow_settings.env_float("AGENTFLOW_TEST_SECONDS", 10.0)
+
+
+# --- Production refuses what is unsafe -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("x" * 60, "too few distinct characters"),
+        ("ab" * 40, "too few distinct characters"),
+        ("dev-insecure-" + "x" * 50, "development default"),
+        ("django-insecure-" + random_key(50), "development default"),
+    ],
+)
+def test_production_refuses_a_low_entropy_secret_key(production_env, key, reason):
+    production_env["SECRET_KEY"] = key
+    line = assert_one_line_naming(run_python(production_env, "manage.py", "check"), "SECRET_KEY")
+    assert reason in line
+    assert key not in line  # the key itself is never printed
+
+
+@pytest.mark.parametrize("hosts", ["*", "agentflow.example.test,*", "*.example.test"])
+def test_production_refuses_a_wildcard_in_allowed_hosts(production_env, hosts):
+    production_env["ALLOWED_HOSTS"] = hosts
+    line = assert_one_line_naming(run_python(production_env, "manage.py", "check"), "ALLOWED_HOSTS")
+    assert "wildcard" in line
+
+
+def test_production_refuses_to_start_without_encryption_keys(production_env):
+    del production_env["AGENTFLOW_ENCRYPTION_KEYS"]
+    line = assert_one_line_naming(
+        run_python(production_env, "manage.py", "check"), "AGENTFLOW_ENCRYPTION_KEYS"
+    )
+    assert "Fernet.generate_key()" in line
+
+
+def test_outside_production_the_encryption_key_is_derived_from_the_secret_key(base_env):
+    code = (
+        f"{SETUP}; from django.conf import settings; from agentflow.lib import crypto; "
+        "print(settings.ENCRYPTION_KEYS == [crypto.derive_key(settings.SECRET_KEY)])"
+    )
+    first = run_python(base_env, "-c", code)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split() == ["True"]

@@ -103,3 +103,80 @@ def test_the_token_never_appears_in_the_metrics(client, db):
     body = client.get("/metrics").content.decode()
     assert 'gateway="a"' in body and 'gateway="b"' in body
     assert SECRET_TOKEN not in body
+
+
+# --- Who may scrape ---------------------------------------------------------------------------
+
+METRICS_TOKEN = "scrape-token-9d0c7e1b5a"
+
+
+@override_settings(PRODUCTION=True, METRICS_TOKEN="", METRICS_ALLOWED_IPS=[])
+def test_production_with_nothing_configured_answers_403_saying_how_to_enable(client, db):
+    make_gateway("alpha", status=Gateway.Status.CONNECTED)
+    response = client.get("/metrics")  # even from loopback
+    assert response.status_code == 403
+    body = response.content.decode()
+    assert "gateway_up" not in body
+    assert "AGENTFLOW_METRICS_TOKEN" in body and "AGENTFLOW_METRICS_ALLOWED_IPS" in body
+
+
+@override_settings(PRODUCTION=True, METRICS_TOKEN=METRICS_TOKEN, METRICS_ALLOWED_IPS=[])
+def test_production_answers_a_scraper_with_the_bearer_token(client, db):
+    make_gateway("alpha", status=Gateway.Status.CONNECTED)
+    ok = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, REMOTE_ADDR="192.0.2.7")
+    assert ok.status_code == 200
+    assert 'gateway_up{gateway="alpha"}' in ok.content.decode()
+    for header in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {METRICS_TOKEN}"}):
+        denied = client.get("/metrics", headers=header, REMOTE_ADDR="192.0.2.7")
+        assert denied.status_code == 403, header
+        assert "gateway_up" not in denied.content.decode()
+        assert METRICS_TOKEN not in denied.content.decode()
+
+
+@override_settings(PRODUCTION=True, METRICS_TOKEN="", METRICS_ALLOWED_IPS=["10.1.0.0/16", "192.0.2.9"])
+def test_production_answers_addresses_and_networks_of_the_allowlist(client, db):
+    assert client.get("/metrics", REMOTE_ADDR="10.1.42.3").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="192.0.2.9").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="10.2.0.1").status_code == 403
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403
+
+
+@override_settings(PRODUCTION=False, METRICS_TOKEN="", METRICS_ALLOWED_IPS=[])
+def test_outside_production_metrics_stay_open_on_loopback_only(client, db):
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="::1").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="192.0.2.7").status_code == 403
+
+
+# --- Series exist before the first event ----------------------------------------------------
+
+
+def test_counters_with_known_labels_are_exported_at_zero_on_a_fresh_install(client, db, redis_prefix):
+    from scheduler import registry
+
+    make_gateway("fresh", status=Gateway.Status.CONNECTED)
+    values = samples(client.get("/metrics").content.decode())
+    batches = registry.batch_ids()
+    assert len(batches) >= 5
+    for batch in batches:
+        assert values[("batch_error_count_total", (("batch", batch),))] == 0.0
+        for status in ("ok", "error", "skipped", "lost"):
+            assert values[("batch_execution_count_total", (("batch", batch), ("status", status)))] == 0.0
+        assert ("batch_execution_count_total", (("batch", batch), ("status", "running"))) not in values
+        assert values[("batch_execution_duration_seconds_count", (("batch", batch),))] == 0.0
+    for status in Gateway.Status.values:
+        expected = 1.0 if status == "connected" else 0.0
+        assert values[("gateway_status", (("gateway", "fresh"), ("status", status)))] == expected
+    for status in AgentSession.Status.values:
+        assert values[("agentflow_sessions", (("gateway", "fresh"), ("status", status)))] == 0.0
+    assert values[("agentflow_agents", (("gateway", "fresh"),))] == 0.0
+
+
+def test_a_recorded_error_counts_on_top_of_the_zero_series(client, db, redis_prefix):
+    from scheduler import metrics as batch_metrics
+
+    batch_metrics.record("BATCH-002", "error", 0.2)
+    values = samples(client.get("/metrics").content.decode())
+    assert values[("batch_error_count_total", (("batch", "BATCH-002"),))] == 1.0
+    assert values[("batch_error_count_total", (("batch", "BATCH-001"),))] == 0.0
+    assert values[("batch_execution_count_total", (("batch", "BATCH-002"), ("status", "error")))] == 1.0

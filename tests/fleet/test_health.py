@@ -141,3 +141,29 @@ def test_the_token_never_appears_in_the_report(client, db, redis_client):
     response = client.get("/healthz")
     assert len(response.json()["gateways"]) == 3
     assert SECRET_TOKEN not in response.content.decode()
+
+
+@pytest.mark.usefixtures("fresh_redis_pool")
+def test_healthz_names_no_internal_url_address_or_path(client, db, settings):
+    make_gateway(
+        "far",
+        url="ws://127.0.0.1:18999/far",
+        status=Gateway.Status.DISCONNECTED,
+        status_reason="Cannot reach the gateway: connect to ws://127.0.0.1:18999/far failed "
+        "([Errno 111] Connect call failed ('127.0.0.1', 18999)); see /srv/agentflow/var/log.",
+    )
+    with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):
+        get_redis.cache_clear()
+        response = client.get("/healthz")
+    body = response.content.decode()
+    assert response.status_code == 503
+    data = response.json()
+    # Statuses stay: Redis is down, the gateway disconnected, and each says why in words.
+    assert data["status"] == "down"
+    assert data["redis"]["ok"] is False and data["redis"]["error"].startswith("ConnectionError")
+    assert data["gateways"][0]["status"] == "disconnected"
+    assert data["gateways"][0]["error"].startswith("Cannot reach the gateway")
+    for internal in ("redis://", "127.0.0.1", "ws://", "18999", "/srv/agentflow", str(settings.DATA_DIR)):
+        assert internal not in body, internal
+    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        assert "sqlite3" not in body

@@ -51,7 +51,9 @@ def data(manifest: dict) -> dict:
             }
             for model in models
         },
-        "gateways": list(Gateway.objects.order_by("pk").values("pk", "name", "status", "scopes", "enabled")),
+        "gateways": list(
+            Gateway.objects.order_by("pk").values("pk", "name", "status", "scopes", "enabled", "token")
+        ),
         "agents": list(
             Agent.objects.order_by("pk").values("pk", "agent_id", "gateway__name", "parent__agent_id")
         ),

@@ -58,6 +58,7 @@ NEW_MIGRATIONS = {
     ("scheduler", "0002_batch_registry_and_alert"),
     ("fleet", "0001_initial"),
     ("dashboard", "0002_move_models_out"),
+    ("fleet", "0002_encrypt_gateway_tokens"),
     ("scheduler", "0003_audit_and_roles"),
     ("dashboard", "0003_api_token_role"),
     ("scheduler", "0004_batchrun_running_lost"),
@@ -203,7 +204,12 @@ def rows_by_id(snapshot: dict, table: str) -> dict:
 
 
 def test_every_row_of_every_table_is_kept_with_its_values(upgrade):
-    changed_on_purpose = {"scheduler_batchrun", "django_content_type", "django_migrations"}
+    changed_on_purpose = {
+        "scheduler_batchrun",
+        "django_content_type",
+        "django_migrations",
+        "dashboard_gateway",
+    }
     # Tables that gain rows on purpose (the roles' groups and permissions of scheduler 0003, the
     # new apps' permissions): every old row is still there, unchanged.
     grown = {"auth_group", "auth_permission"}
@@ -220,6 +226,13 @@ def test_every_row_of_every_table_is_kept_with_its_values(upgrade):
         elif table not in changed_on_purpose:
             assert snapshot[table] == upgrade.before[table], f"{table} changed"
     assert sorted(row["name"] for row in snapshot["auth_group"]) == ["admin", "operator", "viewer"]
+    # Gateways: every value kept but the token, which is now stored encrypted (fleet 0002).
+    without_token = [
+        {k: v for k, v in row.items() if k != "token"} for row in upgrade.before["dashboard_gateway"]
+    ]
+    assert [
+        {k: v for k, v in row.items() if k != "token"} for row in snapshot["dashboard_gateway"]
+    ] == without_token
     # Sanity: the seed really wrote rows everywhere the comparison above looks.
     assert all(upgrade.before[table] for table in TABLES if table != "auth_group")
 
@@ -374,6 +387,18 @@ def test_schedules_are_intact_and_not_recreated(upgrade):
     assert upgrade.app["setup_schedules"] == [f"{t['name']}: exists" for t in tasks]
 
 
+def test_gateway_tokens_are_encrypted_at_rest_and_read_back_unchanged(upgrade):
+    plain = {row["id"]: row["token"] for row in upgrade.before["dashboard_gateway"]}
+    stored = {row["id"]: row["token"] for row in upgrade.upgraded["snapshot"]["dashboard_gateway"]}
+    assert "prod-secret-token" in plain.values()
+    for pk, token in plain.items():
+        if token:  # an empty token stays empty: nothing to hide
+            assert stored[pk].startswith("fernet:") and token not in stored[pk]
+        else:
+            assert stored[pk] == ""
+    assert {g["pk"]: g["token"] for g in upgrade.upgraded["gateways"]} == plain
+
+
 def test_api_tokens_issued_before_still_authenticate(upgrade):
     token = upgrade.manifest["token"]
     assert upgrade.upgraded["snapshot"]["dashboard_apitoken"][0]["token_hash"] == token["hash"]
@@ -432,8 +457,15 @@ def test_upgrading_again_after_a_downgrade_gives_the_same_database(upgrade):
                 r for r in first[table] if r["id"] in kept
             ]
             assert len(again[table]) == len(first[table]), f"{table} differs on the second upgrade"
-        elif table != "django_migrations":  # re-applied: new ids and times
+        elif table not in ("django_migrations", "dashboard_gateway"):  # re-applied: new ids and times
             assert again[table] == first[table], f"{table} differs on the second upgrade"
+
+    # Gateways: the same rows; the tokens encrypted again, so a fresh ciphertext (Fernet is randomised).
+    def without_token(rows: list[dict]) -> list[dict]:
+        return [{k: v for k, v in row.items() if k != "token"} for row in rows]
+
+    assert without_token(again["dashboard_gateway"]) == without_token(first["dashboard_gateway"])
+    assert all(row["token"].startswith("fernet:") for row in again["dashboard_gateway"] if row["token"])
     assert {(r["app"], r["name"]) for r in again["django_migrations"]} == {
         (r["app"], r["name"]) for r in first["django_migrations"]
     }
