@@ -1,4 +1,4 @@
-"""The stub model's fault modes, over real HTTP on loopback (no gateway: that is tests/fleet/test_run_errors.py)."""
+"""The stub model's fault modes over loopback HTTP (through the gateway: tests/fleet/test_run_errors.py)."""
 
 from __future__ import annotations
 
