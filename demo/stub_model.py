@@ -7,7 +7,7 @@ Endpoints:
 
 * ``POST /v1/chat/completions`` -- SSE ``chat.completion.chunk`` stream (one chunk per word, a
   ``finish_reason: "stop"`` chunk, a usage chunk, ``data: [DONE]``) or a plain ``chat.completion``.
-* ``GET /v1/models`` -- lists ``stub-model`` and ``stub-fallback``.
+* ``GET /v1/models`` -- lists ``stub-model``.
 * ``GET /healthz`` -- liveness.
 
 Trigger words in the operator text, for tests (demo/README.md has the full table):
@@ -366,8 +366,7 @@ class _Handler(BaseHTTPRequestHandler):
                 {
                     "object": "list",
                     "data": [
-                        {"id": model_id, "object": "model", "created": 0, "owned_by": "agentflow"}
-                        for model_id in (DEFAULT_MODEL_ID, FALLBACK_MODEL_ID)
+                        {"id": DEFAULT_MODEL_ID, "object": "model", "created": 0, "owned_by": "agentflow"}
                     ],
                 },
             )
