@@ -109,6 +109,10 @@ def _script() -> Script:
     return get_redis().register_script(_SCRIPT)
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _known_key() -> str:
     return key("breaker", "known")
 
@@ -130,7 +134,7 @@ class Breaker:
 
     def _call(self, op: str, probe_seconds: float | None = None) -> list:
         member = _member(self.gateway, self.provider)
-        args = [
+        args: list[str | int] = [
             op,
             member,
             settings.AGENTFLOW_BREAKER_FAILURES,
@@ -143,19 +147,19 @@ class Breaker:
         """May a run go now? Closed: yes. Open: no, with the time left. Half-open: only the one
         caller that wins the probe (``probe_seconds``: how long its lease lasts)."""
         allowed, wait, state, _failures, probing = self._call("allow", probe_seconds)
-        return BreakerDecision(bool(allowed), float(wait), state.decode(), bool(probing))
+        return BreakerDecision(bool(allowed), float(wait), _text(state), bool(probing))
 
     def allow(self) -> bool:
         return self.check().allowed
 
     def record_success(self) -> str:
         """A run through this breaker succeeded: closed (and failures forgotten), unless open."""
-        return self._call("success")[2].decode()
+        return _text(self._call("success")[2])
 
     def record_failure(self) -> str:
         """A run failed (an execution failure): the Nth consecutive one opens the breaker; a
         failed probe opens it again."""
-        return self._call("failure")[2].decode()
+        return _text(self._call("failure")[2])
 
 
 def breaker_for(gateway: object, provider: str) -> Breaker:
@@ -187,7 +191,7 @@ def reset(gateway: object, provider: str) -> None:
 def states() -> list[BreakerState]:
     """Every breaker ever used, for the queue page, the API and /metrics."""
     client = get_redis()
-    members = sorted(m.decode() for m in client.smembers(_known_key()))
+    members = sorted(_text(m) for m in client.smembers(_known_key()))
     pipe = client.pipeline(transaction=False)
     pipe.time()
     for member in members:
@@ -198,7 +202,7 @@ def states() -> list[BreakerState]:
     result = []
     for member, raw in zip(members, rows, strict=True):
         gateway, provider = json.loads(member)
-        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        fields = {_text(k): _text(v) for k, v in raw.items()}
         state = fields.get("state", CLOSED)
         if state == OPEN:
             retry_in = float(fields.get("opened_at", 0)) + open_s - now

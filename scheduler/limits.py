@@ -159,7 +159,6 @@ def parse_budget(spec: str) -> Budget:
     return Budget(rpm=found.get("rpm", 0.0), tpm=found.get("tpm", 0.0))
 
 
-@cache
 def parse_budgets(text: str) -> dict[str, Budget]:
     """``AGENTFLOW_RATE_LIMITS``: comma-separated ``<key>=<budget>`` entries, e.g.
     ``provider:openai=60rpm/90000tpm,gateway:*=120rpm,model:openai/gpt-4o=30rpm``."""
@@ -175,8 +174,18 @@ def parse_budgets(text: str) -> dict[str, Budget]:
     return budgets
 
 
+@cache
+def _parsed(text: str) -> dict[str, Budget]:
+    return parse_budgets(text)
+
+
 def configured() -> dict[str, Budget]:
-    return parse_budgets(settings.AGENTFLOW_RATE_LIMITS)
+    """The budgets of settings (``AGENTFLOW_RATE_LIMITS``), read once per value."""
+    return _parsed(settings.AGENTFLOW_RATE_LIMITS)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _overrides_key() -> str:
@@ -206,7 +215,7 @@ def clear_budget(name: str) -> None:
 
 def overrides() -> dict[str, Budget]:
     raw = get_redis().hgetall(_overrides_key())
-    return {k.decode(): Budget.decode(v) for k, v in raw.items()}
+    return {_text(k): Budget.decode(v) for k, v in raw.items()}
 
 
 def resolve(name: str, runtime: dict[str, Budget] | None = None) -> tuple[Budget, str | None]:
@@ -350,7 +359,7 @@ def acquire(keys: Sequence[str], tokens_estimate: float = 0) -> Decision:
     allowed, wait, refusing, reason = _run_limit("acquire", keys, tokens_estimate)
     if allowed:
         return Decision(True)
-    decision = Decision(False, float(wait), refusing.decode(), reason.decode())
+    decision = Decision(False, float(wait), _text(refusing), _text(reason))
     _record_wait(decision)
     return decision
 
@@ -410,7 +419,7 @@ def known_keys() -> list[str]:
     """Keys with an exact budget (settings or runtime) and every key ever acquired or blocked."""
     names = {k for k in configured() if not k.endswith(":*")}
     names |= {k for k in overrides() if not k.endswith(":*")}
-    names |= {k.decode() for k in get_redis().smembers(_seen_key())}
+    names |= {_text(k) for k in get_redis().smembers(_seen_key())}
     return sorted(names)
 
 
@@ -439,7 +448,7 @@ def status(names: Iterable[str] | None = None) -> list[KeyStatus]:
     now = seconds + micros / 1_000_000
     result = []
     for name, raw in zip(names, states, strict=True):
-        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        fields = {_text(k): _text(v) for k, v in raw.items()}
         budget, source = resolve(name, runtime)
         result.append(
             KeyStatus(
@@ -482,7 +491,7 @@ class RateLimitCollector(Collector):
         reasons = ("rpm", "tpm", "backoff")
         waits = {(n, r): 0.0 for n in names for r in reasons}
         for field, raw in client.hgetall(key("metrics", "ratelimit_waits")).items():
-            name, _, reason = field.decode().partition("|")
+            name, _, reason = _text(field).partition("|")
             waits[(name, reason)] = float(raw)
         counter = CounterMetricFamily(
             "agentflow_rate_limit_waits", "Requests told to wait, by key and reason", labels=["key", "reason"]
@@ -492,7 +501,7 @@ class RateLimitCollector(Collector):
         yield counter
         backoffs = dict.fromkeys(names, 0.0)
         backoffs.update(
-            {k.decode(): float(v) for k, v in client.hgetall(key("metrics", "ratelimit_backoffs")).items()}
+            {_text(k): float(v) for k, v in client.hgetall(key("metrics", "ratelimit_backoffs")).items()}
         )
         errors = CounterMetricFamily(
             "agentflow_rate_limit_backoffs", "Rate-limit errors reported (each one a backoff)", labels=["key"]
@@ -504,12 +513,18 @@ class RateLimitCollector(Collector):
             "agentflow_rate_limit_wait_seconds", "Waits told to rate-limited requests", labels=["key"]
         )
         for name in names:
-            data = {k.decode(): float(v) for k, v in client.hgetall(key("metrics", "ratelimit_wait", name)).items()}
-            buckets = [(str(b), data.get(str(b), 0.0)) for b in WAIT_BUCKETS] + [("+Inf", data.get("+Inf", 0.0))]
+            data = {
+                _text(k): float(v) for k, v in client.hgetall(key("metrics", "ratelimit_wait", name)).items()
+            }
+            buckets = [(str(b), data.get(str(b), 0.0)) for b in WAIT_BUCKETS] + [
+                ("+Inf", data.get("+Inf", 0.0))
+            ]
             hist.add_metric([name], buckets, data.get("sum", 0.0))
         yield hist
         blocked = GaugeMetricFamily(
-            "agentflow_rate_limit_blocked_seconds", "Seconds until a backoff ends (0: not blocked)", labels=["key"]
+            "agentflow_rate_limit_blocked_seconds",
+            "Seconds until a backoff ends (0: not blocked)",
+            labels=["key"],
         )
         budget = GaugeMetricFamily(
             "agentflow_rate_limit_budget", "Budget per minute (0: unlimited)", labels=["key", "unit"]

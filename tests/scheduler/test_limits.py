@@ -273,7 +273,9 @@ def test_metrics_export_known_keys_at_zero_then_count_waits(redis_prefix, settin
     body = client.get("/metrics").content.decode()
     after = samples(body)
     assert after[("agentflow_rate_limit_waits_total", labels)] == 1
-    assert after[("agentflow_rate_limit_waits_total", (("key", "provider:openai"), ("reason", "backoff")))] == 1
+    assert (
+        after[("agentflow_rate_limit_waits_total", (("key", "provider:openai"), ("reason", "backoff")))] == 1
+    )
     assert after[("agentflow_rate_limit_backoffs_total", (("key", "provider:openai"),))] == 1
     hist = "agentflow_rate_limit_wait_seconds_bucket"
     assert after[(hist, (("key", "provider:openai"), ("le", "1.0")))] == 1  # the ~1 s pacing wait
