@@ -125,6 +125,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "dashboard.context_processors.live_updates",
             ],
         },
     },
@@ -355,6 +356,12 @@ AGENTFLOW_CLEANUP_BATCH_SIZE = env_int("AGENTFLOW_CLEANUP_BATCH_SIZE", 10000)
 AGENTFLOW_CHAT_MAX_CHARS = env_int("AGENTFLOW_CHAT_MAX_CHARS", 2 * 1024 * 1024)
 # How long an open chat panel stays registered for BATCH-003 without a refresh from its page.
 AGENTFLOW_CHAT_PANEL_TTL = env_int("AGENTFLOW_CHAT_PANEL_TTL", 30)
+# The dashboard websocket: chat panels one socket may open, panel.open rate (a token bucket:
+# per second, burst), and how often it checks Redis and sends the page a heartbeat (0: never).
+AGENTFLOW_WS_MAX_PANELS = env_int("AGENTFLOW_WS_MAX_PANELS", 20)
+AGENTFLOW_WS_PANEL_OPEN_RATE = env_float("AGENTFLOW_WS_PANEL_OPEN_RATE", 1.0)
+AGENTFLOW_WS_PANEL_OPEN_BURST = env_int("AGENTFLOW_WS_PANEL_OPEN_BURST", 10, minimum=1)
+AGENTFLOW_WS_HEARTBEAT = env_float("AGENTFLOW_WS_HEARTBEAT", 10.0)
 
 # Rate limits (scheduler/limits.py), shared by every worker through Redis: comma-separated
 # <key>=<budget>, keys gateway:<id>, provider:<name>, model:<provider>/<model> or <kind>:*,
