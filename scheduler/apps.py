@@ -11,6 +11,10 @@ class SchedulerConfig(AppConfig):
         from agentflow.lib import metrics
 
         from . import live  # noqa: F401 - declares the engine's live events
+        from .breakers import BreakerCollector
+        from .limits import RateLimitCollector
         from .metrics import BatchCollector
 
         metrics.register(BatchCollector())
+        metrics.register(RateLimitCollector())
+        metrics.register(BreakerCollector())
