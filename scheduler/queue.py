@@ -258,8 +258,9 @@ def _limited(run: Run) -> bool:
     return bool(run.gateway or run.agent or (run.job is not None and run.job.concurrency_limit))
 
 
-def _pick(redis: Any, *, locked: bool) -> tuple[Run, int | None, Any] | None:
-    """The run the policy starts next, the wheel position after it and the eligible runs' queryset."""
+def _pick(redis: Any, *, locked: bool) -> tuple[Run | None, int | None, Any] | None:
+    """The run the policy starts next (None: it was claimed meanwhile, choose again), the wheel
+    position after it and the eligible runs' queryset; None when nothing is eligible."""
     eligible = Run.objects.ready()
     paused = pause_q(QueuePause.objects.all())
     if paused is not None:
@@ -268,22 +269,35 @@ def _pick(redis: Any, *, locked: bool) -> tuple[Run, int | None, Any] | None:
     if saturated is not None:
         eligible = eligible.exclude(saturated)
         redis.set(_starved_key(), "1", ex=3600)
-    qs = eligible.select_related("job")
-    if locked:
-        qs = qs.select_for_update(skip_locked=True, of=("self",))
     position = int(redis.get(_wheel_key()) or 0) % len(WHEEL)
     order = [(Priority.URGENT.value, None)] + [
         (WHEEL[(position + i) % len(WHEEL)], (position + i + 1) % len(WHEEL)) for i in range(len(WHEEL))
     ]
-    tried: set[str] = set()
+    first = _first_ids(eligible)
     for priority, next_position in order:
-        if priority in tried:
+        if priority not in first:
             continue
-        tried.add(priority)
-        candidate = qs.filter(priority=priority).order_by("id").first()
-        if candidate is not None:
-            return candidate, next_position, eligible
+        qs = Run.objects.select_related("job").filter(pk=first[priority], status=Run.Status.QUEUED)
+        if locked:
+            qs = qs.select_for_update(skip_locked=True, of=("self",))
+        return qs.first(), next_position, eligible
     return None
+
+
+def _first_ids(eligible: Any) -> dict[str, int]:
+    """The oldest eligible run's id of each priority that has one, in one query: a scalar
+    subquery per priority, each an index lookup (``run_ready``), whatever the backlog."""
+    parts, params = [], []
+    for priority in PRIORITIES:
+        sql, values = (
+            eligible.filter(priority=priority).order_by("id").values("id")[:1].query.sql_with_params()
+        )
+        parts.append(f"({sql})")
+        params.extend(values)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join(parts), params)
+        row = cursor.fetchone()
+    return {p: v for p, v in zip(PRIORITIES, row, strict=True) if v is not None}
 
 
 def _take(
@@ -335,6 +349,8 @@ def claim_next(worker: str) -> tuple[Run, Attempt] | None:
         if picked is None:
             return None
         candidate, next_position, eligible = picked
+        if candidate is None:
+            continue
         if _limited(candidate):
             break
         claimed = _take(candidate, worker, next_position, eligible, redis)
@@ -348,6 +364,8 @@ def claim_next(worker: str) -> tuple[Run, Attempt] | None:
         if picked is None:
             return None
         candidate, next_position, eligible = picked
+        if candidate is None:
+            return None
         return _take(candidate, worker, next_position, eligible, redis)
 
 

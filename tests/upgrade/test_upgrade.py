@@ -67,6 +67,11 @@ NEW_MIGRATIONS = {
 # Models (and so content types) the previous release did not have: the audit and django-axes'.
 NEW_CONTENT_TYPES = {
     ("scheduler", "auditentry"),
+    # the execution queue (issue 9)
+    ("scheduler", "job"),
+    ("scheduler", "run"),
+    ("scheduler", "attempt"),
+    ("scheduler", "queuepause"),
     ("axes", "accessattempt"),
     ("axes", "accesslog"),
     ("axes", "accessfailurelog"),
