@@ -62,6 +62,7 @@ NEW_MIGRATIONS = {
     ("scheduler", "0003_audit_and_roles"),
     ("dashboard", "0003_api_token_role"),
     ("scheduler", "0004_batchrun_running_lost"),
+    ("scheduler", "0005_jobs_runs_attempts"),
     ("fleet", "0003_session_tokens"),
 }
 # Models (and so content types) the previous release did not have: the audit and django-axes'.
