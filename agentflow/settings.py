@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from kombu import Queue
 
 from agentflow.lib import crypto, logcontext
 from agentflow.lib.env import (
@@ -226,6 +227,21 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_index_key": f"{REDIS_PREFIX}:unacked_index",
     "unacked_mutex_key": f"{REDIS_PREFIX}:unacked_mutex",
 }
+# The engine's priority queues (scheduler/queue.py): one Celery queue per priority, named after
+# the default queue ("agentflow.urgent"…), all consumed by every worker (no -Q needed). Celery is
+# only the wake-up: which run starts is chosen in the database.
+CELERY_TASK_QUEUES = [
+    Queue(name)
+    for name in (REDIS_PREFIX, *(f"{REDIS_PREFIX}.{p}" for p in ("urgent", "high", "normal", "low")))
+]
+# The engine's tick (scheduler.tasks.tick): due scheduled runs, lost messages, timeouts, dead workers.
+CELERY_BEAT_SCHEDULE = {
+    "scheduler-tick": {
+        "task": "scheduler.tasks.tick",
+        "schedule": env_float("AGENTFLOW_TICK_SECONDS", 2.0),
+        "options": {"queue": f"{REDIS_PREFIX}.urgent", "expires": 10},
+    }
+}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
@@ -351,6 +367,24 @@ AGENTFLOW_BATCH_RUN_RETENTION_DAYS = env_int("AGENTFLOW_BATCH_RUN_RETENTION_DAYS
 # A batch run's no-overlap lock lives this long past its worker's last heartbeat (renewed every
 # third of it): a killed worker blocks the next run for at most this, and its run is marked lost.
 AGENTFLOW_BATCH_LEASE_SECONDS = env_int("AGENTFLOW_BATCH_LEASE_SECONDS", 6)
+# --- The execution queue (scheduler/queue.py, scheduler/README.md) ---
+# Runs at once per gateway (below the gateway's own lane of 8) and per agent of a gateway.
+AGENTFLOW_GATEWAY_CONCURRENCY = env_int("AGENTFLOW_GATEWAY_CONCURRENCY", 6)
+AGENTFLOW_AGENT_CONCURRENCY = env_int("AGENTFLOW_AGENT_CONCURRENCY", 2)
+# Retries of server errors, timeouts and unreachable gateways: full jitter, base * 2^(n-1) capped.
+AGENTFLOW_RETRY_BASE_SECONDS = env_float("AGENTFLOW_RETRY_BASE_SECONDS", 10.0)
+AGENTFLOW_RETRY_CAP_SECONDS = env_float("AGENTFLOW_RETRY_CAP_SECONDS", 300.0)
+# A rate-limited run waits this long unless the limiter (scheduler.errors hook) says otherwise.
+AGENTFLOW_RATE_LIMIT_WAIT_SECONDS = env_float("AGENTFLOW_RATE_LIMIT_WAIT_SECONDS", 60.0)
+# A queued run this old with no worker on it gets a fresh dispatch message from the tick.
+AGENTFLOW_REDISPATCH_AFTER_SECONDS = env_float("AGENTFLOW_REDISPATCH_AFTER_SECONDS", 5.0)
+AGENTFLOW_REDISPATCH_MAX = env_int("AGENTFLOW_REDISPATCH_MAX", 20)
+# A running run past its timeout plus this grace is reconciled, then timed out.
+AGENTFLOW_RUN_TIMEOUT_GRACE_SECONDS = env_int("AGENTFLOW_RUN_TIMEOUT_GRACE_SECONDS", 30)
+# A worker's liveness key lives this long past its last renewal (renewed every third of it).
+AGENTFLOW_WORKER_LEASE_SECONDS = env_int("AGENTFLOW_WORKER_LEASE_SECONDS", 6)
+# Results longer than this are stored cut (Run.result_truncated).
+AGENTFLOW_RUN_RESULT_MAX_CHARS = env_int("AGENTFLOW_RUN_RESULT_MAX_CHARS", 64 * 1024)
 AGENTFLOW_CLEANUP_BATCH_SIZE = env_int("AGENTFLOW_CLEANUP_BATCH_SIZE", 10000)
 # Chat messages longer than this are stored truncated (with a marker); 2 MiB by default.
 AGENTFLOW_CHAT_MAX_CHARS = env_int("AGENTFLOW_CHAT_MAX_CHARS", 2 * 1024 * 1024)

@@ -10,7 +10,7 @@ class SchedulerConfig(AppConfig):
     def ready(self) -> None:
         from agentflow.lib import metrics
 
-        from . import live  # noqa: F401 - declares the engine's live events
+        from . import actions, live  # noqa: F401 - live declares the engine's live events
         from .breakers import BreakerCollector
         from .limits import RateLimitCollector
         from .metrics import BatchCollector
@@ -18,3 +18,4 @@ class SchedulerConfig(AppConfig):
         metrics.register(BatchCollector())
         metrics.register(RateLimitCollector())
         metrics.register(BreakerCollector())
+        actions.register_action(actions.NOOP_ACTION)

@@ -7,7 +7,8 @@ import logging
 
 from celery import shared_task
 
-from . import registry, runner
+from . import queue, registry, runner
+from . import tick as ticking
 
 log = logging.getLogger("agentflow.scheduler")
 
@@ -51,3 +52,19 @@ def queue_batch(batch: str, target_id: int | None = None) -> bool:
         log.warning("could not queue %s for %s (broker down?)", batch, target_id, exc_info=True)
         return False
     return True
+
+
+# --- the execution queue (scheduler/queue.py) ----------------------------------------------------
+
+
+@shared_task(name="scheduler.tasks.dispatch", ignore_result=True)
+def dispatch() -> None:
+    """A wake-up: start the next run the queue selects (not a run named by the message)."""
+    queue.start_next()
+
+
+@shared_task(name="scheduler.tasks.tick", ignore_result=True)
+def tick() -> None:
+    report = ticking.tick()
+    if any(vars(report).values()):
+        log.info("tick: %s", ", ".join(f"{k} {v}" for k, v in vars(report).items() if v))
