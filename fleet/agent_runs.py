@@ -125,6 +125,11 @@ def validate(params: Mapping[str, Any]) -> dict[str, Any]:
 # --- start / cancel ------------------------------------------------------------------------------
 
 
+def _gateway_of(ctx: AttemptContext) -> Gateway | None:
+    value = ctx.params.get("gateway")
+    return Gateway.objects.filter(pk=value).first() if isinstance(value, int) else None
+
+
 def session_key(ctx: AttemptContext) -> str:
     """A fresh session per attempt (never a busy one), the same for a repeated send of one attempt."""
     return f"agent:{ctx.params['agent']}:af-{ctx.run.pk}-{ctx.attempt.pk.hex[:12]}"
@@ -135,7 +140,7 @@ def _failed(info: run_errors.ErrorInfo) -> Finished:
 
 
 def start(ctx: AttemptContext) -> Finished | Started:
-    gateway = Gateway.objects.filter(pk=ctx.params.get("gateway")).first()
+    gateway = _gateway_of(ctx)
     if gateway is None:
         return Finished(
             "failed", errors.INVALID_REQUEST, f"gateway {ctx.params.get('gateway')} no longer exists"
@@ -162,7 +167,7 @@ def start(ctx: AttemptContext) -> Finished | Started:
 
 
 def cancel(ctx: AttemptContext) -> None:
-    gateway = Gateway.objects.filter(pk=ctx.params.get("gateway")).first()
+    gateway = _gateway_of(ctx)
     key_ = ctx.attempt.session_key or session_key(ctx)
     if gateway is not None:
         services.abort_chat(gateway, key_, run_id=ctx.attempt.external_id or ctx.attempt_id)
@@ -318,7 +323,7 @@ async def drain() -> None:
 def reconcile(ctx: AttemptContext) -> Finished | None:
     """How an attempt whose events were missed ended, from ``chat.history`` (its assistant message)
     and ``sessions.describe`` (the session row); None while it still runs or nothing says."""
-    gateway = Gateway.objects.filter(pk=ctx.params.get("gateway")).first()
+    gateway = _gateway_of(ctx)
     if gateway is None:
         return Finished(
             "failed", errors.INVALID_REQUEST, f"gateway {ctx.params.get('gateway')} no longer exists"
