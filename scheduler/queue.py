@@ -29,7 +29,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import Exists, Q
 from django.template import Context, Engine, TemplateSyntaxError
 from django.utils import timezone
 
@@ -258,16 +258,17 @@ def _limited(run: Run) -> bool:
     return bool(run.gateway or run.agent or (run.job is not None and run.job.concurrency_limit))
 
 
-def _pick(redis: Any, *, locked: bool) -> tuple[Run, int | None] | None:
-    """The run the policy starts next and the wheel position after it, or None."""
-    qs = Run.objects.ready().select_related("job")
+def _pick(redis: Any, *, locked: bool) -> tuple[Run, int | None, Any] | None:
+    """The run the policy starts next, the wheel position after it and the eligible runs' queryset."""
+    eligible = Run.objects.ready()
     paused = pause_q(QueuePause.objects.all())
     if paused is not None:
-        qs = qs.exclude(paused)
+        eligible = eligible.exclude(paused)
     saturated = Usage.now().saturated_q()
     if saturated is not None:
-        qs = qs.exclude(saturated)
+        eligible = eligible.exclude(saturated)
         redis.set(_starved_key(), "1", ex=3600)
+    qs = eligible.select_related("job")
     if locked:
         qs = qs.select_for_update(skip_locked=True, of=("self",))
     position = int(redis.get(_wheel_key()) or 0) % len(WHEEL)
@@ -281,15 +282,23 @@ def _pick(redis: Any, *, locked: bool) -> tuple[Run, int | None] | None:
         tried.add(priority)
         candidate = qs.filter(priority=priority).order_by("id").first()
         if candidate is not None:
-            return candidate, next_position
+            return candidate, next_position, eligible
     return None
 
 
-def _take(candidate: Run, worker: str, next_position: int | None, redis: Any) -> tuple[Run, Attempt] | None:
-    """The conditional UPDATE and the Attempt row, in one short transaction."""
+def _take(
+    candidate: Run, worker: str, next_position: int | None, eligible: Any, redis: Any
+) -> tuple[Run, Attempt] | None:
+    """The conditional UPDATE and the Attempt row, in one short transaction. A run that is not
+    urgent is claimed only while no eligible urgent run waits (NOT EXISTS in the same UPDATE):
+    an urgent run committed between the choice and the claim is never overtaken."""
     now = timezone.now()
+    claim = Run.objects.filter(pk=candidate.pk, status=Run.Status.QUEUED)
+    if candidate.priority != Priority.URGENT:
+        urgent = eligible.filter(priority=Priority.URGENT).order_by().values("pk")
+        claim = claim.exclude(Exists(urgent))
     with transaction.atomic():
-        changed = Run.objects.filter(pk=candidate.pk, status=Run.Status.QUEUED).update(
+        changed = claim.update(
             status=Run.Status.RUNNING, started_at=candidate.started_at or now, next_attempt_at=None
         )
         if changed != 1:
@@ -325,10 +334,10 @@ def claim_next(worker: str) -> tuple[Run, Attempt] | None:
         picked = _pick(redis, locked=False)
         if picked is None:
             return None
-        candidate, next_position = picked
+        candidate, next_position, eligible = picked
         if _limited(candidate):
             break
-        claimed = _take(candidate, worker, next_position, redis)
+        claimed = _take(candidate, worker, next_position, eligible, redis)
         if claimed is not None:
             return claimed
     with transaction.atomic():
@@ -338,8 +347,8 @@ def claim_next(worker: str) -> tuple[Run, Attempt] | None:
         picked = _pick(redis, locked=True)
         if picked is None:
             return None
-        candidate, next_position = picked
-        return _take(candidate, worker, next_position, redis)
+        candidate, next_position, eligible = picked
+        return _take(candidate, worker, next_position, eligible, redis)
 
 
 def start_next(worker: str | None = None) -> Run | None:
