@@ -390,7 +390,9 @@ def start_next(worker: str | None = None) -> Run | None:
             log.exception("run %s: action %s raised", run.pk, run.kind)
             outcome = Finished("failed", errors.SYSTEM, f"{type(exc).__name__}: {exc}")
     if isinstance(outcome, Started):
-        Attempt.objects.filter(pk=attempt.pk, status=Attempt.Status.RUNNING).update(
+        # No status filter: the result may already have settled the attempt (a fast agent run's
+        # terminal event can reach the listener before this line); its session key is kept anyway.
+        Attempt.objects.filter(pk=attempt.pk).update(
             in_worker=False, session_key=outcome.session_key[:300], external_id=outcome.external_id[:200]
         )
         return run
