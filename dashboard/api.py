@@ -118,7 +118,7 @@ def api_view(view: Callable[..., Any]) -> Callable[..., JsonResponse]:
 
 
 class _CsrfCheck(CsrfViewMiddleware):
-    def _reject(self, request: HttpRequest, reason: str) -> HttpResponse:  # type: ignore[override]
+    def _reject(self, request: HttpRequest, reason: str) -> HttpResponse:
         return error_response(403, f"CSRF check failed ({reason}): send the X-CSRFToken header", "csrf")
 
 

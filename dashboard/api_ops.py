@@ -60,7 +60,9 @@ def _minutes(request: HttpRequest) -> int:
 def _fields(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
     unknown = sorted(set(body) - set(allowed))
     if unknown:
-        raise ApiError(400, f"unknown field(s) {', '.join(unknown)} (allowed: {', '.join(allowed)})", "bad_field")
+        raise ApiError(
+            400, f"unknown field(s) {', '.join(unknown)} (allowed: {', '.join(allowed)})", "bad_field"
+        )
 
 
 def _str(body: dict[str, Any], name: str, *, max_length: int = 200, required: bool = False) -> str:
@@ -135,9 +137,7 @@ RUN = obj(
     attempts={"type": "integer"},
     max_attempts={"type": "integer"},
     timeout={"type": "integer"},
-    timings=obj(
-        queued_at=TS, run_after=TS, started_at=TS, finished_at=TS, wait_time=NUM, execution_time=NUM
-    ),
+    timings=obj(queued_at=TS, run_after=TS, started_at=TS, finished_at=TS, wait_time=NUM, execution_time=NUM),
     result=nullable("string"),
     result_truncated={"type": "boolean"},
     result_url=nullable("string", format="uri"),
@@ -218,7 +218,10 @@ def health_view(request: HttpRequest) -> JsonResponse:
             priorities={
                 "type": "object",
                 "additionalProperties": obj(
-                    counts=_COUNTS, oldest_wait=NUM, throughput_per_minute={"type": "number"}, average_wait=NUM
+                    counts=_COUNTS,
+                    oldest_wait=NUM,
+                    throughput_per_minute={"type": "number"},
+                    average_wait=NUM,
                 ),
             },
             pauses={"type": "array", "items": {"type": "object"}},
@@ -247,7 +250,11 @@ def _scope(body: dict[str, Any]) -> tuple[str, str, str]:
     value = _str(body, name, max_length=100, required=True)
     if name == "scope":
         if value != "all":
-            raise ApiError(400, f"'scope' must be 'all' (or name a priority, gateway, agent or job), not {value!r}", "bad_scope")
+            raise ApiError(
+                400,
+                f"'scope' must be 'all' (or name a priority, gateway, agent or job), not {value!r}",
+                "bad_scope",
+            )
         return "all", "", reason
     if name == "priority":
         _priority(value)
@@ -368,7 +375,18 @@ def session_status(request: HttpRequest) -> dict[str, Any]:
 
 # --- runs ---------------------------------------------------------------------------------------------------
 
-RUN_FIELDS = ("job", "agent", "prompt", "gateway", "priority", "timeout", "run_after", "dedupe_key", "input", "params")
+RUN_FIELDS = (
+    "job",
+    "agent",
+    "prompt",
+    "gateway",
+    "priority",
+    "timeout",
+    "run_after",
+    "dedupe_key",
+    "input",
+    "params",
+)
 
 
 @openapi.operation(
@@ -485,7 +503,16 @@ def runs_create(request: HttpRequest) -> JsonResponse:
 runs = api_get_post(runs_list, runs_create)
 
 
-@openapi.operation(Operation("One run with its attempts, timings, result, usage and error.", RUN, params=(RUN_ID,), paginated=False, errors=(401, 404), tags=OPS))
+@openapi.operation(
+    Operation(
+        "One run with its attempts, timings, result, usage and error.",
+        RUN,
+        params=(RUN_ID,),
+        paginated=False,
+        errors=(401, 404),
+        tags=OPS,
+    )
+)
 @api_view
 def run_detail(request: HttpRequest, run_id: int) -> dict[str, Any]:
     return _run_json(request, _run(run_id))
@@ -526,7 +553,9 @@ def _run_control(name: str) -> Any:
     def view(request: HttpRequest, run_id: int) -> dict[str, Any]:
         body = json_body(request)
         _fields(body, ("reason",))
-        run = control(access.actor(request, source="api"), _run(run_id), _str(body, "reason", max_length=2000))
+        run = control(
+            access.actor(request, source="api"), _run(run_id), _str(body, "reason", max_length=2000)
+        )
         return _run_json(request, _run(run.pk))
 
     view.__name__ = view.__qualname__ = f"run_{name}"

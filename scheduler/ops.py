@@ -69,7 +69,9 @@ def submit(
                 timeout_seconds=timeout,
             )
         created = not (dedupe_key and run.queued_at < before)
-        ctl.note(f"run {run.pk} {run.status}" + ("" if created else f" (existing, dedupe key {dedupe_key!r})"))
+        ctl.note(
+            f"run {run.pk} {run.status}" + ("" if created else f" (existing, dedupe key {dedupe_key!r})")
+        )
     return run, created
 
 
@@ -91,7 +93,9 @@ def create_job(actor: Actor, fields: dict[str, Any]) -> Job:
             job.full_clean()
         except ValidationError as exc:
             messages = [
-                f"{field}: {m}" for field, ms in getattr(exc, "message_dict", {"": exc.messages}).items() for m in ms
+                f"{field}: {m}"
+                for field, ms in getattr(exc, "message_dict", {"": exc.messages}).items()
+                for m in ms
             ]
             raise ValidationError("; ".join(messages), code="invalid_job") from None
         job.save()

@@ -13,7 +13,18 @@ import math
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, FloatField, Min, Q, QuerySet, Sum
+from django.db.models import (
+    Avg,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    FloatField,
+    Min,
+    Q,
+    QuerySet,
+    Sum,
+)
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast
 from django.utils import timezone
@@ -53,10 +64,13 @@ def queue_status(minutes: int = 60) -> dict[str, Any]:
     since = _since(minutes, now)
     counts: dict[str, dict[str, int]] = {p: {s: 0 for s in Run.Status.values} for p in Priority.values}
     for row in (
-        Run.objects.filter(status__in=Run.NOT_FINAL).values("priority", "status").annotate(n=Count("id")).order_by()
+        Run.objects.filter(status__in=Run.NOT_FINAL)
+        .values("priority", "status")
+        .annotate(n=Count("id"))
+        .order_by()
     ):
         counts.setdefault(row["priority"], {})[row["status"]] = row["n"]
-    finished = {}
+    finished: dict[str, int] = {}
     for row in finished_since(since).values("priority", "status").annotate(n=Count("id")).order_by():
         counts.setdefault(row["priority"], {})[row["status"]] = row["n"]
         finished[row["priority"]] = finished.get(row["priority"], 0) + row["n"]
@@ -83,7 +97,13 @@ def queue_status(minutes: int = 60) -> dict[str, Any]:
         "window_minutes": minutes,
         "priorities": priorities,
         "pauses": [
-            {"scope": q.scope, "value": q.value, "who": q.who, "reason": q.reason, "since": q.since.isoformat()}
+            {
+                "scope": q.scope,
+                "value": q.value,
+                "who": q.who,
+                "reason": q.reason,
+                "since": q.since.isoformat(),
+            }
             for q in QueuePause.objects.all()
         ],
     }
@@ -138,7 +158,12 @@ def error_counts(minutes: int = 60) -> dict[str, Any]:
     for r in qs.values("job_name", "kind", "error_class").annotate(n=Count("id")).order_by():
         name = r["job_name"] or f"({r['kind']})"
         by_job.setdefault(name, {})[r["error_class"]] = r["n"]
-    return {"window_minutes": minutes, "total": sum(by_class.values()), "by_class": by_class, "by_job": by_job}
+    return {
+        "window_minutes": minutes,
+        "total": sum(by_class.values()),
+        "by_class": by_class,
+        "by_job": by_job,
+    }
 
 
 def percentiles(qs: QuerySet[Run], expr: Any, ps: tuple[float, ...] = PERCENTILES) -> dict[str, float | None]:

@@ -84,7 +84,9 @@ def test_a_cookie_post_needs_the_csrf_token_a_bearer_post_does_not(operator, op)
     token = browser.cookies["csrftoken"].value
     ok = post(browser, "/api/v1/runs/", {"job": "nightly"}, HTTP_X_CSRFTOKEN=token)
     assert ok.status_code == 201
-    assert post(Client(enforce_csrf_checks=True), "/api/v1/runs/", {"job": "nightly"}, **op).status_code == 201
+    assert (
+        post(Client(enforce_csrf_checks=True), "/api/v1/runs/", {"job": "nightly"}, **op).status_code == 201
+    )
 
 
 @pytest.mark.parametrize(
@@ -112,7 +114,9 @@ def test_bad_json_bodies_are_400_and_huge_ones_413(client, op):
     for raw in ["{", "[1, 2]", '"x"', "nul"]:
         response = client.post("/api/v1/runs/", raw, content_type="application/json", **op)
         assert response.status_code == 400 and response.json()["code"] == "bad_json", raw
-    huge = client.post("/api/v1/runs/", '{"job": "' + "x" * 70_000 + '"}', content_type="application/json", **op)
+    huge = client.post(
+        "/api/v1/runs/", '{"job": "' + "x" * 70_000 + '"}', content_type="application/json", **op
+    )
     assert huge.status_code == 413
     form = client.post("/api/v1/runs/", "job=x", content_type="application/x-www-form-urlencoded", **op)
     assert form.status_code == 415
@@ -225,7 +229,9 @@ def test_jobs_create_list_detail(client, op):
     assert client.get("/api/v1/jobs/nope/", **op).status_code == 404
     duplicate = post(client, "/api/v1/jobs/", {"name": "tidy", "kind": "noop"}, **op)
     assert duplicate.status_code == 400 and "already exists" in duplicate.json()["error"]
-    bad_params = post(client, "/api/v1/jobs/", {"name": "t2", "kind": "noop", "params": {"sleep_ms": "x"}}, **op)
+    bad_params = post(
+        client, "/api/v1/jobs/", {"name": "t2", "kind": "noop", "params": {"sleep_ms": "x"}}, **op
+    )
     assert bad_params.status_code == 400 and "sleep_ms" in bad_params.json()["error"]
     bad_kind = post(client, "/api/v1/jobs/", {"name": "t3", "kind": "teleport"}, **op)
     assert bad_kind.status_code == 400 and "teleport" in bad_kind.json()["error"]
@@ -235,7 +241,9 @@ def test_jobs_create_list_detail(client, op):
 
 def test_stats_and_session_status_answer_from_the_runs(client, op):
     now = timezone.now()
-    for i, (status, error_class) in enumerate([("succeeded", ""), ("failed", "server_error"), ("failed", "timeout")]):
+    for i, (status, error_class) in enumerate(
+        [("succeeded", ""), ("failed", "server_error"), ("failed", "timeout")]
+    ):
         Run.objects.create(
             kind="noop",
             job_name="nightly",
@@ -248,7 +256,9 @@ def test_stats_and_session_status_answer_from_the_runs(client, op):
         )
     usage = client.get("/api/v1/stats/usage/?minutes=5", **op).json()
     assert usage["finished"] == 3 and usage["success_rate"] == pytest.approx(1 / 3, abs=1e-3)
-    assert usage["tokens"] == {"input": 30, "output": 15, "total": 45} and usage["cost"] == pytest.approx(0.03)
+    assert usage["tokens"] == {"input": 30, "output": 15, "total": 45} and usage["cost"] == pytest.approx(
+        0.03
+    )
     assert usage["average_response_time"] == pytest.approx(9.0)
     errors = client.get("/api/v1/stats/errors/", **op).json()
     assert errors["by_class"] == {"server_error": 1, "timeout": 1}
@@ -268,7 +278,9 @@ def test_health_needs_no_login(client):
 
 
 def test_results_are_capped_with_a_link_to_the_whole(client, op):
-    run = Run.objects.create(kind="noop", status="succeeded", result="x" * 5000, queued_at=datetime(2026, 1, 1, tzinfo=UTC))
+    run = Run.objects.create(
+        kind="noop", status="succeeded", result="x" * 5000, queued_at=datetime(2026, 1, 1, tzinfo=UTC)
+    )
     Attempt.objects.create(run=run, number=1, status="succeeded", session_key="agent:main:af-1")
     body = client.get(f"/api/v1/runs/{run.pk}/", **op).json()
     assert len(body["result"]) == 4000 and body["result_truncated"] is True
