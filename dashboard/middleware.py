@@ -29,8 +29,11 @@ def is_api(request: HttpRequest) -> bool:
     return request.path_info.startswith(API_PREFIX)
 
 
+_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method"}
+
+
 def json_error(status: int, message: str) -> JsonResponse:
-    return JsonResponse({"error": message}, status=status)
+    return JsonResponse({"error": message, "code": _CODES.get(status, "error")}, status=status)
 
 
 def bad_request(request: HttpRequest, message: str) -> HttpResponse:

@@ -374,6 +374,9 @@ class Run(models.Model):
             models.Index(fields=["started_at"], name="run_running", condition=Q(status="running")),
             models.Index(fields=["status", "priority"], name="run_status"),
             models.Index(fields=["job", "-id"], name="run_job"),
+            # The ops API's windows (scheduler/stats.py): runs finished / started in the last hour.
+            models.Index(fields=["finished_at"], name="run_finished"),
+            models.Index(fields=["started_at"], name="run_started"),
         ]
         constraints = [
             models.UniqueConstraint(

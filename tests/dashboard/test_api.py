@@ -162,7 +162,7 @@ def test_the_api_is_read_only(api, fleet):
 def test_an_unknown_endpoint_is_a_json_404(api):
     response = get(api, "/api/v1/nothing-here/")
     assert response.status_code == 404
-    assert response.json() == {"error": "no API endpoint at /api/v1/nothing-here/"}
+    assert response.json() == {"error": "no API endpoint at /api/v1/nothing-here/", "code": "not_found"}
 
 
 # --- endpoints ------------------------------------------------------------------------------------
@@ -262,7 +262,7 @@ def test_bad_parameters_get_a_400_with_a_clear_message(api, fleet, url, message)
 def test_an_unknown_gateway_is_a_json_404(api, fleet, url):
     response = get(api, f"{url}?gateway=nope")
     assert response.status_code == 404
-    assert response.json() == {"error": "no gateway named 'nope'"}
+    assert response.json() == {"error": "no gateway named 'nope'", "code": "not_found"}
     assert get(api, f"{url}?gateway=99999").status_code == 404
 
 

@@ -91,7 +91,8 @@ def test_a_nul_character_in_the_query_is_a_400(web, gw):
     assert web.get(f"/gateways/{gw.pk}/sessions/agent:main:main/?q=a%00b").status_code == 400
     assert web.get("/?q=%00").status_code == 400
     assert web.get("/api/v1/sessions/?agent=%00").json() == {
-        "error": "NUL characters are not allowed in the URL"
+        "error": "NUL characters are not allowed in the URL",
+        "code": "bad_request",
     }
 
 
@@ -162,14 +163,14 @@ def test_a_post_to_the_api_is_a_json_405_not_a_csrf_page(debug, operator, gw):
         assert "error" in response.json()
     response = client.post("/api/v1/gateways/")
     assert response.status_code == 405 and response["Allow"] == "GET"
-    assert response.json() == {"error": "method POST is not allowed here (allowed: GET)"}
+    assert response.json() == {"error": "method POST is not allowed here (allowed: GET)", "code": "method"}
 
 
 def test_api_404s_are_json(debug, web):
     for url in ["/api/", "/api/v2/", "/api/v1/gateway"]:
         response = web.get(url)
         assert response.status_code == 404, url
-        assert response.json() == {"error": f"no API endpoint at {url}"}
+        assert response.json() == {"error": f"no API endpoint at {url}", "code": "not_found"}
 
 
 def test_401_is_json(debug, client, gw):
@@ -192,7 +193,7 @@ def test_an_unexpected_error_is_a_logged_json_500(debug, operator, gw, monkeypat
     with caplog.at_level(logging.ERROR, logger="dashboard.api"):
         response = client.get("/api/v1/batches/", headers={"Authorization": f"Bearer {raw}"})
     assert response.status_code == 500
-    assert response.json() == {"error": "internal error: it has been logged"}
+    assert response.json() == {"error": "internal error: it has been logged", "code": "error"}
     assert "a bug" not in response.content.decode()
     assert any(r.exc_info and "a bug" in str(r.exc_info[1]) for r in caplog.records)
 

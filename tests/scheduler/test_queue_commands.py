@@ -100,3 +100,33 @@ def test_the_admin_job_form_validates_params_through_the_action(admin_user, clie
     data["params"] = '{"sleep_ms": 5}'
     assert client.post("/admin/scheduler/job/add/", data).status_code == 302
     assert Job.objects.get().params == {"sleep_ms": 5}
+
+
+def test_enqueue_run_is_audited_as_the_command_and_prints_the_run_json():
+    import json
+
+    out = run_command("enqueue_run", "--kind", "noop", "--json")
+    body = json.loads(out)
+    assert body["status"] == "queued" and body["kind"] == "noop" and "execution_time" in body["timings"]
+    entry = AuditEntry.objects.get(action="run.enqueue")
+    assert entry.actor_label == "command enqueue_run" and entry.source == "command"
+    assert Run.objects.get(pk=body["id"]).trigger == "user"
+    with pytest.raises(CommandError, match="--agent needs --prompt"):
+        from scheduler import actions
+
+        registered = actions.find_action("agent.prompt")
+        if registered is None:
+            actions.register_action(
+                actions.ActionSpec("agent.prompt", "test", start=actions.NOOP_ACTION.start)
+            )
+        try:
+            run_command("enqueue_run", "--agent", "main")
+        finally:
+            if registered is None:
+                actions.unregister_action("agent.prompt")
+
+
+def test_queue_status_prints_the_waits_and_throughput():
+    queue.enqueue(kind="noop", priority="low")
+    status = run_command("queue", "status")
+    assert "oldest wait" in status and "finished/min" in status

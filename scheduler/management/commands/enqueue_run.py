@@ -9,8 +9,9 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from scheduler import actions, queue
+from scheduler import actions, audit, ops
 from scheduler.models import Priority, Run
+from scheduler.runjson import run_json
 
 
 def describe(run: Run) -> str:
@@ -32,7 +33,9 @@ class Command(BaseCommand):
             "--kind",
             help=f"an action kind, ad hoc (registered: {', '.join(a.key for a in actions.actions())})",
         )
-        which.add_argument("--agent", help="the agent kind (wired in the second wave)")
+        which.add_argument("--agent", help="an ad-hoc agent prompt: the agent's id (with --prompt)")
+        parser.add_argument("--gateway", default=None, help="with --agent: the gateway's id or name")
+        parser.add_argument("--json", action="store_true", help="print the run as the API's JSON")
         parser.add_argument(
             "--params", default="{}", help="the action's parameters as JSON, e.g. '{\"sleep_ms\": 10}'"
         )
@@ -50,9 +53,13 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["agent"]:
-            if actions.find_action("agent_prompt") is None:
-                raise CommandError("the agent kind is not registered yet: use --job or --kind")
-            options["kind"] = "agent_prompt"
+            if actions.find_action(ops.AGENT_PROMPT) is None:
+                raise CommandError(
+                    f"the agent kind is not registered yet ({ops.AGENT_PROMPT}): use --job or --kind"
+                )
+            if not options["prompt"]:
+                raise CommandError("--agent needs --prompt TEXT")
+            options["kind"] = ops.AGENT_PROMPT
         try:
             params = json.loads(options["params"])
             input_ = json.loads(options["input"]) if options["input"] is not None else None
@@ -60,20 +67,21 @@ class Command(BaseCommand):
             raise CommandError(f"--params / --input must be JSON: {exc}") from None
         if options["agent"]:
             params = {**params, "agent": options["agent"]}
+            if options["gateway"]:
+                params["gateway"] = options["gateway"]
         try:
-            run = queue.enqueue(
-                options["job"],
+            run, _ = ops.submit(
+                audit.Actor.command("enqueue_run"),
+                job=options["job"],
                 kind=None if options["job"] else options["kind"],
                 params=params,
                 input=input_,
                 prompt=options["prompt"],
                 priority=options["priority"],
-                trigger=Run.Trigger.USER,
-                triggered_by="command enqueue_run",
             )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
-        self.stdout.write(describe(run))
+        self.show(run, options["json"])
         if not options["wait"]:
             return
         deadline = time.monotonic() + options["timeout"]
@@ -82,8 +90,14 @@ class Command(BaseCommand):
                 raise CommandError(f"run {run.pk} is still {run.status} after {options['timeout']:.0f}s")
             time.sleep(0.2)
             run.refresh_from_db()
-        self.stdout.write(describe(run))
-        if run.result:
+        self.show(run, options["json"])
+        if run.result and not options["json"]:
             self.stdout.write(run.result)
         if run.status != Run.Status.SUCCEEDED:
             raise CommandError(f"run {run.pk} ended {run.status}")
+
+    def show(self, run: Run, as_json: bool) -> None:
+        if as_json:
+            self.stdout.write(json.dumps(run_json(run), indent=2))
+        else:
+            self.stdout.write(describe(run))

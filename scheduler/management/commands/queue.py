@@ -7,7 +7,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from scheduler import audit, controls
+from scheduler import audit, controls, stats
 from scheduler.models import Priority, QueuePause, Run
 
 
@@ -34,6 +34,18 @@ class Command(BaseCommand):
         if action == "status":
             self.status()
 
+    def add_figures(self) -> None:
+        """Oldest wait, throughput and average wait per priority (scheduler.stats, last hour)."""
+        figures = stats.queue_status(60)["priorities"]
+        self.stdout.write("priority  oldest wait  finished/min  average wait (last hour)")
+        for priority in Priority.values:
+            row = figures.get(priority, {})
+            oldest, average = row.get("oldest_wait"), row.get("average_wait")
+            oldest_text = "-" if oldest is None else f"{oldest:.1f}s"
+            average_text = "-" if average is None else f"{average:.1f}s"
+            rate = row.get("throughput_per_minute", 0)
+            self.stdout.write(f"{priority:<9} {oldest_text:>11}  {rate:>12}  {average_text:>12}")
+
     def status(self) -> None:
         counts = Run.objects.counts()
         states = [s for s in Run.Status.values]
@@ -46,3 +58,4 @@ class Command(BaseCommand):
             self.stdout.write("not paused")
         for pause in pauses:
             self.stdout.write(f"{pause} since {pause.since:%Y-%m-%d %H:%M:%S} by {pause.who}: {pause.reason}")
+        self.add_figures()
