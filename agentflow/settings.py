@@ -16,7 +16,7 @@ from pathlib import Path
 import dj_database_url
 from kombu import Queue
 
-from agentflow.lib import crypto
+from agentflow.lib import crypto, logcontext
 from agentflow.lib.env import (
     SettingsError,
     env_bool,
@@ -28,6 +28,7 @@ from agentflow.lib.env import (
     secret_key_problem,
 )
 from agentflow.lib.files import secure_data_dir
+from scheduler import limits
 
 __all__ = ("env_bool", "env_float", "env_int", "env_list", "env_str")  # the readers, for tests
 
@@ -125,6 +126,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "dashboard.context_processors.live_updates",
             ],
         },
     },
@@ -388,17 +390,37 @@ AGENTFLOW_CLEANUP_BATCH_SIZE = env_int("AGENTFLOW_CLEANUP_BATCH_SIZE", 10000)
 AGENTFLOW_CHAT_MAX_CHARS = env_int("AGENTFLOW_CHAT_MAX_CHARS", 2 * 1024 * 1024)
 # How long an open chat panel stays registered for BATCH-003 without a refresh from its page.
 AGENTFLOW_CHAT_PANEL_TTL = env_int("AGENTFLOW_CHAT_PANEL_TTL", 30)
+# The dashboard websocket: chat panels one socket may open, panel.open rate (a token bucket:
+# per second, burst), and how often it checks Redis and sends the page a heartbeat (0: never).
+AGENTFLOW_WS_MAX_PANELS = env_int("AGENTFLOW_WS_MAX_PANELS", 20)
+AGENTFLOW_WS_PANEL_OPEN_RATE = env_float("AGENTFLOW_WS_PANEL_OPEN_RATE", 1.0)
+AGENTFLOW_WS_PANEL_OPEN_BURST = env_int("AGENTFLOW_WS_PANEL_OPEN_BURST", 10, minimum=1)
+AGENTFLOW_WS_HEARTBEAT = env_float("AGENTFLOW_WS_HEARTBEAT", 10.0)
+
+# Rate limits (scheduler/limits.py), shared by every worker through Redis: comma-separated
+# <key>=<budget>, keys gateway:<id>, provider:<name>, model:<provider>/<model> or <kind>:*,
+# budgets <n>rpm, <n>tpm, <n>rpm/<n>tpm or off; e.g. "provider:openai=60rpm/90000tpm,gateway:*=120rpm".
+# Operators override them at runtime (limits.set_budget). After a provider's rate-limit error its
+# key backs off from BASE seconds, doubling per consecutive error (±10 %), at most CAP seconds.
+AGENTFLOW_RATE_LIMITS = env_str("AGENTFLOW_RATE_LIMITS")
+try:
+    limits.parse_budgets(AGENTFLOW_RATE_LIMITS)
+except limits.BudgetError as exc:
+    raise SettingsError(f"AGENTFLOW_RATE_LIMITS: {exc}") from None
+AGENTFLOW_RATE_LIMIT_BACKOFF_BASE = env_float("AGENTFLOW_RATE_LIMIT_BACKOFF_BASE", 60.0)
+AGENTFLOW_RATE_LIMIT_BACKOFF_CAP = env_float("AGENTFLOW_RATE_LIMIT_BACKOFF_CAP", 300.0)
+# Circuit breakers per gateway x provider (scheduler/breakers.py): FAILURES consecutive failures
+# open one for OPEN_SECONDS, then one probe run (which holds the probe for PROBE_SECONDS at most).
+AGENTFLOW_BREAKER_FAILURES = env_int("AGENTFLOW_BREAKER_FAILURES", 5, minimum=1)
+AGENTFLOW_BREAKER_OPEN_SECONDS = env_float("AGENTFLOW_BREAKER_OPEN_SECONDS", 60.0)
+AGENTFLOW_BREAKER_PROBE_SECONDS = env_float("AGENTFLOW_BREAKER_PROBE_SECONDS", 300.0)
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {
-        "django": {"level": "INFO"},
-        "websockets": {"level": "WARNING"},
-        "daphne": {"level": "WARNING"},
-    },
-}
+# Every line (Django, Celery, ours) through structlog: one JSON object per line in production,
+# readable key=value lines elsewhere; lines logged inside logcontext.bind_run(...) carry the run's
+# fields (run_id, job, attempt, gateway, agent).
+LOG_FORMAT = env_choice("AGENTFLOW_LOG_FORMAT", "json" if PRODUCTION else "console", logcontext.FORMATS)
+LOGGING = logcontext.logging_config(LOG_FORMAT, LOG_LEVEL)
+logcontext.configure_structlog()
+# Celery keeps the handler above instead of installing its own (so worker lines are JSON too).
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -3,35 +3,70 @@
 Open panels live in one Redis sorted set per gateway, scored by expiry time, so any number
 of web instances can register panels and any worker can read them; a crashed browser's
 panel simply expires.
+
+Only sessions this gateway is known to have (a stored session or stored messages) get a panel:
+a made-up key would cost BATCH-003 a gateway call every run. Without Redis a panel is simply not
+registered (one warning): the page still renders, and the page's next renewal registers it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import redis
 from django.conf import settings
 
-from agentflow.lib.redis import get_redis, key
+from agentflow.lib.redis import get_redis, key, redacted_url
 from openclaw import GatewayError, SyncGatewayClient
 
-from .models import ChatHistory, Gateway, from_ms
+from .models import AgentSession, ChatHistory, Gateway, from_ms
 from .payloads import as_dict, as_str
 from .services import client_options
 
 TRUNCATION_MARK = "\n…[truncated by AgentFlow]"
+
+log = logging.getLogger(__name__)
 
 
 def _panels_key(gateway_id: int) -> str:
     return key("chatpanels", gateway_id)
 
 
-def open_panel(gateway_id: int, session_key: str, ttl: int | None = None) -> None:
-    """Register (or refresh) an open chat panel for ``ttl`` seconds."""
+def is_known_session(gateway_id: int, session_key: str) -> bool:
+    """True when the gateway has this session on record (a session row or stored messages), or its
+    panel is registered already (e.g. by a message just sent to a brand-new session)."""
+    if AgentSession.objects.filter(gateway_id=gateway_id, session_key=session_key).exists():
+        return True
+    if ChatHistory.objects.filter(gateway_id=gateway_id, session_key=session_key).exists():
+        return True
+    try:
+        return get_redis().zscore(_panels_key(gateway_id), session_key) is not None
+    except redis.RedisError:
+        return False
+
+
+def register_panel(gateway_id: int, session_key: str, ttl: int | None = None) -> bool:
+    """Register (or refresh) a panel for ``ttl`` seconds; False (and one warning) without Redis."""
     ttl = ttl or settings.AGENTFLOW_CHAT_PANEL_TTL
-    get_redis().zadd(_panels_key(gateway_id), {session_key: time.time() + ttl})
+    try:
+        get_redis().zadd(_panels_key(gateway_id), {session_key: time.time() + ttl})
+    except redis.RedisError as exc:
+        log.warning("chat panel not registered: Redis at %s does not answer (%s)", redacted_url(), exc)
+        return False
+    return True
+
+
+def open_panel(gateway_id: int, session_key: str, ttl: int | None = None) -> bool:
+    """Register (or refresh) an open chat panel of a known session for ``ttl`` seconds.
+
+    False when the session is unknown (nothing registered) or Redis does not answer."""
+    if not is_known_session(gateway_id, session_key):
+        return False
+    return register_panel(gateway_id, session_key, ttl)
 
 
 def close_panel(gateway_id: int, session_key: str) -> None:

@@ -11,7 +11,11 @@ class SchedulerConfig(AppConfig):
         from agentflow.lib import metrics
 
         from . import actions, live  # noqa: F401 - live declares the engine's live events
+        from .breakers import BreakerCollector
+        from .limits import RateLimitCollector
         from .metrics import BatchCollector
 
         metrics.register(BatchCollector())
+        metrics.register(RateLimitCollector())
+        metrics.register(BreakerCollector())
         actions.register_action(actions.NOOP_ACTION)

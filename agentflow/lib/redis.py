@@ -1,11 +1,15 @@
-"""The process's Redis connection pool (a pool, not shared state: every instance has its own)."""
+"""The process's Redis connection pool (a pool, not shared state: every instance has its own),
+and how pages tell that Redis is away."""
 
 from __future__ import annotations
 
 from functools import cache
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 
 @cache
@@ -15,6 +19,40 @@ def get_redis() -> redis.Redis:
     )
 
 
+@receiver(setting_changed)
+def _new_pool_for_a_new_url(*, setting: str, **_kwargs: object) -> None:
+    if setting == "REDIS_URL":  # tests (and only tests) change it at run time
+        get_redis.cache_clear()
+
+
 def key(*parts: object) -> str:
     """A namespaced key, so several AgentFlow installs can share one Redis."""
     return ":".join([settings.REDIS_PREFIX, *map(str, parts)])
+
+
+def redacted_url(url: str | None = None) -> str:
+    """``REDIS_URL`` fit to show: scheme, host, port and database, never a user name or password."""
+    url = settings.REDIS_URL if url is None else url
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "(unparseable REDIS_URL)"
+    netloc = f"[{host}]" if ":" in host else host
+    if port:
+        netloc += f":{port}"
+    if parts.password or parts.username:
+        netloc = "***@" + netloc
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def redis_problem() -> str | None:
+    """None when Redis answers a PING, else why not (``ConnectionError: ...``), with no secret in it."""
+    try:
+        get_redis().ping()
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        password = urlsplit(settings.REDIS_URL).password
+        return reason.replace(password, "***") if password else reason
+    return None

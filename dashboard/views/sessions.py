@@ -120,6 +120,8 @@ def session_send(request: HtmxHttpRequest, gateway_id: int, session_key: str) ->
             try:
                 services.send_chat(gateway, session_key, text, idempotency_key=key[:100])
                 ctl.note(f"{len(text)} characters sent")
+                # The gateway has the session now, even if our sync has not stored it yet: poll its chat.
+                chats.register_panel(gateway.pk, session_key)
             except GatewayError as exc:
                 error = exc.operator_message
         if error:

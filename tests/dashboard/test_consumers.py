@@ -20,7 +20,7 @@ from django.test import AsyncClient, Client
 from agentflow.asgi import application
 from dashboard import consumers
 from fleet import chats, events, live
-from fleet.models import Gateway
+from fleet.models import AgentSession, Gateway
 from openclaw import Event
 from scheduler.live import ALERT_RAISED
 from tests.support.factories import make_gateway
@@ -110,6 +110,8 @@ async def wait_until(predicate, timeout: float = 5.0, what: str = "condition"):
 
 
 async def open_panel(page: Page, gateway_id: int, session_key: str) -> None:
+    """Open the panel of a stored session (made-up keys are refused) and wait for its registration."""
+    await AgentSession.objects.aget_or_create(gateway_id=gateway_id, session_key=session_key)
     await page.send({"type": "panel.open", "gateway_id": gateway_id, "session_key": session_key})
     # The consumer joins the chat group before it registers the panel, so once Redis has it
     # the group membership is in place too.
@@ -152,6 +154,60 @@ async def test_a_foreign_origin_is_rejected_even_with_a_valid_session(gateway, s
     connected, _ = await communicator.connect(timeout=5)
     assert not connected
     await communicator.wait(1)
+
+
+def site_headers(sessionid: str, host: bytes, origin: bytes, *extra: tuple[bytes, bytes]):
+    return [
+        (b"host", host),
+        (b"origin", origin),
+        (b"cookie", f"{settings.SESSION_COOKIE_NAME}={sessionid}".encode()),
+        *extra,
+    ]
+
+
+async def handshake(headers, scheme: str = "ws") -> bool:
+    communicator = WebsocketCommunicator(application, PATH, headers=headers)
+    communicator.scope["scheme"] = scheme
+    connected, _ = await communicator.connect(timeout=5)
+    await communicator.disconnect()
+    return connected
+
+
+async def test_a_page_on_another_port_of_the_same_host_is_refused(gateway, sessionid):
+    # The issue: a page from http://127.0.0.1:9999 opened the socket with the user's cookie.
+    assert not await handshake(site_headers(sessionid, b"127.0.0.1:8000", b"http://127.0.0.1:9999"))
+    assert not await handshake(site_headers(sessionid, b"127.0.0.1:8000", b"http://127.0.0.1"))
+    assert await handshake(site_headers(sessionid, b"127.0.0.1:8000", b"http://127.0.0.1:8000"))
+    assert await handshake(site_headers(sessionid, b"localhost:8000", b"http://LOCALHOST:8000"))
+
+
+async def test_the_origin_scheme_must_match_the_sites(gateway, sessionid):
+    assert not await handshake(site_headers(sessionid, b"127.0.0.1", b"https://127.0.0.1"))
+    assert await handshake(site_headers(sessionid, b"127.0.0.1", b"https://127.0.0.1"), scheme="wss")
+    assert not await handshake(site_headers(sessionid, b"127.0.0.1", b"http://127.0.0.1"), scheme="wss")
+    # http://host:80 and http://host are the same origin
+    assert await handshake(site_headers(sessionid, b"127.0.0.1", b"http://127.0.0.1:80"))
+
+
+async def test_behind_a_tls_proxy_the_forwarded_scheme_counts(gateway, sessionid, settings):
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    proxied = (b"x-forwarded-proto", b"https")
+    assert await handshake(site_headers(sessionid, b"127.0.0.1", b"https://127.0.0.1", proxied))
+    assert not await handshake(site_headers(sessionid, b"127.0.0.1", b"http://127.0.0.1", proxied))
+
+
+async def test_a_trusted_origin_is_accepted(gateway, sessionid, settings):
+    settings.CSRF_TRUSTED_ORIGINS = ["http://127.0.0.1:9443", "https://*.localhost"]
+    assert await handshake(site_headers(sessionid, b"127.0.0.1:8000", b"http://127.0.0.1:9443"))
+    assert await handshake(site_headers(sessionid, b"127.0.0.1:8000", b"https://ops.localhost"))
+    assert not await handshake(site_headers(sessionid, b"127.0.0.1:8000", b"http://ops.localhost"))
+    assert not await handshake(site_headers(sessionid, b"127.0.0.1:8000", b"http://127.0.0.1:9444"))
+
+
+async def test_a_missing_origin_or_a_host_not_allowed_is_refused(gateway, sessionid):
+    cookie = (b"cookie", f"{settings.SESSION_COOKIE_NAME}={sessionid}".encode())
+    assert not await handshake([(b"host", b"127.0.0.1"), cookie])
+    assert not await handshake(site_headers(sessionid, b"evil.example", b"http://evil.example"))
 
 
 async def test_an_authenticated_page_receives_sessions_changed(gateway, sessionid):
@@ -256,23 +312,71 @@ async def test_panel_open_for_a_disabled_gateway_is_ignored(gateway, sessionid):
         assert await sync_to_async(chats.open_panels)(disabled.pk) == []
 
 
+async def test_a_socket_registers_at_most_its_cap_of_panels(gateway, sessionid, settings):
+    settings.AGENTFLOW_WS_MAX_PANELS = 20
+    settings.AGENTFLOW_WS_PANEL_OPEN_BURST = 100
+    keys = [f"agent:main:s{i}" for i in range(30)]
+    await AgentSession.objects.abulk_create([AgentSession(gateway=gateway, session_key=k) for k in keys])
+    async with open_page(sessionid) as page:
+        for k in keys:
+            await page.send({"type": "panel.open", "gateway_id": gateway.pk, "session_key": k})
+        # Renewing an open panel is no new panel.
+        await page.send({"type": "panel.open", "gateway_id": gateway.pk, "session_key": keys[0]})
+        await page.send({"type": "ping"})
+        assert await page.receive() == {"type": "pong"}  # every panel.open before it was handled
+        registered = await sync_to_async(chats.open_panels)(gateway.pk)
+        assert sorted(registered) == sorted(keys[:20])
+        await apush(live.chat_group(gateway.pk, keys[25]), "chat.stream", state="delta")
+        assert await page.nothing()  # not joined either
+
+
+async def test_300_made_up_panels_register_nothing_and_cost_batch_003_no_gateway_call(
+    gateway, sessionid, settings, caplog
+):
+    """The issue: one viewer socket registered 300 made-up panels; BATCH-003 then made 300 gateway
+    calls per run. poll_chats makes one chat.history call per registered panel."""
+    settings.AGENTFLOW_WS_PANEL_OPEN_BURST = 1000  # the cap and the session check, not the rate limit
+    async with open_page(sessionid) as page:
+        for i in range(300):
+            await page.send({"type": "panel.open", "gateway_id": gateway.pk, "session_key": f"agent:x:{i}"})
+        await page.send({"type": "ping"})
+        assert await page.receive() == {"type": "pong"}
+    assert await sync_to_async(chats.open_panels)(gateway.pk) == []  # what BATCH-003 would poll
+
+
+async def test_panel_open_faster_than_the_rate_limit_closes_with_4429(gateway, sessionid, settings, caplog):
+    settings.AGENTFLOW_WS_PANEL_OPEN_RATE = 1
+    settings.AGENTFLOW_WS_PANEL_OPEN_BURST = 10
+    async with open_page(sessionid) as page:
+        caplog.clear()
+        for i in range(300):
+            await page.send({"type": "panel.open", "gateway_id": gateway.pk, "session_key": f"agent:x:{i}"})
+        closing = await page.communicator.receive_output(timeout=3)
+        assert closing == {"type": "websocket.close", "code": consumers.CLOSE_RATE_LIMITED}
+        assert consumers.CLOSE_RATE_LIMITED == 4429
+    assert_one_line_no_traceback(caplog, "4429")
+
+
 # --- what the page may send -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kind", ["text", "bytes"])
-async def test_an_oversized_frame_closes_the_socket_with_1009(gateway, sessionid, kind):
+async def test_an_oversized_frame_closes_the_socket_with_4413(gateway, sessionid, kind, caplog):
     communicator = WebsocketCommunicator(application, PATH, headers=ws_headers(sessionid))
     connected, _ = await communicator.connect(timeout=5)
     assert connected
     frame = json.dumps({"type": "panel.open", "pad": "x" * consumers.MAX_FRAME})
     assert len(frame) > 16 * 1024
+    caplog.clear()
     if kind == "text":
         await communicator.send_to(text_data=frame)
     else:
         await communicator.send_to(bytes_data=frame.encode())
     closing = await communicator.receive_output(timeout=3)
+    # 1009 is the protocol's own code, which Daphne refuses from an application (1011 + traceback).
     assert closing == {"type": "websocket.close", "code": consumers.CLOSE_TOO_BIG}
-    assert consumers.CLOSE_TOO_BIG == 1009
+    assert consumers.CLOSE_TOO_BIG == 4413
+    assert_one_line_no_traceback(caplog, "4413")
     await communicator.disconnect()
 
 
@@ -282,19 +386,48 @@ async def test_a_frame_at_the_limit_is_still_accepted(gateway, sessionid):
         frame = frame.replace('""', '"' + "x" * (consumers.MAX_FRAME - len(frame)) + '"')
         assert len(frame) == consumers.MAX_FRAME
         await page.communicator.send_to(text_data=frame)
-        assert await page.nothing(0.5)
+        assert await page.receive() == {"type": "pong"}
         await live.GATEWAY_STATUS.asend(gateway_id=gateway.pk, status="connected", label="Connected")
         assert (await page.receive())["type"] == "gateway.status"
 
 
-async def test_malformed_messages_are_ignored_and_the_socket_stays_usable(gateway, sessionid):
+MALFORMED = {
+    "deeply nested JSON": "[" * 5000,
+    "deeply nested objects": '{"a":' * 3000,
+    "not JSON": "{not json",
+    "a list": "[1, 2]",
+    "a number": "42",
+    "a string": '"panel.open"',
+    "null": "null",
+    "an unknown type": '{"type": "nope"}',
+    "no type": "{}",
+}
+
+
+@pytest.mark.parametrize("frame", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_a_malformed_frame_closes_with_4400_and_one_log_line(gateway, sessionid, frame, caplog):
     async with open_page(sessionid) as page:
-        for frame in ["{not json", "[1, 2]", "42", '"panel.open"', "null", '{"type": "nope"}', "{}"]:
-            await page.communicator.send_to(text_data=frame)
+        caplog.clear()
+        await page.communicator.send_to(text_data=frame)
+        closing = await page.communicator.receive_output(timeout=3)
+        assert closing == {"type": "websocket.close", "code": consumers.CLOSE_MALFORMED}
+        assert consumers.CLOSE_MALFORMED == 4400
+    assert_one_line_no_traceback(caplog, "4400")
+
+
+async def test_a_binary_frame_that_is_not_utf8_closes_with_4400(gateway, sessionid, caplog):
+    async with open_page(sessionid) as page:
+        caplog.clear()
         await page.communicator.send_to(bytes_data=b"\xff\xfe not utf-8")
-        assert await page.nothing(0.5)
-        await live.GATEWAY_STATUS.asend(gateway_id=gateway.pk, status="connected", label="Connected")
-        assert (await page.receive())["status"] == "connected"
+        assert await page.communicator.receive_output(timeout=3) == {"type": "websocket.close", "code": 4400}
+    assert_one_line_no_traceback(caplog, "4400")
+
+
+def assert_one_line_no_traceback(caplog, code: str) -> None:
+    records = [r for r in caplog.records if r.name.startswith("agentflow") or r.levelno >= 30]
+    assert len(records) == 1, [r.getMessage() for r in records]
+    assert records[0].exc_info is None and records[0].exc_text is None
+    assert code in records[0].getMessage()
 
 
 # --- sequence numbers and the dropped counter ---------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from django.utils import timezone
 
 from dashboard import overview
-from fleet import configs
+from fleet import chats, configs
 from fleet.models import Agent, AgentSession, ConfigHistory, Gateway, HealthSample
 from openclaw import SyncGatewayClient
 from tests.support.factories import (
@@ -403,10 +403,16 @@ def test_session_page_for_a_session_not_stored_yet(web, gateway):
 
 
 def test_opening_a_session_page_registers_its_chat_panel(web, gateway):
-    from fleet import chats
 
+    make_session(gateway, "agent:writer:main")
     web.get(f"/gateways/{gateway.pk}/sessions/agent:writer:main/")
     assert chats.open_panels(gateway.pk) == ["agent:writer:main"]
+
+
+def test_a_made_up_session_page_registers_no_panel_for_batch_003(web, gateway):
+    for i in range(5):
+        assert web.get(f"/gateways/{gateway.pk}/sessions/agent:made:up{i}/").status_code == 200
+    assert chats.open_panels(gateway.pk) == []
 
 
 def test_a_huge_message_is_truncated_with_a_link_to_the_full_text(web, gateway):
@@ -577,6 +583,8 @@ def test_a_double_submit_with_one_idempotency_key_sends_once(web, connected_gate
     data = {"message": text, "idempotency_key": str(uuid.uuid4())}
     url = f"/gateways/{connected_gateway.pk}/sessions/{key}/send"
     assert web.post(url, data).status_code == 302
+    # A brand-new session: the gateway has it from now on, so its panel is polled (BATCH-003).
+    assert key in chats.open_panels(connected_gateway.pk)
     assert web.post(url, data).status_code == 302
     wait_for(
         lambda: any(t.startswith("[stub:stub-model]") for t in history_texts(gateway_client, key)),

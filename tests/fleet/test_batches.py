@@ -291,7 +291,7 @@ def test_without_an_open_panel_chat_polling_makes_no_gateway_call(db, redis_pref
 
 def test_an_expired_panel_is_no_longer_polled(db, redis_prefix):
     gateway = make_gateway("nowhere", url=f"ws://127.0.0.1:{closed_port()}/")
-    chats.open_panel(gateway.pk, "agent:main:main", ttl=30)
+    chats.register_panel(gateway.pk, "agent:main:main", ttl=30)
     with time_machine.travel(time.time() + 31):
         run = runner.run(batches.CHAT_POLLING, gateway, batches.poll_chats)
     assert run.counts == {"panels": 0, "stored": 0}
@@ -301,7 +301,7 @@ def test_an_expired_panel_is_no_longer_polled(db, redis_prefix):
 @pytest.mark.gateway
 def test_an_open_panels_reply_is_stored_once_however_often_it_is_polled(gateway_row, chatted, listen):
     panel = listen(live.chat_group(gateway_row.pk, chatted.key))
-    chats.open_panel(gateway_row.pk, chatted.key)
+    chats.register_panel(gateway_row.pk, chatted.key)
 
     runs = [runner.run(batches.CHAT_POLLING, gateway_row, batches.poll_chats) for _ in range(3)]
 
@@ -320,7 +320,7 @@ def test_an_open_panels_reply_is_stored_once_however_often_it_is_polled(gateway_
 
 @pytest.mark.gateway
 def test_a_panel_for_a_session_the_gateway_does_not_know_does_not_fail_the_batch(gateway_row, redis_prefix):
-    chats.open_panel(gateway_row.pk, "agent:writer:aftest-never-used")
+    chats.register_panel(gateway_row.pk, "agent:writer:aftest-never-used")
     run = runner.run(batches.CHAT_POLLING, gateway_row, batches.poll_chats)
     assert run.status == "ok"
     assert run.counts["panels"] == 1 and run.counts["stored"] == 0

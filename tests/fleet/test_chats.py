@@ -40,9 +40,9 @@ def message(message_id: str, text="hi", role="assistant", ts=1795312140000, **ex
 @pytest.mark.redis
 def test_an_open_panel_is_listed_until_it_is_closed(redis_prefix):
     assert chats.open_panels(1) == []
-    chats.open_panel(1, KEY)
-    chats.open_panel(1, "agent:main:main")
-    chats.open_panel(2, "agent:other:main")
+    chats.register_panel(1, KEY)
+    chats.register_panel(1, "agent:main:main")
+    chats.register_panel(2, "agent:other:main")
     assert sorted(chats.open_panels(1)) == ["agent:main:main", KEY]
     chats.close_panel(1, KEY)
     assert chats.open_panels(1) == ["agent:main:main"]
@@ -54,8 +54,8 @@ def test_an_expired_panel_is_dropped(redis_prefix, settings):
     settings.AGENTFLOW_CHAT_PANEL_TTL = 30
     start = datetime.now(UTC)
     with time_machine.travel(start, tick=False):
-        chats.open_panel(1, KEY)
-        chats.open_panel(1, "agent:main:main", ttl=120)
+        chats.register_panel(1, KEY)
+        chats.register_panel(1, "agent:main:main", ttl=120)
     with time_machine.travel(start + timedelta(seconds=29), tick=False):
         assert sorted(chats.open_panels(1)) == ["agent:main:main", KEY]
     with time_machine.travel(start + timedelta(seconds=31), tick=False):
@@ -68,9 +68,9 @@ def test_an_expired_panel_is_dropped(redis_prefix, settings):
 def test_refreshing_a_panel_extends_it(redis_prefix):
     start = datetime.now(UTC)
     with time_machine.travel(start, tick=False):
-        chats.open_panel(1, KEY, ttl=30)
+        chats.register_panel(1, KEY, ttl=30)
     with time_machine.travel(start + timedelta(seconds=20), tick=False):
-        chats.open_panel(1, KEY, ttl=30)
+        chats.register_panel(1, KEY, ttl=30)
     with time_machine.travel(start + timedelta(seconds=45), tick=False):
         assert chats.open_panels(1) == [KEY]
 

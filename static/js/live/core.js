@@ -9,6 +9,13 @@
  * sequence gap ({"type":"resync"}) the core re-fetches every fragment on the page, so the page is
  * never silently stale. While the tab is hidden, events are only noted; the page re-syncs when it
  * becomes visible again. Non-JSON frames are HTML for htmx to swap out of band.
+ *
+ * The indicator tells the truth: "Live" only once a socket has stayed open (the server accepts
+ * and at once closes with 4503 when Redis is away), "Offline: …" with the reason when the server
+ * closed it (codes in dashboard/consumers.py), "Reconnecting…" when no frame (not even the
+ * server's heartbeat, every data-heartbeat seconds) arrived for a while. The extension only
+ * reconnects after 1006/1011/1012/1013; after the server's own 44xx/4503 closes the core
+ * reconnects with capped, jittered exponential backoff, so the page recovers by itself.
  */
 (function () {
   "use strict";
@@ -25,6 +32,20 @@
   var shapesNode = document.getElementById("status-shapes");
   var SHAPES = shapesNode ? JSON.parse(shapesNode.textContent) : {};
   var INDICATOR_SHAPES = { live: "circle", connecting: "diamond", down: "square" };
+  var HEARTBEAT_MS = 1000 * (Number(indicator && indicator.dataset.heartbeat) || 10);
+  var OPEN_GRACE_MS = 300; // a socket closed within this is not called live
+  var CLOSE_REASONS = {
+    4400: "Offline: the page sent a malformed message",
+    4413: "Offline: the page sent a message that is too big",
+    4429: "Offline: the page sent too many requests",
+    4503: "Offline: live updates are unavailable (Redis does not answer)"
+  };
+  var EXTENSION_RETRIES = [1006, 1011, 1012, 1013]; // the ws extension reconnects after these itself
+  var retries = 0;
+  var retryTimer = null;
+  var watchdog = null;
+  var liveTimer = null;
+  var forcedClose = false;
 
   function setShape(el, shape) {
     Array.prototype.slice.call(el.classList).forEach(function (c) {
@@ -136,27 +157,63 @@
     byData: byData
   };
 
+  function stopTimers() {
+    clearTimeout(watchdog); watchdog = null;
+    clearTimeout(liveTimer); liveTimer = null;
+  }
+
+  // No frame for two and a half heartbeats: the socket may look open and carry nothing.
+  function armWatchdog() {
+    clearTimeout(watchdog);
+    watchdog = setTimeout(function () {
+      if (!socket) return;
+      setState("connecting", "Reconnecting… (no heartbeat)");
+      forcedClose = true; // the close this causes is ours: the new socket is on its way
+      socket.reconnect();
+    }, HEARTBEAT_MS * 2.5 + 2000);
+  }
+
+  function reconnectLater(wrapper) {
+    clearTimeout(retryTimer);
+    var delay = Math.min(30000, 1000 * Math.pow(2, retries)) * (0.5 + Math.random() / 2);
+    retries += 1;
+    retryTimer = setTimeout(function () { retryTimer = null; wrapper.reconnect(); }, delay);
+  }
+
   document.addEventListener("htmx:wsConnecting", function () {
     setState("connecting", everConnected ? "Reconnecting…" : "Connecting…");
   });
   document.addEventListener("htmx:wsOpen", function (e) {
     socket = e.detail.socketWrapper;
-    setState("live", "Live");
+    forcedClose = false;
+    armWatchdog();
+    clearTimeout(liveTimer);
+    liveTimer = setTimeout(function () {
+      retries = 0;
+      setState("live", "Live");
+      var banner = document.getElementById("live-unavailable"); // rendered while Redis was away
+      if (banner) banner.remove();
+    }, OPEN_GRACE_MS);
     openHooks.forEach(function (hook) { hook(); });
     if (everConnected) resync(); // re-fetch whatever we may have missed while disconnected
     everConnected = true;
   });
   document.addEventListener("htmx:wsClose", function (e) {
     var code = e.detail.event && e.detail.event.code;
-    if (code === 4401) setState("down", "Signed out: reload to log in");
-    else setState("connecting", "Reconnecting…");
+    stopTimers();
+    if (forcedClose) { forcedClose = false; return; } // our watchdog's reconnect: already under way
+    if (code === 4401) { setState("down", "Signed out: reload to log in"); return; }
+    setState(CLOSE_REASONS[code] ? "down" : "connecting", CLOSE_REASONS[code] || "Reconnecting…");
+    if (EXTENSION_RETRIES.indexOf(code) < 0) reconnectLater(e.detail.socketWrapper);
   });
   document.addEventListener("htmx:wsBeforeMessage", function (e) {
+    armWatchdog(); // any frame, heartbeat or event, shows the socket is alive
     var raw = e.detail.message;
     if (typeof raw !== "string" || raw.charAt(0) !== "{") return; // HTML: let htmx swap it out of band
     e.preventDefault();
     var message;
     try { message = JSON.parse(raw); } catch (err) { return; }
+    if (message.type === "heartbeat" || message.type === "pong") return; // the watchdog has seen it
     if (document.hidden) { staleWhileHidden = true; return; }
     dispatch(message);
     body.dispatchEvent(new CustomEvent("agentflow:event", { detail: message }));

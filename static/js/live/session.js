@@ -127,6 +127,11 @@
   });
 
   AF.onOpen(register);
+  // A brand-new session (New chat) is on record once its first message is sent: the server refuses
+  // panels of unknown sessions, so register again at once rather than at the next renewal.
+  document.body.addEventListener("htmx:afterRequest", function (e) {
+    if (e.detail.successful && e.detail.elt && e.detail.elt.id === "composer") register();
+  });
   // Keep the panel registered for chat polling (its registration expires on its own).
   setInterval(function () { if (!document.hidden) register(); }, 10000);
 })();
