@@ -52,10 +52,13 @@ def test_runs_start_from_their_messages_and_duplicates_start_nothing_twice(
     own_queues, redis_prefix, tmp_path
 ):
     runs = [queue.enqueue(kind="noop", priority=p) for p in ("low", "normal", "high", "urgent", "normal")]
-    assert broker().llen(f"{redis_prefix}.urgent") == 1 and broker().llen(f"{redis_prefix}.normal") == 2
-    queue.send_dispatch("normal", 5)  # duplicates: wake-ups with nothing left to claim
-    worker = start_worker(worker_env(redis_prefix), tmp_path / "worker.log", redis_prefix)
+    runs += [queue.enqueue(kind="noop", params={"sleep_ms": 20}) for _ in range(15)]
+    assert broker().llen(f"{redis_prefix}.urgent") == 1 and broker().llen(f"{redis_prefix}.normal") == 17
+    queue.send_dispatch("normal", 20)  # duplicates: wake-ups with nothing left to claim
+    workers = []  # two worker processes race for the same rows
     try:
+        for i in (1, 2):
+            workers.append(start_worker(worker_env(redis_prefix), tmp_path / f"worker-{i}.log", redis_prefix))
         ids = [r.pk for r in runs]
         try:
             wait_for(lambda: all_done(ids), timeout=60, what="the runs to succeed")
