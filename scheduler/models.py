@@ -374,6 +374,8 @@ class Run(models.Model):
             models.Index(fields=["started_at"], name="run_running", condition=Q(status="running")),
             models.Index(fields=["status", "priority"], name="run_status"),
             models.Index(fields=["job", "-id"], name="run_job"),
+            # The queue page's throughput: runs finished in the last hour, per minute.
+            models.Index(fields=["finished_at"], name="run_finished"),
         ]
         constraints = [
             models.UniqueConstraint(
