@@ -390,7 +390,9 @@ def rate_predictions(rate_limits: list[Any] | None, history: list[dict[str, Any]
         share = status.rate_rpm / budget
         head = f"{status.key}: {status.rate_rpm:g} of {budget:g} requests a minute ({share:.0%})"
         if share >= 1:
-            out.append(Prediction("rate limit", "error", f"{head}: at its budget; runs wait for the limiter."))
+            out.append(
+                Prediction("rate limit", "error", f"{head}: at its budget; runs wait for the limiter.")
+            )
             continue
         points = [(s["t"], float(s.get("rates", {}).get(status.key, 0))) for s in history]
         points.append((time.time(), status.rate_rpm))
@@ -398,7 +400,11 @@ def rate_predictions(rate_limits: list[Any] | None, history: list[dict[str, Any]
         if slope is not None and slope > 0:
             eta = (budget - status.rate_rpm) / slope
             level = "warning" if eta < 30 else "ok"
-            out.append(Prediction("rate limit", level, f"{head}; at this trend it reaches the limit in {_minutes(eta)}."))
+            out.append(
+                Prediction(
+                    "rate limit", level, f"{head}; at this trend it reaches the limit in {_minutes(eta)}."
+                )
+            )
         else:
             out.append(Prediction("rate limit", "ok", f"{head}; steady or falling, no limit in sight."))
     return out

@@ -373,7 +373,11 @@ def complete_attempt(attempt_id: uuid.UUID | str, outcome: Finished) -> Run | No
         )
         if changed != 1:
             return None
-        run = Run.objects.select_for_update(of=("self",)).select_related("job").get(attempt_set__pk=attempt_uuid)
+        run = (
+            Run.objects.select_for_update(of=("self",))
+            .select_related("job")
+            .get(attempt_set__pk=attempt_uuid)
+        )
         if run.status != Run.Status.RUNNING:
             return run
         _settle(run, outcome, error_class, now)

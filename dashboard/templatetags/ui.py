@@ -38,7 +38,6 @@ SQUARE = "square"  # down or failed
 RING = "ring"  # off, unknown, nothing to say
 
 
-
 class BreakerStatus(models.TextChoices):
     """The circuit breakers' states (scheduler/breakers.py), as the queue page names them."""
 

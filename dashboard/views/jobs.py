@@ -37,9 +37,9 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
         {
             "job": job,
             "runs": list(job.runs.order_by("-id")[:RECENT_RUNS]),
-            "run_now_disabled": "" if can and job.enabled else (
-                "Needs the operator role." if not can else "The job is disabled."
-            ),
+            "run_now_disabled": ""
+            if can and job.enabled
+            else ("Needs the operator role." if not can else "The job is disabled."),
         },
     )
 

@@ -49,7 +49,10 @@ def runs(request: HttpRequest) -> HttpResponse:
     if filters["kind"]:
         qs = qs.filter(kind=filters["kind"])
     last_session = (
-        Attempt.objects.filter(run=OuterRef("pk")).exclude(session_key="").order_by("-number").values("session_key")
+        Attempt.objects.filter(run=OuterRef("pk"))
+        .exclude(session_key="")
+        .order_by("-number")
+        .values("session_key")
     )
     qs = qs.annotate(session_key=Subquery(last_session[:1]))
     page = Paginator(qs.order_by("-id"), RUNS_PER_PAGE).get_page(request.GET.get("page"))

@@ -97,7 +97,9 @@ def test_the_queue_prediction_says_when_the_backlog_passes_the_threshold(setting
     row = queue_page.PriorityRow("normal", "Normal", {"queued": 400}, arrived=500, served=200)
     (prediction,) = queue_page.queue_predictions([row], threshold=1000)
     # 50 arriving, 20 served a minute: 600 more runs at 30 a minute is 20 minutes
-    assert prediction.sentence.startswith("At this rate the normal queue passes 1,000 runs in about 20 minutes")
+    assert prediction.sentence.startswith(
+        "At this rate the normal queue passes 1,000 runs in about 20 minutes"
+    )
     assert prediction.level == "warning"
     keeping_up = queue_page.PriorityRow("high", "High", {"queued": 4}, arrived=10, served=40)
     assert "keeps up" in queue_page.queue_predictions([keeping_up], threshold=1000)[0].sentence
@@ -208,7 +210,9 @@ def test_the_runs_list_filters_by_status_priority_job_and_kind(web):
     assert "No run matches the filters." in dom(web.get("/runs/", {"status": "lost"})).text
 
 
-@pytest.mark.parametrize(("name", "value"), [("status", "exploded"), ("priority", "asap"), ("kind", "rm -rf")])
+@pytest.mark.parametrize(
+    ("name", "value"), [("status", "exploded"), ("priority", "asap"), ("kind", "rm -rf")]
+)
 def test_a_filter_the_page_does_not_know_is_a_400_naming_it(web, name, value):
     response = web.get("/runs/", {name: value})
     assert response.status_code == 400
