@@ -34,6 +34,12 @@ def queue_fragment(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/queue.html#queue_live", _context(request))
 
 
+def _label(scope: str, value: str) -> str:
+    if scope == QueuePause.Scope.ALL:
+        return "everything"
+    return f"the {value} priority" if scope == QueuePause.Scope.PRIORITY else f"{scope} {value}"
+
+
 def _scope(request: HttpRequest) -> tuple[str, str, str]:
     scope = request.POST.get("scope", "")
     value = request.POST.get("value", "")
@@ -48,7 +54,7 @@ def queue_pause(request: HttpRequest) -> HttpResponse:
     except ValidationError as exc:
         messages.error(request, "Not paused: " + "; ".join(exc.messages))
     else:
-        messages.success(request, f"Paused {pause.get_scope_display().lower()} {pause.value}".strip() + ".")
+        messages.success(request, f"Paused {_label(pause.scope, pause.value)}.")
     return redirect("dashboard:queue")
 
 
@@ -60,5 +66,7 @@ def queue_resume(request: HttpRequest) -> HttpResponse:
     except ValidationError as exc:
         messages.error(request, "Not resumed: " + "; ".join(exc.messages))
     else:
-        messages.success(request, f"Resumed; {released} run{'s' if released != 1 else ''} released.")
+        messages.success(
+            request, f"Resumed {_label(scope, value)}; {released} run{'s' if released != 1 else ''} released."
+        )
     return redirect("dashboard:queue")
