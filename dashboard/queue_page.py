@@ -347,7 +347,7 @@ def queue_predictions(rows: list[PriorityRow], threshold: int) -> list[Predictio
             continue
         if backlog >= threshold:
             out.append(Prediction("queue", "error", f"{name} holds {backlog:,} runs, past {threshold:,}."))
-        elif arrival > service:
+        elif arrival > service and (threshold - backlog) / (arrival - service) < 24 * 60:
             eta = (threshold - backlog) / (arrival - service)
             out.append(
                 Prediction(
@@ -355,6 +355,15 @@ def queue_predictions(rows: list[PriorityRow], threshold: int) -> list[Predictio
                     "warning" if eta < 60 else "ok",
                     f"At this rate {name.lower()} passes {threshold:,} runs in {_minutes(eta)} "
                     f"({arrival:.1f} arriving and {service:.1f} served a minute).",
+                )
+            )
+        elif arrival > service:
+            out.append(
+                Prediction(
+                    "queue",
+                    "ok",
+                    f"{name} grows slowly ({arrival:.1f} arriving and {service:.1f} served a minute): "
+                    f"more than a day before it passes {threshold:,} runs.",
                 )
             )
         else:
@@ -421,7 +430,8 @@ def memory_prediction(system: System, history: list[dict[str, Any]], threshold_m
     if slope is None:
         return Prediction("memory", "ok", f"{head}; not enough history yet for a trend.")
     if slope <= 0.01:
-        return Prediction("memory", "ok", f"{head}; steady ({slope:+.1f} MB a minute).")
+        trend = "falling" if slope < -0.5 else "steady"
+        return Prediction("memory", "ok", f"{head}; {trend} ({slope:+.1f} MB a minute).")
     eta = (threshold_mb - total) / slope
     return Prediction(
         "memory",

@@ -11,13 +11,13 @@ from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import access, queue_page
 from scheduler import controls
-from scheduler.models import Priority, QueuePause
+from scheduler.models import Priority, QueuePause, Run
 
 
 def _context(request: HttpRequest) -> dict:
     return {
         "q": queue_page.build(),
-        "states": queue_page.STATES,
+        "state_labels": [(s, Run.Status(s).label) for s in queue_page.STATES],
         "priorities": Priority.choices,
         "scopes": [(v, label) for v, label in QueuePause.Scope.choices if v not in ("all", "priority")],
         "can_operate": access.can_operate(request),
