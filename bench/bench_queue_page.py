@@ -39,7 +39,9 @@ def build_runs() -> None:
             run = Run(job=job, job_name=job.name, kind="noop", priority=priority, status=status,
                       queued_at=queued, started_at=started, finished_at=finished, attempts=1)  # fmt: skip
         else:
-            status = rng.choices(["queued", "scheduled", "parked", "running", "blocked"], [70, 10, 10, 8, 2])[0]
+            status = rng.choices(["queued", "scheduled", "parked", "running", "blocked"], [70, 10, 10, 8, 2])[
+                0
+            ]
             queued = now - timedelta(seconds=rng.uniform(0, 900))
             run = Run(job=job, job_name=job.name, kind="noop", priority=priority, status=status, queued_at=queued,
                       started_at=queued + timedelta(seconds=5) if status == "running" else None,
@@ -86,9 +88,13 @@ def run() -> dict:
         "runs": RUNS,
         "database": connection.vendor,
         "pages": pages,
-        "targets": {"queue_p95_ms": TARGET_P95_MS, "queue_queries": TARGET_QUERIES},
-        "ok": queue["p95_ms"] <= TARGET_P95_MS and queue["queries"] <= TARGET_QUERIES,
-    }
+        "targets": [
+            {"name": "queue page p95 ms", "value": queue["p95_ms"], "target": TARGET_P95_MS,
+             "ok": queue["p95_ms"] <= TARGET_P95_MS},
+            {"name": "queue page queries", "value": queue["queries"], "target": TARGET_QUERIES,
+             "ok": queue["queries"] <= TARGET_QUERIES},
+        ],
+    }  # fmt: skip
 
 
 if __name__ == "__main__":

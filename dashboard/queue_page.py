@@ -23,13 +23,26 @@ import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psutil
 from django.conf import settings
-from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, Max, Min, Q
-from django.db.models.functions import TruncMinute
+from django.db import connection
+from django.db.models import (
+    Avg,
+    CharField,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    FloatField,
+    Func,
+    Max,
+    Min,
+    Q,
+)
+from django.db.models.functions import Cast, Extract, Substr, TruncMinute
 from django.utils import timezone
 
 from agentflow.lib.redis import get_redis, key
@@ -156,29 +169,58 @@ def _counts(now: datetime) -> tuple[list[PriorityRow], float]:
     return list(rows.values()), (time.perf_counter() - started) * 1000
 
 
+def _minute_of(field: str) -> Any:
+    """The minute of a datetime column, in SQL. SQLite keeps datetimes as ISO text in UTC: its
+    first 16 characters are the minute, with no Python function called per row (Django's
+    TruncMinute on SQLite is one, and doubles the page's time at 3,000 runs an hour)."""
+    if connection.vendor == "sqlite":
+        return Substr(Cast(field, CharField()), 1, 16)
+    return TruncMinute(field)
+
+
+def _seconds_between(start: str, end: str) -> Any:
+    """``end - start`` in seconds, in SQL (julianday on SQLite, epoch on PostgreSQL)."""
+    if connection.vendor == "sqlite":
+        day = FloatField()
+        return ExpressionWrapper(
+            (
+                Func(F(end), function="julianday", output_field=day)
+                - Func(F(start), function="julianday", output_field=day)
+            )
+            * 86400.0,
+            output_field=day,
+        )
+    return Extract(ExpressionWrapper(F(end) - F(start), output_field=DurationField()), "epoch")
+
+
+def _as_minute(value: Any) -> datetime:
+    if isinstance(value, str):  # SQLite: "2026-12-01 19:35"
+        return datetime.strptime(value[:16], "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+    return value
+
+
 def _flow(now: datetime, rows: list[PriorityRow]) -> tuple[list[tuple[datetime, float | None]], ...]:
     """Query 2: runs finished per minute over the last hour (and their average wait); fills each
     row's ``served`` (finished in the last 10 minutes)."""
     hour_ago = now - timedelta(hours=1)
-    wait = ExpressionWrapper(F("started_at") - F("queued_at"), output_field=DurationField())
     grouped = (
         Run.objects.filter(finished_at__gte=hour_ago)
-        .annotate(minute=TruncMinute("finished_at"))
+        .annotate(minute=_minute_of("finished_at"))
         .values("minute", "priority")
-        .annotate(n=Count("id"), wait=Avg(wait))
+        .annotate(n=Count("id"), wait=Avg(_seconds_between("queued_at", "started_at")))
         .order_by()
     )
     per_minute: dict[datetime, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])  # n, wait sum, waited
     by_priority = {r.priority: r for r in rows}
-    recent = now - RATE_WINDOW
+    recent = (now - RATE_WINDOW).replace(second=0, microsecond=0)
     for item in grouped:
-        minute, n, avg = item["minute"], item["n"], item["wait"]
+        minute, n, avg = _as_minute(item["minute"]), item["n"], item["wait"]
         cell = per_minute[minute]
         cell[0] += n
         if avg is not None:
-            cell[1] += avg.total_seconds() * n
+            cell[1] += float(avg) * n
             cell[2] += n
-        if minute >= recent.replace(second=0, microsecond=0) and item["priority"] in by_priority:
+        if minute >= recent and item["priority"] in by_priority:
             by_priority[item["priority"]].served += n
     start = hour_ago.replace(second=0, microsecond=0) + timedelta(minutes=1)
     minutes = [start + timedelta(minutes=i) for i in range(60)]

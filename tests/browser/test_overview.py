@@ -96,7 +96,9 @@ def test_the_pages_fit_a_phone_and_a_desktop_in_light_and_dark(
     make_batch_run("BATCH-004", status="skipped")
     from scheduler.models import Attempt, Job, QueuePause, Run
 
-    job = Job.objects.create(name="weekly-report", kind="noop", params={}, priority="high", tags=["reports", "weekly"])
+    job = Job.objects.create(
+        name="weekly-report", kind="noop", params={}, priority="high", tags=["reports", "weekly"]
+    )
     now = timezone.now()
     for i in range(40):
         done = now - timedelta(minutes=58 - i * 1.4)
@@ -106,7 +108,14 @@ def test_the_pages_fit_a_phone_and_a_desktop_in_light_and_dark(
         )  # fmt: skip
     for priority in ("urgent", "high", "normal", "normal", "low"):
         Run.objects.create(kind="noop", priority=priority, job=job, job_name=job.name)
-    Run.objects.create(kind="noop", priority="normal", status="running", started_at=now - timedelta(minutes=3), gateway=str(gateway.pk), agent="main")
+    Run.objects.create(
+        kind="noop",
+        priority="normal",
+        status="running",
+        started_at=now - timedelta(minutes=3),
+        gateway=str(gateway.pk),
+        agent="main",
+    )
     failed = Run.objects.create(
         job=job, job_name=job.name, kind="noop", status="failed", gateway=str(gateway.pk), agent="main",
         error_class="server_error", error="HTTP 500 from the provider after 3 attempts " + "y" * 80, attempts=3,
@@ -118,7 +127,14 @@ def test_the_pages_fit_a_phone_and_a_desktop_in_light_and_dark(
             run=failed, number=n, status="failed", error_class="server_error", error="HTTP 500 from the provider",
             session_key=f"agent:main:run-{n}", worker="worker-1:4242", finished_at=now - timedelta(minutes=8),
         )  # fmt: skip
-    Run.objects.create(kind="noop", status="blocked", gateway=str(gateway.pk), agent="main", provider="anthropic", error="401: the provider session expired")
+    Run.objects.create(
+        kind="noop",
+        status="blocked",
+        gateway=str(gateway.pk),
+        agent="main",
+        provider="anthropic",
+        error="401: the provider session expired",
+    )
     QueuePause.objects.create(scope="priority", value="low", who="operator", reason="maintenance window")
     configs.record_config(
         gateway, {"hash": "h1", "sourceConfig": {"agents": {"defaults": {"model": "stub"}}}}
