@@ -29,7 +29,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import Exists, Q
 from django.template import Context, Engine, TemplateSyntaxError
 from django.utils import timezone
 
@@ -250,60 +250,123 @@ def eligible() -> Any:
     return qs
 
 
+OPTIMISTIC_TRIES = 5
+
+
+def _limited(run: Run) -> bool:
+    """Whether a concurrency limit applies to the run (then it is claimed under the lock)."""
+    return bool(run.gateway or run.agent or (run.job is not None and run.job.concurrency_limit))
+
+
+def _pick(redis: Any, *, locked: bool) -> tuple[Run | None, int | None, Any] | None:
+    """The run the policy starts next (None: it was claimed meanwhile, choose again), the wheel
+    position after it and the eligible runs' queryset; None when nothing is eligible."""
+    eligible = Run.objects.ready()
+    paused = pause_q(QueuePause.objects.all())
+    if paused is not None:
+        eligible = eligible.exclude(paused)
+    saturated = Usage.now().saturated_q()
+    if saturated is not None:
+        eligible = eligible.exclude(saturated)
+        redis.set(_starved_key(), "1", ex=3600)
+    position = int(redis.get(_wheel_key()) or 0) % len(WHEEL)
+    order = [(Priority.URGENT.value, None)] + [
+        (WHEEL[(position + i) % len(WHEEL)], (position + i + 1) % len(WHEEL)) for i in range(len(WHEEL))
+    ]
+    first = _first_ids(eligible)
+    for priority, next_position in order:
+        if priority not in first:
+            continue
+        qs = Run.objects.select_related("job").filter(pk=first[priority], status=Run.Status.QUEUED)
+        if locked:
+            qs = qs.select_for_update(skip_locked=True, of=("self",))
+        return qs.first(), next_position, eligible
+    return None
+
+
+def _first_ids(eligible: Any) -> dict[str, int]:
+    """The oldest eligible run's id of each priority that has one, in one query: a scalar
+    subquery per priority, each an index lookup (``run_ready``), whatever the backlog."""
+    parts, params = [], []
+    for priority in PRIORITIES:
+        sql, values = (
+            eligible.filter(priority=priority).order_by("id").values("id")[:1].query.sql_with_params()
+        )
+        parts.append(f"({sql})")
+        params.extend(values)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join(parts), params)
+        row = cursor.fetchone()
+    return {p: v for p, v in zip(PRIORITIES, row, strict=True) if v is not None}
+
+
+def _take(
+    candidate: Run, worker: str, next_position: int | None, eligible: Any, redis: Any
+) -> tuple[Run, Attempt] | None:
+    """The conditional UPDATE and the Attempt row, in one short transaction. A run that is not
+    urgent is claimed only while no eligible urgent run waits (NOT EXISTS in the same UPDATE):
+    an urgent run committed between the choice and the claim is never overtaken."""
+    now = timezone.now()
+    claim = Run.objects.filter(pk=candidate.pk, status=Run.Status.QUEUED)
+    if candidate.priority != Priority.URGENT:
+        urgent = eligible.filter(priority=Priority.URGENT).order_by().values("pk")
+        claim = claim.exclude(Exists(urgent))
+    with transaction.atomic():
+        changed = claim.update(
+            status=Run.Status.RUNNING, started_at=candidate.started_at or now, next_attempt_at=None
+        )
+        if changed != 1:
+            return None
+        number = Attempt.objects.filter(run_id=candidate.pk).count() + 1
+        attempt = Attempt.objects.create(
+            id=uuid.uuid4(), run=candidate, number=number, worker=worker, started_at=now
+        )
+    if next_position is not None:
+        redis.set(_wheel_key(), next_position)
+    candidate.status = Run.Status.RUNNING
+    candidate.started_at = candidate.started_at or now
+    return candidate, attempt
+
+
 def claim_next(worker: str) -> tuple[Run, Attempt] | None:
     """Choose and claim the next run to start (the selection policy above), or None.
 
-    1. One transaction that serialises claimers: BEGIN IMMEDIATE on SQLite (settings'
-       transaction_mode), an advisory transaction lock on PostgreSQL, so limits are exact.
-    2. Pauses and in-flight counts are read once; a pause or a full limit excludes runs in SQL.
-    3. The candidate is claimed with a conditional UPDATE and its Attempt row written.
-    4. When a limit held runs back, a flag in Redis asks the next completion for a dispatch.
+    1. Optimistic: choose without holding the write lock; a run no limit applies to is claimed
+       with the conditional UPDATE (+ its Attempt) in a short transaction. Lost the race (the
+       UPDATE changed nothing)? Choose again, a few times.
+    2. A run a limit applies to (gateway, agent, job limit) is chosen and claimed again inside
+       one transaction that serialises claimers (BEGIN IMMEDIATE on SQLite, the settings'
+       transaction_mode; an advisory transaction lock and SKIP LOCKED on PostgreSQL), so the
+       in-flight counts it is checked against cannot change under it: limits are exact.
+    3. When a limit held runs back, a flag in Redis asks the next completion for a dispatch.
+
+    The wheel position is read and written per claim: exact for one claimer at a time, within
+    a pick or two of it when several workers claim at the same instant.
     """
     redis = get_redis()
+    for _ in range(OPTIMISTIC_TRIES):
+        picked = _pick(redis, locked=False)
+        if picked is None:
+            return None
+        candidate, next_position, eligible = picked
+        if candidate is None:
+            continue
+        if _limited(candidate):
+            break
+        claimed = _take(candidate, worker, next_position, eligible, redis)
+        if claimed is not None:
+            return claimed
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_PG_CLAIM_LOCK])
-        qs = Run.objects.ready()
-        paused = pause_q(QueuePause.objects.all())
-        if paused is not None:
-            qs = qs.exclude(paused)
-        saturated = Usage.now().saturated_q()
-        if saturated is not None:
-            qs = qs.exclude(saturated)
-            redis.set(_starved_key(), "1", ex=3600)
-        position = int(redis.get(_wheel_key()) or 0) % len(WHEEL)
-        order = [(Priority.URGENT.value, None)] + [
-            (WHEEL[(position + i) % len(WHEEL)], (position + i + 1) % len(WHEEL)) for i in range(len(WHEEL))
-        ]
-        tried: set[str] = set()
-        for priority, next_position in order:
-            if priority in tried:
-                continue
-            tried.add(priority)
-            candidate = (
-                qs.filter(priority=priority).select_for_update(skip_locked=True).order_by("id").first()
-            )
-            if candidate is None:
-                continue
-            now = timezone.now()
-            changed = Run.objects.filter(pk=candidate.pk, status=Run.Status.QUEUED).update(
-                status=Run.Status.RUNNING,
-                started_at=candidate.started_at or now,
-                next_attempt_at=None,
-            )
-            if changed != 1:
-                continue
-            number = Attempt.objects.filter(run_id=candidate.pk).count() + 1
-            attempt = Attempt.objects.create(
-                id=uuid.uuid4(), run=candidate, number=number, worker=worker, started_at=now
-            )
-            if next_position is not None:
-                redis.set(_wheel_key(), next_position)
-            candidate.status = Run.Status.RUNNING
-            candidate.started_at = candidate.started_at or now
-            return candidate, attempt
-    return None
+        picked = _pick(redis, locked=True)
+        if picked is None:
+            return None
+        candidate, next_position, eligible = picked
+        if candidate is None:
+            return None
+        return _take(candidate, worker, next_position, eligible, redis)
 
 
 def start_next(worker: str | None = None) -> Run | None:
@@ -334,10 +397,8 @@ def start_next(worker: str | None = None) -> Run | None:
         Attempt.objects.filter(pk=attempt.pk, status=Attempt.Status.RUNNING).update(
             in_worker=False, session_key=outcome.session_key[:300], external_id=outcome.external_id[:200]
         )
-    else:
-        complete_attempt(attempt.pk, outcome)
-    run.refresh_from_db()
-    return run
+        return run
+    return complete_attempt(attempt.pk, outcome) or run
 
 
 # --- completion ----------------------------------------------------------------------------------

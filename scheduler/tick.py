@@ -85,7 +85,7 @@ def mark_dead_workers_lost(now: datetime) -> int:
     Lost, not retried: the work may have partly happened (an operator's retry_run decides)."""
     cutoff = now - timedelta(seconds=settings.AGENTFLOW_WORKER_LEASE_SECONDS)
     held = Attempt.objects.filter(status=Attempt.Status.RUNNING, in_worker=True, started_at__lte=cutoff)
-    dead = {w for w in held.values_list("worker", flat=True).distinct() if not workers.is_alive(w)}
+    dead = {w for w in held.order_by().values_list("worker", flat=True).distinct() if not workers.is_alive(w)}
     lost = 0
     for attempt in held.filter(worker__in=dead).select_related("run"):
         with transaction.atomic():

@@ -407,3 +407,20 @@ def test_an_attempt_whose_worker_died_is_lost_and_a_live_ones_is_not(settings):
     assert "worker ghost-host:999 stopped" in dead_run.error
     assert Run.objects.get(pk=live_run.pk).status == "running"
     assert tick.mark_dead_workers_lost(timezone.now()) == 0
+
+
+def test_a_run_chosen_before_an_urgent_one_arrived_is_not_claimed_over_it():
+    normal = noop()
+    candidate, position, eligible = queue._pick(queue.get_redis(), locked=False)
+    assert candidate.pk == normal.pk
+    urgent = noop("urgent")  # committed between the choice and the claim
+    assert queue._take(candidate, WORKER, position, eligible, queue.get_redis()) is None
+    assert Run.objects.get(pk=normal.pk).status == "queued"
+    assert [r.pk for r in claim_all()] == [urgent.pk, normal.pk]
+
+
+def test_a_paused_urgent_run_does_not_hold_the_others_back():
+    QueuePause.objects.create(scope="priority", value="urgent", who="t")
+    Run.objects.create(kind="noop", priority="urgent")  # queued under the pause (not parked yet)
+    normal = noop()
+    assert [r.pk for r in claim_all()] == [normal.pk]

@@ -62,11 +62,17 @@ NEW_MIGRATIONS = {
     ("scheduler", "0003_audit_and_roles"),
     ("dashboard", "0003_api_token_role"),
     ("scheduler", "0004_batchrun_running_lost"),
+    ("scheduler", "0005_jobs_runs_attempts"),
     ("fleet", "0003_session_tokens"),
 }
 # Models (and so content types) the previous release did not have: the audit and django-axes'.
 NEW_CONTENT_TYPES = {
     ("scheduler", "auditentry"),
+    # the execution queue (issue 9)
+    ("scheduler", "job"),
+    ("scheduler", "run"),
+    ("scheduler", "attempt"),
+    ("scheduler", "queuepause"),
     ("axes", "accessattempt"),
     ("axes", "accesslog"),
     ("axes", "accessfailurelog"),
