@@ -43,8 +43,9 @@ def build_runs() -> None:
                 0
             ]
             queued = now - timedelta(seconds=rng.uniform(0, 900))
-            run = Run(job=job, job_name=job.name, kind="noop", priority=priority, status=status, queued_at=queued,
-                      started_at=queued + timedelta(seconds=5) if status == "running" else None,
+            started = queued + timedelta(seconds=5) if status == "running" else None
+            run = Run(job=job, job_name=job.name, kind="noop", priority=priority, status=status,
+                      queued_at=queued, started_at=started,
                       gateway="1", agent="main", provider="anthropic" if status == "blocked" else "",
                       error="401: provider session expired" if status == "blocked" else "")  # fmt: skip
         batch.append(run)

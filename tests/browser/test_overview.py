@@ -104,7 +104,8 @@ def test_the_pages_fit_a_phone_and_a_desktop_in_light_and_dark(
         done = now - timedelta(minutes=58 - i * 1.4)
         Run.objects.create(
             job=job, job_name=job.name, kind="noop", status="succeeded", trigger="schedule",
-            queued_at=done - timedelta(seconds=4 + i % 7), started_at=done - timedelta(seconds=2), finished_at=done,
+            queued_at=done - timedelta(seconds=4 + i % 7), started_at=done - timedelta(seconds=2),
+            finished_at=done,
         )  # fmt: skip
     for priority in ("urgent", "high", "normal", "normal", "low"):
         Run.objects.create(kind="noop", priority=priority, job=job, job_name=job.name)
@@ -118,14 +119,16 @@ def test_the_pages_fit_a_phone_and_a_desktop_in_light_and_dark(
     )
     failed = Run.objects.create(
         job=job, job_name=job.name, kind="noop", status="failed", gateway=str(gateway.pk), agent="main",
-        error_class="server_error", error="HTTP 500 from the provider after 3 attempts " + "y" * 80, attempts=3,
-        started_at=now - timedelta(minutes=9), finished_at=now - timedelta(minutes=8), trigger="user", triggered_by="operator",
+        error_class="server_error", error="HTTP 500 from the provider after 3 attempts " + "y" * 80,
+        attempts=3, started_at=now - timedelta(minutes=9), finished_at=now - timedelta(minutes=8),
+        trigger="user", triggered_by="operator",
         usage={"input_tokens": 1200, "output_tokens": 300}, result="Partial answer " * 40,
     )  # fmt: skip
     for n in (1, 2, 3):
         Attempt.objects.create(
-            run=failed, number=n, status="failed", error_class="server_error", error="HTTP 500 from the provider",
-            session_key=f"agent:main:run-{n}", worker="worker-1:4242", finished_at=now - timedelta(minutes=8),
+            run=failed, number=n, status="failed", error_class="server_error",
+            error="HTTP 500 from the provider", session_key=f"agent:main:run-{n}", worker="worker-1:4242",
+            finished_at=now - timedelta(minutes=8),
         )  # fmt: skip
     Run.objects.create(
         kind="noop",
