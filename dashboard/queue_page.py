@@ -486,7 +486,7 @@ def memory_prediction(system: System, history: list[dict[str, Any]], threshold_m
 
 
 def _count(value: float) -> str:
-    return f"{value:.0f}/min"
+    return f"{value:.3g}/min"
 
 
 def _seconds(value: float) -> str:

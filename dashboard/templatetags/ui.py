@@ -293,6 +293,8 @@ def duration(seconds: float | None) -> str:
     if hasattr(seconds, "total_seconds"):
         seconds = seconds.total_seconds()
     value = float(seconds)
+    if value < 0:
+        return "—"  # clocks of two hosts disagree: no negative duration is shown
     if value < 1:
         return f"{value * 1000:.0f} ms"
     if value < 60:

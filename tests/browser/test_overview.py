@@ -120,7 +120,8 @@ def test_the_pages_fit_a_phone_and_a_desktop_in_light_and_dark(
     failed = Run.objects.create(
         job=job, job_name=job.name, kind="noop", status="failed", gateway=str(gateway.pk), agent="main",
         error_class="server_error", error="HTTP 500 from the provider after 3 attempts " + "y" * 80,
-        attempts=3, started_at=now - timedelta(minutes=9), finished_at=now - timedelta(minutes=8),
+        attempts=3, queued_at=now - timedelta(minutes=10), started_at=now - timedelta(minutes=9),
+        finished_at=now - timedelta(minutes=8),
         trigger="user", triggered_by="operator",
         usage={"input_tokens": 1200, "output_tokens": 300}, result="Partial answer " * 40,
     )  # fmt: skip
@@ -128,7 +129,8 @@ def test_the_pages_fit_a_phone_and_a_desktop_in_light_and_dark(
         Attempt.objects.create(
             run=failed, number=n, status="failed", error_class="server_error",
             error="HTTP 500 from the provider", session_key=f"agent:main:run-{n}", worker="worker-1:4242",
-            finished_at=now - timedelta(minutes=8),
+            started_at=now - timedelta(minutes=9 - n * 0.3),
+            finished_at=now - timedelta(minutes=8.9 - n * 0.3),
         )  # fmt: skip
     Run.objects.create(
         kind="noop",
