@@ -238,8 +238,9 @@ def _starved_key() -> str:
     return key("queue", "starved")
 
 
-def eligible() -> Any:
-    """Queued runs no pause covers and no limit holds back, oldest first (one query's worth)."""
+def eligible(*, flag_starved: bool = False) -> Any:
+    """Queued runs no pause covers and no limit holds back (two small queries to build it).
+    ``flag_starved``: when a limit holds runs back, ask the next completion for a wake-up."""
     qs = Run.objects.ready()
     paused = pause_q(QueuePause.objects.all())
     if paused is not None:
@@ -247,6 +248,8 @@ def eligible() -> Any:
     saturated = Usage.now().saturated_q()
     if saturated is not None:
         qs = qs.exclude(saturated)
+        if flag_starved:
+            get_redis().set(_starved_key(), "1", ex=3600)
     return qs
 
 
@@ -261,26 +264,19 @@ def _limited(run: Run) -> bool:
 def _pick(redis: Any, *, locked: bool) -> tuple[Run | None, int | None, Any] | None:
     """The run the policy starts next (None: it was claimed meanwhile, choose again), the wheel
     position after it and the eligible runs' queryset; None when nothing is eligible."""
-    eligible = Run.objects.ready()
-    paused = pause_q(QueuePause.objects.all())
-    if paused is not None:
-        eligible = eligible.exclude(paused)
-    saturated = Usage.now().saturated_q()
-    if saturated is not None:
-        eligible = eligible.exclude(saturated)
-        redis.set(_starved_key(), "1", ex=3600)
+    ready = eligible(flag_starved=True)
     position = int(redis.get(_wheel_key()) or 0) % len(WHEEL)
     order = [(Priority.URGENT.value, None)] + [
         (WHEEL[(position + i) % len(WHEEL)], (position + i + 1) % len(WHEEL)) for i in range(len(WHEEL))
     ]
-    first = _first_ids(eligible)
+    first = _first_ids(ready)
     for priority, next_position in order:
         if priority not in first:
             continue
         qs = Run.objects.select_related("job").filter(pk=first[priority], status=Run.Status.QUEUED)
         if locked:
             qs = qs.select_for_update(skip_locked=True, of=("self",))
-        return qs.first(), next_position, eligible
+        return qs.first(), next_position, ready
     return None
 
 
@@ -301,7 +297,7 @@ def _first_ids(eligible: Any) -> dict[str, int]:
 
 
 def _take(
-    candidate: Run, worker: str, next_position: int | None, eligible: Any, redis: Any
+    candidate: Run, worker: str, next_position: int | None, ready: Any, redis: Any
 ) -> tuple[Run, Attempt] | None:
     """The conditional UPDATE and the Attempt row, in one short transaction. A run that is not
     urgent is claimed only while no eligible urgent run waits (NOT EXISTS in the same UPDATE):
@@ -309,7 +305,7 @@ def _take(
     now = timezone.now()
     claim = Run.objects.filter(pk=candidate.pk, status=Run.Status.QUEUED)
     if candidate.priority != Priority.URGENT:
-        urgent = eligible.filter(priority=Priority.URGENT).order_by().values("pk")
+        urgent = ready.filter(priority=Priority.URGENT).order_by().values("pk")
         claim = claim.exclude(Exists(urgent))
     with transaction.atomic():
         changed = claim.update(
@@ -348,12 +344,12 @@ def claim_next(worker: str) -> tuple[Run, Attempt] | None:
         picked = _pick(redis, locked=False)
         if picked is None:
             return None
-        candidate, next_position, eligible = picked
+        candidate, next_position, ready = picked
         if candidate is None:
             continue
         if _limited(candidate):
             break
-        claimed = _take(candidate, worker, next_position, eligible, redis)
+        claimed = _take(candidate, worker, next_position, ready, redis)
         if claimed is not None:
             return claimed
     with transaction.atomic():
@@ -363,10 +359,10 @@ def claim_next(worker: str) -> tuple[Run, Attempt] | None:
         picked = _pick(redis, locked=True)
         if picked is None:
             return None
-        candidate, next_position, eligible = picked
+        candidate, next_position, ready = picked
         if candidate is None:
             return None
-        return _take(candidate, worker, next_position, eligible, redis)
+        return _take(candidate, worker, next_position, ready, redis)
 
 
 def start_next(worker: str | None = None) -> Run | None:
