@@ -385,6 +385,10 @@ AGENTFLOW_RUN_TIMEOUT_GRACE_SECONDS = env_int("AGENTFLOW_RUN_TIMEOUT_GRACE_SECON
 AGENTFLOW_WORKER_LEASE_SECONDS = env_int("AGENTFLOW_WORKER_LEASE_SECONDS", 6)
 # Results longer than this are stored cut (Run.result_truncated).
 AGENTFLOW_RUN_RESULT_MAX_CHARS = env_int("AGENTFLOW_RUN_RESULT_MAX_CHARS", 64 * 1024)
+# The queue page's predictions (dashboard/queue_page.py): a queue's backlog worth a warning, and
+# the memory of AgentFlow's processes together (MB) that the trend is measured against.
+AGENTFLOW_QUEUE_OVERFLOW_THRESHOLD = env_int("AGENTFLOW_QUEUE_OVERFLOW_THRESHOLD", 1000, minimum=1)
+AGENTFLOW_MEMORY_ALERT_MB = env_int("AGENTFLOW_MEMORY_ALERT_MB", 2048, minimum=1)
 AGENTFLOW_CLEANUP_BATCH_SIZE = env_int("AGENTFLOW_CLEANUP_BATCH_SIZE", 10000)
 # Chat messages longer than this are stored truncated (with a marker); 2 MiB by default.
 AGENTFLOW_CHAT_MAX_CHARS = env_int("AGENTFLOW_CHAT_MAX_CHARS", 2 * 1024 * 1024)

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-BENCHES = ["gateway", "batches", "fanout", "pages", "memory", "e2e", "supervisor", "queue"]
+BENCHES = ["gateway", "batches", "fanout", "pages", "queue_page", "memory", "e2e", "supervisor", "queue"]
 
 
 def run_here(names: list[str]) -> int:

@@ -20,7 +20,7 @@ from django.utils import timezone
 from . import actions, audit, errors, queue
 from .actions import AttemptContext, Finished
 from .audit import Actor, Target
-from .models import Attempt, Priority, QueuePause, Run
+from .models import Attempt, Job, Priority, QueuePause, Run
 
 CANCELLABLE = (*Run.WAITING, Run.Status.RUNNING)
 RETRYABLE = (Run.Status.FAILED, Run.Status.ABORTED, Run.Status.LOST, Run.Status.CANCELLED)
@@ -211,3 +211,11 @@ def bulk(
                 continue  # moved to a state the action does not apply to meanwhile
         ctl.note(f"{done} run(s)")
     return done
+
+
+def run_now(actor: Actor, job: Job, reason: str = "") -> Run:
+    """Queue a run of ``job`` now for ``actor`` (the Jobs page's "Run now"), audited."""
+    with audit.control("job.run_now", actor, Target("job", str(job.pk), job.name), reason=reason) as ctl:
+        run = queue.enqueue(job, trigger=Run.Trigger.USER, triggered_by=actor.label)
+        ctl.note(f"run {run.pk} {run.status}")
+    return run

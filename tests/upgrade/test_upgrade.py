@@ -63,6 +63,8 @@ NEW_MIGRATIONS = {
     ("dashboard", "0003_api_token_role"),
     ("scheduler", "0004_batchrun_running_lost"),
     ("scheduler", "0005_jobs_runs_attempts"),
+    ("scheduler", "0006_run_window_indexes"),
+    ("scheduler", "0007_queue_page_indexes"),
     ("fleet", "0003_session_tokens"),
 }
 # Models (and so content types) the previous release did not have: the audit and django-axes'.
