@@ -332,6 +332,17 @@ def _take(
     return candidate, attempt
 
 
+def _logged(run: Run, attempt: object = None) -> Any:
+    """Every line logged inside carries the run's id, job, attempt, gateway and agent."""
+    return bind_run(
+        run_id=run.pk,
+        job=run.job_name or run.kind,
+        attempt=str(attempt) if attempt is not None else None,
+        gateway=run.gateway or None,
+        agent=run.agent or None,
+    )
+
+
 def _wait_for_admission(run: Run, refusal: admission.Refusal, now: datetime) -> None:
     """The claimed run may not start yet (rate limit, breaker): back to scheduled for the wait,
     no Attempt, no error (inside _take's transaction). The key is held meanwhile, and a wake-up
@@ -340,7 +351,7 @@ def _wait_for_admission(run: Run, refusal: admission.Refusal, now: datetime) -> 
     Run.objects.filter(pk=run.pk).update(
         status=Run.Status.SCHEDULED, run_after=until, next_attempt_at=until, started_at=run.started_at
     )
-    with bind_run(run_id=run.pk, job=run.job_name or run.kind, gateway=run.gateway, agent=run.agent):
+    with _logged(run):
         log.info(
             "run %s waits %.2fs (%s %s)", run.pk, refusal.wait_seconds, refusal.reason, refusal.hold or "-"
         )
@@ -409,9 +420,7 @@ def start_next(worker: str | None = None) -> Run | None:
     if claimed is None:
         return None
     run, attempt = claimed
-    with bind_run(
-        run_id=run.pk, job=run.job_name or run.kind, attempt=attempt.pk, gateway=run.gateway, agent=run.agent
-    ):
+    with _logged(run, attempt.pk):
         return _start(run, attempt, worker)
 
 
@@ -479,22 +488,10 @@ def complete_attempt(attempt_id: uuid.UUID | str, outcome: Finished) -> Run | No
         )
         if run.status != Run.Status.RUNNING:
             return run
-        with bind_run(
-            run_id=run.pk,
-            job=run.job_name or run.kind,
-            attempt=attempt_uuid,
-            gateway=run.gateway,
-            agent=run.agent,
-        ):
+        with _logged(run, attempt_uuid):
             _settle(run, outcome, error_class, now)
             log.info("run %s attempt %s: %s %s", run.pk, attempt_uuid, outcome.status, error_class or "")
-    with bind_run(
-        run_id=run.pk,
-        job=run.job_name or run.kind,
-        attempt=attempt_uuid,
-        gateway=run.gateway,
-        agent=run.agent,
-    ):
+    with _logged(run, attempt_uuid):
         admission.record_outcome(run, outcome, error_class)
     return run
 
