@@ -49,6 +49,7 @@ log = logging.getLogger("agentflow.scheduler.admission")
 
 UNAVAILABLE_WAIT = 5.0  # seconds a run waits when Redis cannot decide (fail closed)
 HALF_OPEN_RECHECK = 5.0  # while a probe is out, the held run asks again this often
+HOLD_MARGIN = 0.01  # a hold ends this much before its run's wake-up
 NO_PROVIDER = "-"  # the breaker's provider name for a run that names none
 BREAKER = "breaker"
 _state = {"redis_down": False}
@@ -124,12 +125,13 @@ def _held_key() -> str:
     return key("queue", "held")
 
 
-def hold(member: str, wait_seconds: float) -> None:
-    """Hold the queued runs of ``member`` for ``wait_seconds`` (a longer hold in force is kept)."""
+def hold(member: str, until: float) -> None:
+    """Hold the queued runs of ``member`` until ``until`` (epoch seconds; a longer hold in force
+    is kept). The queue ends a hold just before the held run's ``run_after``, so the run's
+    wake-up never finds its own key still held."""
     if not member:
         return
     client = get_redis()
-    until = time.time() + wait_seconds
     current = client.hget(_held_key(), member)
     if current is not None and float(current) >= until:
         return
@@ -206,7 +208,7 @@ def rate_limit_wait(run: Run, error: str, retry_after: float | None = None) -> f
         name = _backoff_key(run)
         if name is not None:
             wait = limits.backoff(name, retry_after=retry_after)
-            hold(name, wait)
+            hold(name, time.time() + wait - HOLD_MARGIN)
             return wait
     except (RedisError, limits.BudgetError) as exc:
         log.warning("run %s: could not back off (%s)", run.pk, exc)

@@ -356,7 +356,7 @@ def _wait_for_admission(run: Run, refusal: admission.Refusal, now: datetime) -> 
             "run %s waits %.2fs (%s %s)", run.pk, refusal.wait_seconds, refusal.reason, refusal.hold or "-"
         )
     try:
-        admission.hold(refusal.hold, refusal.wait_seconds)
+        admission.hold(refusal.hold, until.timestamp() - admission.HOLD_MARGIN)
     except Exception:
         log.warning("could not hold %s", refusal.hold, exc_info=True)
     transaction.on_commit(lambda: send_wake(run.pk, refusal.wait_seconds))

@@ -7,6 +7,7 @@ import logging
 import time
 
 from celery import shared_task
+from django.db import OperationalError
 from django.utils import timezone
 
 from . import queue, registry, runner
@@ -73,7 +74,13 @@ def tick() -> None:
         log.info("tick: %s", ", ".join(f"{k} {v}" for k, v in vars(report).items() if v))
 
 
-@shared_task(name="scheduler.tasks.wake", ignore_result=True)
+@shared_task(
+    name="scheduler.tasks.wake",
+    ignore_result=True,
+    autoretry_for=(OperationalError,),  # a busy database: the pace's chain must not break
+    default_retry_delay=1,
+    max_retries=10,
+)
 def wake(run_id: int) -> None:
     """A run's wait for admission (rate limit, breaker) is over: queue the due runs and start
     twice. The first start takes the free slot (the woken run is the oldest of its key); the
