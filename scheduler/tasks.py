@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import shared_task
+from django.db import OperationalError
+from django.utils import timezone
 
 from . import queue, registry, runner
 from . import tick as ticking
+from .models import Run
 
 log = logging.getLogger("agentflow.scheduler")
 
@@ -68,3 +72,24 @@ def tick() -> None:
     report = ticking.tick()
     if any(vars(report).values()):
         log.info("tick: %s", ", ".join(f"{k} {v}" for k, v in vars(report).items() if v))
+
+
+@shared_task(
+    name="scheduler.tasks.wake",
+    ignore_result=True,
+    autoretry_for=(OperationalError,),  # a busy database: the pace's chain must not break
+    default_retry_delay=1,
+    max_retries=10,
+)
+def wake(run_id: int) -> None:
+    """A run's wait for admission (rate limit, breaker) is over: queue the due runs and start
+    twice. The first start takes the free slot (the woken run is the oldest of its key); the
+    second asks for the next run its key held back, which then waits for the following slot,
+    so pacing goes on without the tick (scheduler/admission.py)."""
+    due = Run.objects.filter(pk=run_id, status=Run.Status.SCHEDULED).values_list("run_after", flat=True)
+    early = (due[0] - timezone.now()).total_seconds() if due and due[0] else 0.0
+    if 0 < early < 1:  # a countdown a little ahead of the database's clock
+        time.sleep(early)
+    ticking.promote_due(timezone.now())
+    for _ in range(2):
+        queue.start_next()
