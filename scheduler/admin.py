@@ -153,9 +153,7 @@ class JobAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         system = list(queryset.filter(system=True).values_list("name", flat=True))
         if system:
-            self.message_user(
-                request, f"system jobs are not deleted: {', '.join(system)}", messages.WARNING
-            )
+            self.message_user(request, f"system jobs are not deleted: {', '.join(system)}", messages.WARNING)
         super().delete_queryset(request, queryset.filter(system=False))
 
     def get_readonly_fields(self, request: HttpRequest, obj: Job | None = None) -> Any:

@@ -175,7 +175,11 @@ def lose(run_id: int, error: str, now: datetime | None = None) -> bool:
         if run is None or run.status != Run.Status.RUNNING:
             return False
         Attempt.objects.filter(run_id=run_id, status=Attempt.Status.RUNNING).update(
-            status=Attempt.Status.LOST, error_class=errors.SYSTEM, error=error, finished_at=now, in_worker=False
+            status=Attempt.Status.LOST,
+            error_class=errors.SYSTEM,
+            error=error,
+            finished_at=now,
+            in_worker=False,
         )
         run.status = Run.Status.LOST
         run.attempts = max(run.attempts, 1)
@@ -223,7 +227,9 @@ def _validate(params: Mapping[str, Any]) -> dict[str, Any]:
     target_id = params.get("target_id")
     if target_id not in (None, ""):
         if spec.scope is None:
-            raise ValidationError(f"batch: {spec.id} is a global batch, it has no targets", code="invalid_params")
+            raise ValidationError(
+                f"batch: {spec.id} is a global batch, it has no targets", code="invalid_params"
+            )
         if isinstance(target_id, bool) or not isinstance(target_id, int):
             raise ValidationError("batch: target_id must be a whole number", code="invalid_params")
         cleaned.update(scope=spec.scope, target_id=target_id)
@@ -241,14 +247,16 @@ def _start(ctx: AttemptContext) -> Finished | Started:
         return outcome_of(record)
     target_id = ctx.params.get("target_id")
     if target_id is None:
-        ids = registry.scope(spec.scope).ids()
+        ids = list(registry.scope(spec.scope).ids())
         for one in ids:
             tasks.run_batch_for.delay(spec.id, one)
         return Finished("succeeded", result=f"queued {spec.id} for {len(ids)} {spec.scope}(s)")
     target = registry.scope(spec.scope).load(target_id)
     if target is None:
         return Finished(
-            "failed", errors.INVALID_REQUEST, f"{spec.scope} {target_id} is gone or disabled: {spec.id} not run"
+            "failed",
+            errors.INVALID_REQUEST,
+            f"{spec.scope} {target_id} is gone or disabled: {spec.id} not run",
         )
     record = runner.run(spec.id, target, attach=(ctx.run, ctx.attempt))
     return outcome_of(record)

@@ -112,13 +112,14 @@ def run(
         else:
             if linked is None:
                 # Its own path, never the queue's wheel: no backlog, pause or limit delays it.
-                fields["worker"] = workers.this_worker()  # the liveness key the tick checks
+                worker = workers.this_worker()  # the liveness key the tick checks
+                fields["worker"] = worker
                 linked = batch_runs.open_run(
                     batch,
                     scope=scope,
                     target_id=target_id,
                     target_name=target_name,
-                    worker=fields["worker"],
+                    worker=worker,
                     started_at=started_at,
                     trigger=trigger,
                     timeout_seconds=hold,

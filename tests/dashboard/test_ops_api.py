@@ -64,7 +64,11 @@ def test_a_viewer_token_reads_but_cannot_write_and_the_refusal_is_audited(client
         response = post(client, url, body, **view)
         assert response.status_code == 403, url
         assert response.json()["code"] == "forbidden" and "operator role" in response.json()["error"]
-    assert Run.objects.count() == 0 and not QueuePause.objects.exists() and Job.objects.filter(system=False).count() == 1
+    assert (
+        Run.objects.count() == 0
+        and not QueuePause.objects.exists()
+        and Job.objects.filter(system=False).count() == 1
+    )
     assert AuditEntry.objects.filter(result="refused").count() == 3
 
 

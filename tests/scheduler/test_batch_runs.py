@@ -43,7 +43,12 @@ def test_a_batch_run_is_a_run_of_kind_batch_on_the_api_and_the_runs_page(redis_p
     record = runner.run(batches.SESSION_POLLING, gateway, lambda _g: Outcome("12 sessions", {"sessions": 12}))
     run = Run.objects.get()
     assert record.run_id == run.pk
-    assert (run.kind, run.job_name, run.status, run.trigger) == ("batch", "batch-001", "succeeded", "schedule")
+    assert (run.kind, run.job_name, run.status, run.trigger) == (
+        "batch",
+        "batch-001",
+        "succeeded",
+        "schedule",
+    )
     assert run.params == {"batch": "BATCH-001", "scope": "gateway", "target_id": gateway.pk}
     assert run.result == "12 sessions · 12 sessions" and run.attempts == 1
     assert run.started_at is not None and run.finished_at >= run.started_at
