@@ -10,7 +10,7 @@ class SchedulerConfig(AppConfig):
     def ready(self) -> None:
         from agentflow.lib import metrics
 
-        from . import actions, live, signals  # noqa: F401 - live declares the engine's live events
+        from . import actions, batch_runs, live, signals  # noqa: F401 - live declares the engine's live events
         from .breakers import BreakerCollector
         from .limits import RateLimitCollector
         from .metrics import BatchCollector, RunCollector, on_run_finished
@@ -21,3 +21,5 @@ class SchedulerConfig(AppConfig):
         metrics.register(RateLimitCollector())
         metrics.register(BreakerCollector())
         actions.register_action(actions.NOOP_ACTION)
+        actions.register_action(batch_runs.BATCH_ACTION)
+        batch_runs.connect()

@@ -18,24 +18,25 @@ log = logging.getLogger("agentflow.scheduler")
 
 
 @shared_task(name="scheduler.tasks.run_batch", ignore_result=True)
-def run_batch(batch: str) -> None:
+def run_batch(batch: str, trigger: str = "schedule") -> None:
+    """``trigger`` is recorded on the batch's Run: "schedule" from beat, "system" from queue_batch."""
     spec = registry.get(batch)
     if spec.scope is None:
-        runner.run(batch, None)
+        runner.run(batch, None, trigger=trigger)
         return
     for target_id in registry.scope(spec.scope).ids():
-        run_batch_for.delay(batch, target_id)
+        run_batch_for.delay(batch, target_id, trigger=trigger)
 
 
 @shared_task(name="scheduler.tasks.run_batch_for", ignore_result=True)
-def run_batch_for(batch: str, target_id: int) -> None:
+def run_batch_for(batch: str, target_id: int, trigger: str = "schedule") -> None:
     spec = registry.get(batch)
     if spec.scope is None:
         raise ValueError(f"{batch} is a global batch: it has no targets")
     target = registry.scope(spec.scope).load(target_id)
     if target is None:  # deleted or disabled since the message was queued
         return
-    runner.run(batch, target)
+    runner.run(batch, target, trigger=trigger)
 
 
 @shared_task(name="scheduler.tasks.run_batch_for_gateway", ignore_result=True)
@@ -49,9 +50,9 @@ def queue_batch(batch: str, target_id: int | None = None) -> bool:
     is logged, not raised: the batch's schedule catches up."""
     try:
         if target_id is None:
-            run_batch.delay(batch)
+            run_batch.delay(batch, trigger="system")
         else:
-            run_batch_for.delay(batch, target_id)
+            run_batch_for.delay(batch, target_id, trigger="system")
     except Exception:
         log.warning("could not queue %s for %s (broker down?)", batch, target_id, exc_info=True)
         return False

@@ -64,7 +64,11 @@ def test_a_viewer_token_reads_but_cannot_write_and_the_refusal_is_audited(client
         response = post(client, url, body, **view)
         assert response.status_code == 403, url
         assert response.json()["code"] == "forbidden" and "operator role" in response.json()["error"]
-    assert Run.objects.count() == 0 and not QueuePause.objects.exists() and Job.objects.count() == 1
+    assert (
+        Run.objects.count() == 0
+        and not QueuePause.objects.exists()
+        and Job.objects.filter(system=False).count() == 1
+    )
     assert AuditEntry.objects.filter(result="refused").count() == 3
 
 
@@ -224,7 +228,8 @@ def test_jobs_create_list_detail(client, op):
     )
     assert created.status_code == 201, created.content
     assert created.json()["params"] == {"sleep_ms": 5} and created.json()["priority"] == "low"
-    assert [j["name"] for j in client.get("/api/v1/jobs/", **op).json()["results"]] == ["tidy"]
+    listed = client.get("/api/v1/jobs/", **op).json()["results"]
+    assert [j["name"] for j in listed if not j["system"]] == ["tidy"]
     assert client.get("/api/v1/jobs/tidy/", **op).json()["kind"] == "noop"
     assert client.get("/api/v1/jobs/nope/", **op).status_code == 404
     duplicate = post(client, "/api/v1/jobs/", {"name": "tidy", "kind": "noop"}, **op)
@@ -235,7 +240,7 @@ def test_jobs_create_list_detail(client, op):
     assert bad_params.status_code == 400 and "sleep_ms" in bad_params.json()["error"]
     bad_kind = post(client, "/api/v1/jobs/", {"name": "t3", "kind": "teleport"}, **op)
     assert bad_kind.status_code == 400 and "teleport" in bad_kind.json()["error"]
-    assert Job.objects.count() == 1
+    assert Job.objects.filter(system=False).count() == 1
     assert AuditEntry.objects.filter(action="job.create").values_list("result", flat=True).count() == 4
 
 
