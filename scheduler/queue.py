@@ -538,7 +538,13 @@ def _settle(run: Run, outcome: Finished, error_class: str, now: datetime) -> Non
         errors.provider_blocked(run, outcome.error)
     if run.status in Run.FINAL:
         finished(run)
-    transaction.on_commit(kick_if_starved)
+    if run.gateway or run.agent or (run.job_id is not None and run.job and run.job.concurrency_limit):
+        # It held a slot under a concurrency limit: offer the slot at once. The starved flag
+        # alone races (a claim can take the last free slot without flagging the runs still
+        # held back), and agent runs end in the listener, where no dispatch follows otherwise.
+        transaction.on_commit(lambda: send_dispatch(Priority.URGENT))
+    else:
+        transaction.on_commit(kick_if_starved)
 
 
 def finished(run: Run) -> None:

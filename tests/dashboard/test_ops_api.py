@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from scheduler import queue
 from scheduler.models import Attempt, AuditEntry, Job, QueuePause, Run
-from tests.support.factories import make_api_token, make_gateway
+from tests.support.factories import make_agent, make_api_token, make_gateway
 
 pytestmark = [pytest.mark.django_db, pytest.mark.redis, pytest.mark.usefixtures("redis_prefix")]
 
@@ -126,14 +126,16 @@ def test_bad_json_bodies_are_400_and_huge_ones_413(client, op):
     assert form.status_code == 415
 
 
-def test_an_agent_run_before_the_agent_kind_is_registered_is_a_clear_400(client, op):
-    make_gateway("alpha")
+def test_an_ad_hoc_agent_run_names_an_unknown_agent_and_queues_a_known_one(client, op):
+    gateway = make_gateway("alpha")
     response = post(client, "/api/v1/runs/", {"agent": "main", "prompt": "hi"}, **op)
-    if response.status_code == 201:  # fleet registered agent.prompt (h-agentrun merged)
-        assert response.json()["kind"] == "agent.prompt" and response.json()["agent"] == "main"
-        return
-    assert response.status_code == 400 and response.json()["code"] == "unknown_kind"
-    assert "'agent.prompt'" in response.json()["error"]
+    assert response.status_code == 400
+    assert "gateway alpha has no agent 'main'" in response.json()["error"]
+    assert not Run.objects.exists()
+    make_agent(gateway, "main")
+    response = post(client, "/api/v1/runs/", {"agent": "main", "prompt": "hi"}, **op)
+    assert response.status_code == 201, response.json()
+    assert response.json()["kind"] == "agent.prompt" and response.json()["agent"] == "main"
 
 
 def test_an_agent_run_needs_its_gateway_when_several_are_registered(client, op):
