@@ -4,7 +4,8 @@
     python -m bench --baseline REF [--rounds N] ...  REF's bench and this tree's, side by side (compare.py)
     python -m bench tree                            the app packages' module tree with line counts
 
-Names: gateway, batches, fanout, pages, memory, e2e, supervisor, queue, api_runs (all of them when none is given)."""
+Names: gateway, batches, fanout, pages, memory, e2e, supervisor, queue, api_runs (all of them when none
+is given)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,18 @@ import sys
 import time
 from pathlib import Path
 
-BENCHES = ["gateway", "batches", "fanout", "pages", "queue_page", "memory", "e2e", "supervisor", "queue", "api_runs"]
+BENCHES = [
+    "gateway",
+    "batches",
+    "fanout",
+    "pages",
+    "queue_page",
+    "memory",
+    "e2e",
+    "supervisor",
+    "queue",
+    "api_runs",
+]
 
 
 def run_here(names: list[str]) -> int:

@@ -45,7 +45,9 @@ def operator_token() -> str:
     user, _ = get_user_model().objects.get_or_create(username="bench-api")
     roles.assign(user, roles.Role.OPERATOR)
     out = io.StringIO()
-    call_command("create_api_token", "bench api", user=user.username, role="operator", stdout=out, stderr=io.StringIO())
+    call_command(
+        "create_api_token", "bench api", user=user.username, role="operator", stdout=out, stderr=io.StringIO()
+    )
     return out.getvalue().strip()
 
 
