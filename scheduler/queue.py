@@ -273,15 +273,30 @@ def _pick(redis: Any, *, locked: bool) -> tuple[Run | None, int | None, Any] | N
     order = [(Priority.URGENT.value, None)] + [
         (WHEEL[(position + i) % len(WHEEL)], (position + i + 1) % len(WHEEL)) for i in range(len(WHEEL))
     ]
-    first = _first_ids(ready)
-    for priority, next_position in order:
-        if priority not in first:
-            continue
-        qs = Run.objects.select_related("job").filter(pk=first[priority], status=Run.Status.QUEUED)
-        if locked:
+    if locked:
+        first = _first_ids(ready)
+        for priority, next_position in order:
+            if priority not in first:
+                continue
+            qs = Run.objects.select_related("job").filter(pk=first[priority], status=Run.Status.QUEUED)
             qs = qs.select_for_update(skip_locked=True, of=("self",))
-        return qs.first(), next_position, ready
+            return qs.first(), next_position, ready
+        return None
+    heads = _heads(ready)
+    for priority, next_position in order:
+        if priority in heads:
+            return heads[priority], next_position, ready
     return None
+
+
+def _heads(eligible: Any) -> dict[str, Run]:
+    """The oldest eligible run of each priority that has one, rows and jobs in one query (the
+    optimistic path: ``_take``'s conditional UPDATE re-checks the status)."""
+    subqueries = [eligible.filter(priority=p).order_by("id").values("id")[:1] for p in PRIORITIES]
+    q = Q(pk__in=subqueries[0])
+    for subquery in subqueries[1:]:
+        q |= Q(pk__in=subquery)
+    return {run.priority: run for run in Run.objects.select_related("job").filter(q).order_by()}
 
 
 def _first_ids(eligible: Any) -> dict[str, int]:
@@ -308,6 +323,8 @@ def _take(
     an urgent run committed between the choice and the claim is never overtaken."""
     now = timezone.now()
     claim = Run.objects.filter(pk=candidate.pk, status=Run.Status.QUEUED)
+    if candidate.started_at is None:  # never claimed, so no Attempt yet (see _attempt_number)
+        claim = claim.filter(started_at__isnull=True)
     if candidate.priority != Priority.URGENT:
         urgent = ready.filter(priority=Priority.URGENT).order_by().values("pk")
         claim = claim.exclude(Exists(urgent))
@@ -321,7 +338,7 @@ def _take(
         if refusal is not None:
             _wait_for_admission(candidate, refusal, now)
             return None
-        number = Attempt.objects.filter(run_id=candidate.pk).count() + 1
+        number = _attempt_number(candidate)
         attempt = Attempt.objects.create(
             id=uuid.uuid4(), run=candidate, number=number, worker=worker, started_at=now
         )
@@ -330,6 +347,15 @@ def _take(
     candidate.status = Run.Status.RUNNING
     candidate.started_at = candidate.started_at or now
     return candidate, attempt
+
+
+def _attempt_number(run: Run) -> int:
+    """The number of the attempt being created. A run whose first claim this is (``started_at``
+    unset: it is set by the first claim and never cleared, and the claim's UPDATE required it
+    unset) has no Attempt yet, so it is 1 without a COUNT; a retried run counts its attempts."""
+    if run.started_at is None:
+        return 1
+    return Attempt.objects.filter(run_id=run.pk).count() + 1
 
 
 def _logged(run: Run, attempt: object = None) -> Any:
@@ -498,6 +524,13 @@ def complete_attempt(attempt_id: uuid.UUID | str, outcome: Finished) -> Run | No
     return run
 
 
+# What _settle changes (the whole row would be rewritten otherwise).
+SETTLED_FIELDS = (
+    "error_class", "error", "result", "result_truncated", "usage", "attempts", "status",
+    "run_after", "next_attempt_at", "finished_at",
+)  # fmt: skip
+
+
 def _cap(text: str) -> tuple[str, bool]:
     limit = settings.AGENTFLOW_RUN_RESULT_MAX_CHARS
     return (text, False) if len(text) <= limit else (text[:limit], True)
@@ -535,7 +568,7 @@ def _settle(run: Run, outcome: Finished, error_class: str, now: datetime) -> Non
             run.status = Run.Status.FAILED
     if run.status in Run.FINAL:
         run.finished_at = now
-    run.save()
+    run.save(update_fields=SETTLED_FIELDS)
     if run.status == Run.Status.BLOCKED:
         errors.provider_blocked(run, outcome.error)
     if run.status in Run.FINAL:
@@ -545,8 +578,8 @@ def _settle(run: Run, outcome: Finished, error_class: str, now: datetime) -> Non
         # alone races (a claim can take the last free slot without flagging the runs still
         # held back), and agent runs end in the listener, where no dispatch follows otherwise.
         transaction.on_commit(lambda: send_dispatch(Priority.URGENT))
-    else:
-        transaction.on_commit(kick_if_starved)
+    # A run no limit applies to frees no slot a held-back run waits for: no starved-flag check
+    # (it was a Redis round trip after every completion).
 
 
 def finished(run: Run) -> None:
