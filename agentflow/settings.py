@@ -381,6 +381,8 @@ AGENTFLOW_REDISPATCH_AFTER_SECONDS = env_float("AGENTFLOW_REDISPATCH_AFTER_SECON
 AGENTFLOW_REDISPATCH_MAX = env_int("AGENTFLOW_REDISPATCH_MAX", 20)
 # A running run past its timeout plus this grace is reconciled, then timed out.
 AGENTFLOW_RUN_TIMEOUT_GRACE_SECONDS = env_int("AGENTFLOW_RUN_TIMEOUT_GRACE_SECONDS", 30)
+# One alert after this many consecutive final failures of one job (scheduler/alerts.py).
+AGENTFLOW_JOB_FAILURE_ALERT_AFTER = env_int("AGENTFLOW_JOB_FAILURE_ALERT_AFTER", 3, minimum=1)
 # A worker's liveness key lives this long past its last renewal (renewed every third of it).
 AGENTFLOW_WORKER_LEASE_SECONDS = env_int("AGENTFLOW_WORKER_LEASE_SECONDS", 6)
 # Results longer than this are stored cut (Run.result_truncated).
