@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scheduler', '0007_queue_page_indexes'),
+        ('scheduler', '0008_batch_runs'),
     ]
 
     operations = [
