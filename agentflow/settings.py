@@ -240,7 +240,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "scheduler.tasks.tick",
         "schedule": env_float("AGENTFLOW_TICK_SECONDS", 2.0),
         "options": {"queue": f"{REDIS_PREFIX}.urgent", "expires": 10},
-    }
+    },
+    "fleet-provider-probe": {
+        "task": "fleet.tasks.probe_providers",
+        "schedule": env_float("AGENTFLOW_PROVIDER_PROBE_SECONDS", 180.0),
+        "options": {"queue": f"{REDIS_PREFIX}.urgent", "expires": 60},
+    },
 }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -381,6 +386,22 @@ AGENTFLOW_REDISPATCH_AFTER_SECONDS = env_float("AGENTFLOW_REDISPATCH_AFTER_SECON
 AGENTFLOW_REDISPATCH_MAX = env_int("AGENTFLOW_REDISPATCH_MAX", 20)
 # A running run past its timeout plus this grace is reconciled, then timed out.
 AGENTFLOW_RUN_TIMEOUT_GRACE_SECONDS = env_int("AGENTFLOW_RUN_TIMEOUT_GRACE_SECONDS", 30)
+# One alert after this many consecutive final failures of one job (scheduler/alerts.py).
+AGENTFLOW_JOB_FAILURE_ALERT_AFTER = env_int("AGENTFLOW_JOB_FAILURE_ALERT_AFTER", 3, minimum=1)
+# Blocked providers (fleet/probes.py): a tiny run probes each open episode this often, and the
+# GitHub issue opened for it is polled on the same beat (closed: probe now).
+AGENTFLOW_PROVIDER_PROBE_SECONDS = env_float("AGENTFLOW_PROVIDER_PROBE_SECONDS", 180.0)
+AGENTFLOW_PROVIDER_PROBE_PROMPT = env_str(
+    "AGENTFLOW_PROVIDER_PROBE_PROMPT", "AgentFlow provider probe: reply with the single word OK."
+)
+AGENTFLOW_PROVIDER_PROBE_TIMEOUT_SECONDS = env_int("AGENTFLOW_PROVIDER_PROBE_TIMEOUT_SECONDS", 60, minimum=1)
+# The issue notification: both set, or no issue. The token is a secret (AGENTFLOW_GITHUB_TOKEN_FILE).
+AGENTFLOW_GITHUB_REPO = env_str("AGENTFLOW_GITHUB_REPO")  # "owner/name"
+AGENTFLOW_GITHUB_TOKEN = env_str("AGENTFLOW_GITHUB_TOKEN")
+AGENTFLOW_GITHUB_API_URL = env_str("AGENTFLOW_GITHUB_API_URL", "https://api.github.com")
+AGENTFLOW_GITHUB_TIMEOUT_SECONDS = env_float("AGENTFLOW_GITHUB_TIMEOUT_SECONDS", 10.0)
+# Where operators reach this install (links in notifications); empty: the links are paths.
+AGENTFLOW_PUBLIC_URL = env_str("AGENTFLOW_PUBLIC_URL")
 # A worker's liveness key lives this long past its last renewal (renewed every third of it).
 AGENTFLOW_WORKER_LEASE_SECONDS = env_int("AGENTFLOW_WORKER_LEASE_SECONDS", 6)
 # Results longer than this are stored cut (Run.result_truncated).

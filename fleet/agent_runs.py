@@ -45,18 +45,18 @@ from django.utils import timezone
 
 from agentflow.lib.redis import get_redis, key
 from openclaw import GatewayError
-from scheduler import admission, audit, errors, live, queue
+from scheduler import admission, audit, errors, live, queue, signals
 from scheduler.actions import ActionSpec, AttemptContext, Finished, Started
 from scheduler.audit import Actor, Target
-from scheduler.models import Alert, Attempt, Run
+from scheduler.models import Alert, Attempt, ProviderBlock, Run
 
-from . import run_errors, services
+from . import probes, run_errors, services
 from .models import Agent, Gateway
 
 log = logging.getLogger("agentflow.agent_runs")
 
 KIND = "agent.prompt"
-PARAMS = ("gateway", "agent", "model", "provider")
+PARAMS = ("gateway", "agent", "model", "provider", "probe")
 TERMINAL = ("final", "error", "aborted")
 ABSORBED = (
     "absorbed into a busy session: the gateway merged this prompt into another run of {session} "
@@ -116,6 +116,11 @@ def validate(params: Mapping[str, Any]) -> dict[str, Any]:
                 f"agent.prompt: {name} must be text (at most 100 characters)", code="invalid_params"
             )
         cleaned[name] = value.strip()
+    probe = params.get("probe")
+    if probe not in (None, False):
+        if probe is not True:
+            raise ValidationError("agent.prompt: probe must be true or absent", code="invalid_params")
+        cleaned["probe"] = True  # a provider probe (fleet/probes.py): it goes through the block
     model = cleaned.get("model") or agent.model
     if "provider" not in cleaned and model and "/" in model:
         cleaned["provider"] = model.split("/", 1)[0]
@@ -147,7 +152,7 @@ def start(ctx: AttemptContext) -> Finished | Started:
         )
     if not ctx.prompt.strip():
         return Finished("failed", errors.INVALID_REQUEST, "the run has no prompt to send")
-    blocked = blocked_since(ctx.run)
+    blocked = "" if probes.is_probe(ctx.run) else blocked_since(ctx.run)
     if blocked:
         return Finished(
             "failed",
@@ -375,6 +380,14 @@ def blocked_since(run: Run) -> str:
     return raw.decode() if isinstance(raw, bytes) else (raw or "")
 
 
+def is_blocked(gateway: str, agent: str, provider: str) -> bool:
+    """An open episode or a standing flag (a flag set before episodes were recorded counts)."""
+    return bool(
+        ProviderBlock.objects.open().of(gateway, agent, provider).exists()
+        or get_redis().exists(_block_key(gateway, agent, provider))
+    )
+
+
 def _alert_source(gateway: str, agent: str, provider: str) -> str:
     return f"provider:{gateway}:{agent}:{provider or '-'}"[:50]
 
@@ -384,12 +397,20 @@ def on_provider_blocked(run: Run, error: str) -> None:
     agent's provider, block its other queued runs, raise one alert per episode."""
     if run.kind != KIND:
         return
+    if probes.is_probe(run):
+        # A failed probe ends (it is never requeued with the runs it stands for); its episode
+        # records the result (probes.on_run_finished). The engine sees the final state.
+        run.status, run.finished_at = Run.Status.FAILED, timezone.now()
+        run.save(update_fields=["status", "finished_at"])
+        return
     reason = f"{timezone.now():%Y-%m-%d %H:%M:%S} UTC: {error[:300]}"
     if not get_redis().set(_block_key(run.gateway, run.agent, run.provider), reason, nx=True):
+        probes.count_blocked(run)  # a run queued after the episode began
         return  # the episode is already recorded
     blocked = Run.objects.filter(
         status=Run.Status.QUEUED, kind=KIND, gateway=run.gateway, agent=run.agent, provider=run.provider
     ).update(status=Run.Status.BLOCKED)
+    probes.open_episode(run, reason, runs_blocked=blocked + 1)
     Alert.objects.create(
         source=_alert_source(run.gateway, run.agent, run.provider),
         message=(
@@ -421,6 +442,7 @@ def unblock(actor: Actor, gateway: str, agent: str, provider: str, reason: str =
             )
             for priority, n in by_priority.items():
                 transaction.on_commit(partial(queue.send_dispatch, priority, n))
+            probes.close_episode(gateway, agent, provider, actor.label, requeued)
         ctl.note(f"{requeued} run(s) requeued")
     return requeued
 
@@ -441,3 +463,4 @@ def register() -> None:
 
     register_action(ACTION)
     errors.set_provider_blocked_hook(on_provider_blocked)
+    signals.run_finished.connect(probes.on_run_finished, dispatch_uid="fleet-provider-probe")

@@ -492,3 +492,54 @@ class QueuePause(models.Model):
 
     def __str__(self) -> str:
         return "paused: everything" if self.scope == "all" else f"paused: {self.scope} {self.value}"
+
+
+class ProviderBlockQuerySet(models.QuerySet["ProviderBlock"]):
+    def open(self) -> ProviderBlockQuerySet:
+        return self.filter(ended_at__isnull=True)
+
+    def of(self, gateway: str, agent: str, provider: str) -> ProviderBlockQuerySet:
+        return self.filter(gateway=gateway, agent=agent, provider=provider)
+
+
+class ProviderBlock(models.Model):
+    """One episode of a blocked provider (gateway × agent × provider), from the first
+    ``provider_auth`` failure to the unblock. The Redis flag is the hot path the workers read;
+    this row is the record: why, how many runs it held, each probe, the GitHub issue, the end.
+    Gateway, agent and provider are strings (no foreign key into fleet, ARCHITECTURE.md rule 7)."""
+
+    gateway = models.CharField(max_length=100)
+    agent = models.CharField(max_length=100)
+    provider = models.CharField(max_length=100, blank=True)
+    reason = models.TextField(blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    ended_by = models.CharField(max_length=200, blank=True, help_text="Who unblocked it (a probe: system).")
+    probes = models.PositiveIntegerField(default=0)
+    last_probe_at = models.DateTimeField(null=True, blank=True)
+    last_probe_result = models.TextField(blank=True)
+    github_issue_url = models.URLField(max_length=300, blank=True)
+    github_issue_state = models.CharField(max_length=10, blank=True, help_text="open / closed, as last read.")
+    notification_error = models.TextField(blank=True, help_text="The last notification failure, if any.")
+    runs_blocked = models.PositiveIntegerField(default=0)
+    runs_requeued = models.PositiveIntegerField(default=0)
+
+    objects = ProviderBlockQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["gateway", "agent", "provider"],
+                condition=Q(ended_at__isnull=True),
+                name="providerblock_one_open",
+            )
+        ]
+
+    def __str__(self) -> str:
+        state = "open" if self.ended_at is None else "ended"
+        return f"provider {self.provider or '?'} of agent {self.agent} (gateway {self.gateway}) {state}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.ended_at is None

@@ -36,7 +36,7 @@ from django.utils import timezone
 from agentflow.lib.logcontext import bind_run
 from agentflow.lib.redis import get_redis, key
 
-from . import actions, admission, errors, live, signals, workers
+from . import actions, admission, alerts, errors, live, signals, workers
 from .actions import AttemptContext, Finished, Started
 from .models import Alert, Attempt, Job, Priority, QueuePause, Run
 
@@ -586,6 +586,7 @@ def finished(run: Run) -> None:
     """A run reached a final state: its job's on_error, the signal (on commit)."""
     if run.status in (Run.Status.FAILED, Run.Status.LOST):
         on_error(run)
+    alerts.on_run_final(run)
     transaction.on_commit(lambda: signals.run_finished.send(sender=Run, run=run))
 
 

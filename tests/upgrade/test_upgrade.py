@@ -66,6 +66,7 @@ NEW_MIGRATIONS = {
     ("scheduler", "0006_run_window_indexes"),
     ("scheduler", "0007_queue_page_indexes"),
     ("scheduler", "0008_batch_runs"),
+    ("scheduler", "0009_provider_block"),
     ("fleet", "0003_session_tokens"),
 }
 # Models (and so content types) the previous release did not have: the audit and django-axes'.
@@ -76,6 +77,7 @@ NEW_CONTENT_TYPES = {
     ("scheduler", "run"),
     ("scheduler", "attempt"),
     ("scheduler", "queuepause"),
+    ("scheduler", "providerblock"),
     ("axes", "accessattempt"),
     ("axes", "accesslog"),
     ("axes", "accessfailurelog"),
