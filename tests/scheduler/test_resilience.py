@@ -3,7 +3,8 @@ redis-server without persistence) restarted while runs are queued: the messages 
 a worker started during the outage connects once Redis is back, and the tick re-dispatches the
 queued runs, which start within 10 s of Redis answering.
 
-The engine's tick (beat's job in production) is called by the test's poll loop.
+The engine's tick (beat's job in production) is called by the test's poll loop. Also here: a
+timed-out run whose cancel reports "aborted" is retried as a timeout (a bug these tests found).
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 from agentflow.celery import app
-from scheduler import queue, tick
+from scheduler import actions, queue, tick
+from scheduler.actions import ActionSpec, Finished, Started
 from scheduler.models import Attempt, Run
 from tests.support.celery import celery_env, engine_queues, logs, start_worker
 from tests.support.processes import stop_group
@@ -104,3 +108,26 @@ def outage(settings, redis_prefix: str, tmp_path: Path) -> tuple[float, float, l
                 for name in engine_queues(redis_prefix):
                     client.delete(name, f"_kombu.binding.{name}")
     return first_started, answered, ids
+
+
+def test_a_timed_out_run_whose_cancel_reports_aborted_is_retried_as_a_timeout(settings, redis_prefix):
+    """The tick's timeout cancels the remote work; the cancel's own terminal event (an agent
+    run's "aborted", heard by the listener within ~100 ms, here at once) must not turn our
+    timeout into a final "aborted": the attempt is settled as a timeout first (found with the
+    gateway restart scenario, where timed-out agent runs ended aborted instead of retried)."""
+    settings.AGENTFLOW_RUN_TIMEOUT_GRACE_SECONDS = 0
+
+    def cancel(ctx):  # what the listener does when the gateway confirms the abort
+        queue.complete_attempt(ctx.attempt.pk, Finished("aborted", "aborted", "aborted by the gateway"))
+
+    actions.register_action(
+        ActionSpec("remote-abortable", "Remote", start=lambda ctx: Started(session_key="s1"), cancel=cancel)
+    )
+    try:
+        run = queue.enqueue(kind="remote-abortable", timeout_seconds=1, max_attempts=3)
+        queue.start_next("test-worker:1")
+        assert tick.time_out_running(timezone.now() + timedelta(seconds=2)) == (1, 0)
+    finally:
+        actions.unregister_action("remote-abortable")
+    run.refresh_from_db()
+    assert (run.status, run.error_class, run.attempts) == ("scheduled", "timeout", 1), run.error
