@@ -45,7 +45,7 @@ from django.utils import timezone
 
 from agentflow.lib.redis import get_redis, key
 from openclaw import GatewayError
-from scheduler import audit, errors, live, queue
+from scheduler import admission, audit, errors, live, queue
 from scheduler.actions import ActionSpec, AttemptContext, Finished, Started
 from scheduler.audit import Actor, Target
 from scheduler.models import Alert, Attempt, Run
@@ -200,7 +200,12 @@ def finished_from_event(payload: Mapping[str, Any]) -> Finished | None:
         return Finished("failed", errors.INVALID_REQUEST, ABSORBED.format(session=payload.get("sessionKey")))
     if state in ("failed", "aborted"):
         info = run_errors.classify(payload) or run_errors.ErrorInfo(errors.SYSTEM, "the run failed")
-        return Finished("aborted" if state == "aborted" else "failed", info.error_class, info.message)
+        return Finished(
+            "aborted" if state == "aborted" else "failed",
+            info.error_class,
+            info.message,
+            retry_after=info.retry_after_seconds,
+        )
     return None
 
 
@@ -272,6 +277,8 @@ def store_usage(attempt_id: str, usage: Mapping[str, Any]) -> None:
         if run is not None:
             run.usage = {**(run.usage or {}), **usage}
             run.save(update_fields=["usage"])
+    if run is not None:
+        admission.charge_tokens(run, usage)  # the tpm budgets learn the run's real use
 
 
 async def record_usage(gateway_id: int, session_key: str, attempt_id: str) -> dict[str, Any]:

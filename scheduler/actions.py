@@ -38,6 +38,7 @@ class Finished:
     error: str = ""
     result: str = ""
     usage: Mapping[str, Any] = field(default_factory=dict)
+    retry_after: float | None = None  # a rate limit's Retry-After, in seconds, when it said one
 
     def __post_init__(self) -> None:
         if self.status not in ("succeeded", "failed", "aborted"):
@@ -128,7 +129,9 @@ NOOP_MAX_SLEEP_MS = 600_000
 
 
 def _noop_validate(params: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(params) - {"sleep_ms", "fail", "error", "async", "gateway", "agent", "provider"})
+    unknown = sorted(
+        set(params) - {"sleep_ms", "fail", "error", "async", "gateway", "agent", "provider", "retry_after"}
+    )
     if unknown:
         raise ValidationError(f"noop: unknown parameter(s) {', '.join(unknown)}", code="invalid_params")
     sleep_ms = params.get("sleep_ms", 0)
@@ -143,7 +146,18 @@ def _noop_validate(params: Mapping[str, Any]) -> dict[str, Any]:
             f"noop: fail must be an error class ({', '.join(errors.CLASSES)}), not {fail!r}",
             code="invalid_params",
         )
+    retry_after = params.get("retry_after")
+    if retry_after is not None and (
+        isinstance(retry_after, bool)
+        or not isinstance(retry_after, int | float)
+        or not 0 <= retry_after <= 3600
+    ):
+        raise ValidationError(
+            "noop: retry_after must be a number of seconds from 0 to 3600", code="invalid_params"
+        )
     cleaned: dict[str, Any] = {"sleep_ms": sleep_ms}
+    if retry_after is not None:
+        cleaned["retry_after"] = retry_after
     if fail:
         cleaned["fail"] = fail
     if params.get("async"):
@@ -155,7 +169,8 @@ def _noop_validate(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _noop_start(ctx: AttemptContext) -> Finished | Started:
-    """Sleep ``sleep_ms``, then succeed, or fail with the class ``fail``; ``async`` answers
+    """Sleep ``sleep_ms``, then succeed, or fail with the class ``fail`` (and ``retry_after``
+    seconds, as a rate limit's Retry-After would say); ``async`` answers
     ``Started`` (the test completes the attempt, as the listener would for an agent run)."""
     if ctx.params.get("sleep_ms"):
         time.sleep(ctx.params["sleep_ms"] / 1000)
@@ -163,7 +178,8 @@ def _noop_start(ctx: AttemptContext) -> Finished | Started:
         return Started(external_id=ctx.attempt_id)
     fail = ctx.params.get("fail")
     if fail:
-        return Finished("failed", fail, ctx.params.get("error") or f"noop failed as asked ({fail})")
+        message = ctx.params.get("error") or f"noop failed as asked ({fail})"
+        return Finished("failed", fail, message, retry_after=ctx.params.get("retry_after"))
     return Finished("succeeded", result=ctx.prompt or "ok")
 
 

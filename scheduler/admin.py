@@ -144,6 +144,23 @@ class JobAdmin(admin.ModelAdmin):
     search_fields = ["name"]
     actions = ["run_now"]
 
+    def has_delete_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        """A system job (a batch) is never deleted: its runs are the batch's history."""
+        if obj is not None and obj.system:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        system = list(queryset.filter(system=True).values_list("name", flat=True))
+        if system:
+            self.message_user(request, f"system jobs are not deleted: {', '.join(system)}", messages.WARNING)
+        super().delete_queryset(request, queryset.filter(system=False))
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Job | None = None) -> Any:
+        if obj is not None and obj.system:
+            return ["name", "params"]  # what makes it the batch's job (Job.clean keeps its kind)
+        return super().get_readonly_fields(request, obj)
+
     @admin.action(description="Run the selected jobs now")
     def run_now(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         started = []

@@ -6,7 +6,8 @@ retry policy:
 
 - ``server_error``, ``timeout``, ``unreachable``: retried up to the job's ``max_attempts`` with a
   full-jitter exponential backoff (AWS architecture blog, "Exponential Backoff And Jitter");
-- ``rate_limit``: back to ``scheduled`` after :func:`retry_after_for`; not a failed attempt;
+- ``rate_limit``: back to ``scheduled`` after :func:`retry_after_for` (by default the shared
+  limiter's adaptive backoff of the run's provider); not a failed attempt;
 - ``provider_auth``: the run is ``blocked`` (and :func:`provider_blocked` is told);
 - ``invalid_request``, ``aborted``, ``system``: final.
 
@@ -67,8 +68,16 @@ def backoff_seconds(attempt: int, *, rng: random.Random | None = None) -> float:
     return (rng or random).uniform(0, ceiling)
 
 
-def _default_retry_after(run: Run, error: str) -> float:
+def default_retry_after() -> float:
+    """The wait of a rate-limited run when the limiter cannot say (AGENTFLOW_RATE_LIMIT_WAIT_SECONDS)."""
     return float(settings.AGENTFLOW_RATE_LIMIT_WAIT_SECONDS)
+
+
+def _default_retry_after(run: Run, error: str, retry_after: float | None = None) -> float:
+    """The shared limiter (scheduler/admission.py): the run's provider backs off adaptively."""
+    from . import admission  # admission imports this module
+
+    return admission.rate_limit_wait(run, error, retry_after)
 
 
 def _default_provider_blocked(run: Run, error: str) -> None:
@@ -81,9 +90,10 @@ _hooks: dict[str, Callable[..., Any]] = {
 }
 
 
-def retry_after_for(run: Run, error: str) -> float:
-    """Seconds a rate-limited run waits before it is queued again (the limiter's answer)."""
-    return max(0.0, float(_hooks["retry_after"](run, error)))
+def retry_after_for(run: Run, error: str, retry_after: float | None = None) -> float:
+    """Seconds a rate-limited run waits before it is queued again (the limiter's answer);
+    ``retry_after``: what the error said (a Retry-After), when it said it."""
+    return max(0.0, float(_hooks["retry_after"](run, error, retry_after)))
 
 
 def provider_blocked(run: Run, error: str) -> None:
@@ -91,8 +101,9 @@ def provider_blocked(run: Run, error: str) -> None:
     _hooks["provider_blocked"](run, error)
 
 
-def set_retry_after_hook(fn: Callable[[Run, str], float] | None) -> None:
-    """Plug in the limiter (None restores the default: AGENTFLOW_RATE_LIMIT_WAIT_SECONDS)."""
+def set_retry_after_hook(fn: Callable[[Run, str, float | None], float] | None) -> None:
+    """Replace the limiter's answer (``fn(run, error, retry_after)``; None restores the shared
+    limiter, scheduler/admission.py ``rate_limit_wait``)."""
     _hooks["retry_after"] = fn or _default_retry_after
 
 

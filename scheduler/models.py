@@ -7,6 +7,7 @@ what it ran for as a scope name, an id and the name it had then (``gateway``, 3,
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.db import models
 from django.db.models import Q
@@ -86,6 +87,15 @@ class BatchRun(models.Model):
     # The token of the run's lock in Redis: a running row whose lock holds another token (or
     # none) has no live worker behind it.
     lock_token = models.CharField(max_length=32, blank=True, editable=False)
+    # The same execution in the runs table (scheduler/batch_runs.py): kind "batch".
+    # Null for a run skipped on its lock (nothing ran) and for rows older than migration 0008.
+    # A ForeignKey, not one-to-one: a retried Run (a new attempt) runs the batch again.
+    run = models.ForeignKey(
+        "Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="batch_runs", editable=False
+    )
+
+    # The run's one-line summary as logged, set by the runner on the row it returns (not stored).
+    summary = ""
 
     objects = BatchRunQuerySet.as_manager()
 
@@ -248,6 +258,9 @@ class Job(models.Model):
     )
     enabled = models.BooleanField(default=True)
     tags = models.JSONField(default=list, blank=True)
+    # A system job: one per registered batch (scheduler/batch_runs.py), created after migrate;
+    # never deleted (its runs are the batch's history), its schedule is the batch's beat entry.
+    system = models.BooleanField(default=False, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -256,6 +269,15 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        if self.system:
+            from django.core.exceptions import ValidationError
+
+            raise ValidationError(
+                f"job {self.name!r} is a system job (a batch): it cannot be deleted", code="system_job"
+            )
+        return super().delete(*args, **kwargs)
 
     def clean(self) -> None:
         from django.core.exceptions import ValidationError
@@ -271,6 +293,8 @@ class Job(models.Model):
             problems["tags"] = ["tags must be a list of strings"]
         if self.max_attempts < 1:
             problems["max_attempts"] = ["at least 1"]
+        if self.system and self.kind != "batch":
+            problems["kind"] = ["a system job runs its batch: its kind stays batch"]
         if self.on_error == self.OnError.RUN_JOB and self.on_error_job_id is None:
             problems["on_error_job"] = ["choose the job to run on error"]
         if self.on_error_job_id is not None and self.on_error_job_id == self.pk:

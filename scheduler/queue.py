@@ -33,9 +33,10 @@ from django.db.models import Exists, Q
 from django.template import Context, Engine, TemplateSyntaxError
 from django.utils import timezone
 
+from agentflow.lib.logcontext import bind_run
 from agentflow.lib.redis import get_redis, key
 
-from . import actions, errors, live, signals, workers
+from . import actions, admission, errors, live, signals, workers
 from .actions import AttemptContext, Finished, Started
 from .models import Alert, Attempt, Job, Priority, QueuePause, Run
 
@@ -250,6 +251,9 @@ def eligible(*, flag_starved: bool = False) -> Any:
         qs = qs.exclude(saturated)
         if flag_starved:
             get_redis().set(_starved_key(), "1", ex=3600)
+    held = admission.held_q()  # keys waiting for the rate limiter or a breaker (admission.py)
+    if held is not None:
+        qs = qs.exclude(held)
     return qs
 
 
@@ -313,6 +317,10 @@ def _take(
         )
         if changed != 1:
             return None
+        refusal = admission.admit(candidate)
+        if refusal is not None:
+            _wait_for_admission(candidate, refusal, now)
+            return None
         number = Attempt.objects.filter(run_id=candidate.pk).count() + 1
         attempt = Attempt.objects.create(
             id=uuid.uuid4(), run=candidate, number=number, worker=worker, started_at=now
@@ -322,6 +330,36 @@ def _take(
     candidate.status = Run.Status.RUNNING
     candidate.started_at = candidate.started_at or now
     return candidate, attempt
+
+
+def _logged(run: Run, attempt: object = None) -> Any:
+    """Every line logged inside carries the run's id, job, attempt, gateway and agent."""
+    return bind_run(
+        run_id=run.pk,
+        job=run.job_name or run.kind,
+        attempt=str(attempt) if attempt is not None else None,
+        gateway=run.gateway or None,
+        agent=run.agent or None,
+    )
+
+
+def _wait_for_admission(run: Run, refusal: admission.Refusal, now: datetime) -> None:
+    """The claimed run may not start yet (rate limit, breaker): back to scheduled for the wait,
+    no Attempt, no error (inside _take's transaction). The key is held meanwhile, and a wake-up
+    is sent for the end of the wait (on commit)."""
+    until = now + timedelta(seconds=refusal.wait_seconds)
+    Run.objects.filter(pk=run.pk).update(
+        status=Run.Status.SCHEDULED, run_after=until, next_attempt_at=until, started_at=run.started_at
+    )
+    with _logged(run):
+        log.info(
+            "run %s waits %.2fs (%s %s)", run.pk, refusal.wait_seconds, refusal.reason, refusal.hold or "-"
+        )
+    try:
+        admission.hold(refusal.hold, until.timestamp() - admission.HOLD_MARGIN)
+    except Exception:
+        log.warning("could not hold %s", refusal.hold, exc_info=True)
+    transaction.on_commit(lambda: send_wake(run.pk, refusal.wait_seconds))
 
 
 def claim_next(worker: str) -> tuple[Run, Attempt] | None:
@@ -356,13 +394,19 @@ def claim_next(worker: str) -> tuple[Run, Attempt] | None:
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_PG_CLAIM_LOCK])
-        picked = _pick(redis, locked=True)
-        if picked is None:
-            return None
-        candidate, next_position, ready = picked
-        if candidate is None:
-            return None
-        return _take(candidate, worker, next_position, ready, redis)
+        # Under the lock no one else claims: _take answers None only when admission made the
+        # run wait (its key is held now), so choose again among the others, a few times.
+        for _ in range(OPTIMISTIC_TRIES):
+            picked = _pick(redis, locked=True)
+            if picked is None:
+                return None
+            candidate, next_position, ready = picked
+            if candidate is None:
+                return None
+            claimed = _take(candidate, worker, next_position, ready, redis)
+            if claimed is not None:
+                return claimed
+        return None
 
 
 def start_next(worker: str | None = None) -> Run | None:
@@ -376,6 +420,11 @@ def start_next(worker: str | None = None) -> Run | None:
     if claimed is None:
         return None
     run, attempt = claimed
+    with _logged(run, attempt.pk):
+        return _start(run, attempt, worker)
+
+
+def _start(run: Run, attempt: Attempt, worker: str) -> Run | None:
     spec = actions.find_action(run.kind)
     outcome: Finished | Started
     if spec is None:
@@ -439,7 +488,11 @@ def complete_attempt(attempt_id: uuid.UUID | str, outcome: Finished) -> Run | No
         )
         if run.status != Run.Status.RUNNING:
             return run
-        _settle(run, outcome, error_class, now)
+        with _logged(run, attempt_uuid):
+            _settle(run, outcome, error_class, now)
+            log.info("run %s attempt %s: %s %s", run.pk, attempt_uuid, outcome.status, error_class or "")
+    with _logged(run, attempt_uuid):
+        admission.record_outcome(run, outcome, error_class)
     return run
 
 
@@ -464,7 +517,7 @@ def _settle(run: Run, outcome: Finished, error_class: str, now: datetime) -> Non
         if action == errors.WAIT:  # rate limited: wait, not a failed attempt
             run.status = Run.Status.SCHEDULED
             run.run_after = run.next_attempt_at = now + timedelta(
-                seconds=errors.retry_after_for(run, outcome.error)
+                seconds=errors.retry_after_for(run, outcome.error, outcome.retry_after)
             )
         elif action == errors.BLOCK:
             run.attempts += 1
@@ -485,7 +538,13 @@ def _settle(run: Run, outcome: Finished, error_class: str, now: datetime) -> Non
         errors.provider_blocked(run, outcome.error)
     if run.status in Run.FINAL:
         finished(run)
-    transaction.on_commit(kick_if_starved)
+    if run.gateway or run.agent or (run.job_id is not None and run.job and run.job.concurrency_limit):
+        # It held a slot under a concurrency limit: offer the slot at once. The starved flag
+        # alone races (a claim can take the last free slot without flagging the runs still
+        # held back), and agent runs end in the listener, where no dispatch follows otherwise.
+        transaction.on_commit(lambda: send_dispatch(Priority.URGENT))
+    else:
+        transaction.on_commit(kick_if_starved)
 
 
 def finished(run: Run) -> None:
@@ -542,6 +601,17 @@ def send_dispatch(priority: str = Priority.NORMAL, count: int = 1) -> int:
     except Exception:
         log.warning("could not send a dispatch message (broker down?)", exc_info=True)
     return sent
+
+
+def send_wake(run_id: int, countdown: float) -> None:
+    """A wake-up for a run waiting for admission, at the end of its wait (the tick is the
+    fallback if the broker is down)."""
+    from .tasks import wake
+
+    try:
+        wake.apply_async((run_id,), countdown=max(0.0, countdown), queue=queue_name(Priority.URGENT))
+    except Exception:
+        log.warning("could not send a wake-up for run %s (broker down?)", run_id, exc_info=True)
 
 
 def kick_if_starved() -> None:

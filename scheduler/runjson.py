@@ -85,6 +85,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "concurrency_limit": job.concurrency_limit,
         "enabled": job.enabled,
         "tags": job.tags,
+        "system": job.system,
         "created_at": _ts(job.created_at),
         "updated_at": _ts(job.updated_at),
     }

@@ -24,7 +24,12 @@ def jobs(request: HttpRequest) -> HttpResponse:
         active=Count("runs", filter=Q(runs__status__in=Run.NOT_FINAL)),
         last_queued=Max("runs__queued_at"),
     ).order_by("name")
-    return render(request, "dashboard/jobs.html", {"jobs": listed})
+    # The batches' system jobs (scheduler/batch_runs.py) are listed apart, below the operators' jobs.
+    return render(
+        request,
+        "dashboard/jobs.html",
+        {"jobs": listed.filter(system=False), "system_jobs": listed.filter(system=True)},
+    )
 
 
 @require_GET

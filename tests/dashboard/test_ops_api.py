@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from scheduler import queue
 from scheduler.models import Attempt, AuditEntry, Job, QueuePause, Run
-from tests.support.factories import make_api_token, make_gateway
+from tests.support.factories import make_agent, make_api_token, make_gateway
 
 pytestmark = [pytest.mark.django_db, pytest.mark.redis, pytest.mark.usefixtures("redis_prefix")]
 
@@ -64,7 +64,11 @@ def test_a_viewer_token_reads_but_cannot_write_and_the_refusal_is_audited(client
         response = post(client, url, body, **view)
         assert response.status_code == 403, url
         assert response.json()["code"] == "forbidden" and "operator role" in response.json()["error"]
-    assert Run.objects.count() == 0 and not QueuePause.objects.exists() and Job.objects.count() == 1
+    assert (
+        Run.objects.count() == 0
+        and not QueuePause.objects.exists()
+        and Job.objects.filter(system=False).count() == 1
+    )
     assert AuditEntry.objects.filter(result="refused").count() == 3
 
 
@@ -122,14 +126,16 @@ def test_bad_json_bodies_are_400_and_huge_ones_413(client, op):
     assert form.status_code == 415
 
 
-def test_an_agent_run_before_the_agent_kind_is_registered_is_a_clear_400(client, op):
-    make_gateway("alpha")
+def test_an_ad_hoc_agent_run_names_an_unknown_agent_and_queues_a_known_one(client, op):
+    gateway = make_gateway("alpha")
     response = post(client, "/api/v1/runs/", {"agent": "main", "prompt": "hi"}, **op)
-    if response.status_code == 201:  # fleet registered agent.prompt (h-agentrun merged)
-        assert response.json()["kind"] == "agent.prompt" and response.json()["agent"] == "main"
-        return
-    assert response.status_code == 400 and response.json()["code"] == "unknown_kind"
-    assert "'agent.prompt'" in response.json()["error"]
+    assert response.status_code == 400
+    assert "gateway alpha has no agent 'main'" in response.json()["error"]
+    assert not Run.objects.exists()
+    make_agent(gateway, "main")
+    response = post(client, "/api/v1/runs/", {"agent": "main", "prompt": "hi"}, **op)
+    assert response.status_code == 201, response.json()
+    assert response.json()["kind"] == "agent.prompt" and response.json()["agent"] == "main"
 
 
 def test_an_agent_run_needs_its_gateway_when_several_are_registered(client, op):
@@ -224,7 +230,8 @@ def test_jobs_create_list_detail(client, op):
     )
     assert created.status_code == 201, created.content
     assert created.json()["params"] == {"sleep_ms": 5} and created.json()["priority"] == "low"
-    assert [j["name"] for j in client.get("/api/v1/jobs/", **op).json()["results"]] == ["tidy"]
+    listed = client.get("/api/v1/jobs/", **op).json()["results"]
+    assert [j["name"] for j in listed if not j["system"]] == ["tidy"]
     assert client.get("/api/v1/jobs/tidy/", **op).json()["kind"] == "noop"
     assert client.get("/api/v1/jobs/nope/", **op).status_code == 404
     duplicate = post(client, "/api/v1/jobs/", {"name": "tidy", "kind": "noop"}, **op)
@@ -235,7 +242,7 @@ def test_jobs_create_list_detail(client, op):
     assert bad_params.status_code == 400 and "sleep_ms" in bad_params.json()["error"]
     bad_kind = post(client, "/api/v1/jobs/", {"name": "t3", "kind": "teleport"}, **op)
     assert bad_kind.status_code == 400 and "teleport" in bad_kind.json()["error"]
-    assert Job.objects.count() == 1
+    assert Job.objects.filter(system=False).count() == 1
     assert AuditEntry.objects.filter(action="job.create").values_list("result", flat=True).count() == 4
 
 
