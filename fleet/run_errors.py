@@ -101,6 +101,8 @@ _BY_MESSAGE = (
     (re.compile(r"rate[- ]limit", re.I), RATE_LIMIT),
     (re.compile(r"timed out|timeout", re.I), TIMEOUT),
     (re.compile(r"HTTP 5\d\d|internal error|server error|overloaded", re.I), SERVER_ERROR),
+    # A gateway shutting down (restart, deploy) refuses new work: never run, safe to retry.
+    (re.compile(r"gateway is draining", re.I), UNREACHABLE),
 )
 _UNIT = r"(ms|milliseconds?|s|secs?|seconds?|m|mins?|minutes?)"
 _RETRY_AFTER = (
@@ -202,6 +204,8 @@ def _from_exception(exc: BaseException) -> ErrorInfo:
             return ErrorInfo(TIMEOUT, message, retry_after)
         if isinstance(exc, InvalidRequestError | NotFoundError):
             return ErrorInfo(INVALID_REQUEST, message)
+        if _from_message(message) == UNREACHABLE:  # "Gateway is draining…" (a restart)
+            return ErrorInfo(UNREACHABLE, message, retry_after)
         if isinstance(exc, AuthError | ForbiddenError | ProtocolMismatchError):
             # Our gateway token or scopes, not the provider's login: only an operator can fix it.
             return ErrorInfo(SYSTEM, message)

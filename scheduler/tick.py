@@ -137,14 +137,17 @@ def time_out_running(now: datetime) -> tuple[int, int]:
             if queue.complete_attempt(attempt.pk, outcome) is not None:
                 reconciled += 1
             continue
+        # Settle first, then cancel: the cancel's own terminal event (an agent run's "aborted",
+        # within ~100 ms) must find the attempt settled, or it would win and end the run aborted
+        # (final) instead of a timeout retried by the policy.
+        timeout = Finished("failed", errors.TIMEOUT, f"no result within {run.timeout_seconds}s")
+        if queue.complete_attempt(attempt.pk, timeout) is not None:
+            timed_out += 1
         if spec is not None and spec.cancel is not None:
             try:
                 spec.cancel(ctx)
             except Exception:
                 log.warning("run %s: cancel after timeout failed", run.pk, exc_info=True)
-        timeout = Finished("failed", errors.TIMEOUT, f"no result within {run.timeout_seconds}s")
-        if queue.complete_attempt(attempt.pk, timeout) is not None:
-            timed_out += 1
     return timed_out, reconciled
 
 
