@@ -518,7 +518,9 @@ def complete_attempt(attempt_id: uuid.UUID | str, outcome: Finished) -> Run | No
             _settle(run, outcome, error_class, now)
             # A batch run's runner logs its own one line in the design's wording (scheduler/runner.py).
             level = logging.DEBUG if run.kind == "batch" else logging.INFO
-            log.log(level, "run %s attempt %s: %s %s", run.pk, attempt_uuid, outcome.status, error_class or "")
+            log.log(
+                level, "run %s attempt %s: %s %s", run.pk, attempt_uuid, outcome.status, error_class or ""
+            )
     with _logged(run, attempt_uuid):
         admission.record_outcome(run, outcome, error_class)
     return run
