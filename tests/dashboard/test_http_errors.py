@@ -3,6 +3,7 @@ JSON, also with DEBUG on; server-built HTML (the abort reply) escapes gateway te
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -210,3 +211,47 @@ def test_too_many_query_fields_is_a_json_400_under_the_api(web):
     assert response.status_code == 400
     assert "error" in response.json()
     assert web.get(f"/?{query}").status_code == 400
+
+
+def _a_real_lock_timeout(tmp_path) -> Exception:
+    """The error SQLite gives a second writer whose lock wait ran out, as Django raises it."""
+    import sqlite3
+
+    from django.db import OperationalError
+
+    path = tmp_path / "busy.sqlite3"
+    holder = sqlite3.connect(path, timeout=0)
+    holder.execute("create table t (x)")
+    holder.execute("begin immediate")
+    holder.execute("insert into t values (1)")
+    other = sqlite3.connect(path, timeout=0)
+    try:
+        other.execute("insert into t values (2)")
+    except sqlite3.OperationalError as exc:
+        return OperationalError(str(exc))
+    finally:
+        other.close()
+        holder.close()
+    raise AssertionError("the second writer was not refused")
+
+
+@pytest.mark.django_db
+def test_a_database_too_busy_to_answer_is_a_503_with_retry_after_not_a_500(tmp_path, rf, operator):
+    from dashboard.middleware import HttpErrorsMiddleware
+
+    error = _a_real_lock_timeout(tmp_path)
+    assert "database is locked" in str(error)
+    middleware = HttpErrorsMiddleware(lambda request: None)  # type: ignore[arg-type,return-value]
+    api = rf.post("/api/v1/runs/")
+    response = middleware.process_exception(api, error)
+    assert response is not None and response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert json.loads(response.content)["code"] == "busy"
+    page = rf.get("/queue/")
+    page.user = operator
+    response = middleware.process_exception(page, error)
+    assert response is not None and response.status_code == 503 and b"Try again" in response.content
+    # Any other database error is still an error, not "busy".
+    from django.db import OperationalError
+
+    assert middleware.process_exception(page, OperationalError("no such table: x")) is None
