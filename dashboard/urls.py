@@ -45,6 +45,7 @@ urlpatterns = [
     path("queue/", queue.queue, name="queue"),
     path("queue/pause", queue.queue_pause, name="queue-pause"),
     path("queue/resume", queue.queue_resume, name="queue-resume"),
+    path("queue/unblock", queue.queue_unblock, name="queue-unblock"),
     path("fragments/queue/", queue.queue_fragment, name="fragment-queue"),
     path("runs/", runs.runs, name="runs"),
     path("runs/<id:run_id>/", runs.run_detail, name="run-detail"),

@@ -10,6 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import access, queue_page
+from fleet import agent_runs
 from scheduler import controls
 from scheduler.models import Priority, QueuePause, Run
 
@@ -69,4 +70,23 @@ def queue_resume(request: HttpRequest) -> HttpResponse:
         messages.success(
             request, f"Resumed {_label(scope, value)}; {released} run{'s' if released != 1 else ''} released."
         )
+    return redirect("dashboard:queue")
+
+
+@require_POST
+def queue_unblock(request: HttpRequest) -> HttpResponse:
+    """Unblock a provider by hand (its credentials were fixed): the blocked runs are queued again
+    in their first order. ``fleet.agent_runs.unblock`` checks the role and writes the audit row."""
+    gateway, agent, provider = (
+        request.POST.get(name, "").strip()[:100] for name in ("gateway", "agent", "provider")
+    )
+    if not (gateway and agent and provider):
+        messages.error(request, "Not unblocked: say which gateway, agent and provider.")
+        return redirect("dashboard:queue")
+    reason = request.POST.get("reason", "").strip()[:500] or "unblocked from the queue page"
+    requeued = agent_runs.unblock(access.actor(request), gateway, agent, provider, reason)
+    messages.success(
+        request,
+        f"Unblocked {provider} for agent {agent}; {requeued} run{'s' if requeued != 1 else ''} queued again.",
+    )
     return redirect("dashboard:queue")

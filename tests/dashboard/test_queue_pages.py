@@ -190,6 +190,34 @@ def test_a_viewer_cannot_pause_and_sees_the_buttons_disabled(as_viewer):
     assert AuditEntry.objects.filter(action="queue.pause", result="refused").exists()
 
 
+def test_a_blocked_provider_is_unblocked_from_the_page_in_order_and_audited(web):
+    first = make_run(status="blocked", gateway="3", agent="main", provider="anthropic", kind="agent.prompt")
+    second = make_run(status="blocked", gateway="3", agent="main", provider="anthropic", kind="agent.prompt")
+    other = make_run(status="blocked", gateway="3", agent="helper", provider="anthropic", kind="agent.prompt")
+    page = dom(web.get("/queue/"))
+    assert page.find("button", id="unblock-1") is not None
+    response = web.post(
+        "/queue/unblock", {"gateway": "3", "agent": "main", "provider": "anthropic"}, follow=True
+    )
+    assert response.status_code == 200 and "2 runs queued again" in response.content.decode()
+    statuses = dict(Run.objects.values_list("pk", "status"))
+    assert statuses[first.pk] == statuses[second.pk] == "queued" and statuses[other.pk] == "blocked"
+    entry = AuditEntry.objects.get(action="provider.unblock")
+    assert entry.result == "ok" and entry.actor_label == "operator" and "2 run(s) requeued" in entry.message
+    response = web.post("/queue/unblock", {"gateway": "3", "agent": "", "provider": "anthropic"}, follow=True)
+    assert "say which gateway, agent and provider" in response.content.decode()
+
+
+def test_a_viewer_cannot_unblock_a_provider(as_viewer):
+    run = make_run(status="blocked", gateway="3", agent="main", provider="anthropic", kind="agent.prompt")
+    assert "disabled" in dom(as_viewer.get("/queue/")).find("button", id="unblock-1").attrs
+    response = as_viewer.post("/queue/unblock", {"gateway": "3", "agent": "main", "provider": "anthropic"})
+    assert response.status_code == 403
+    run.refresh_from_db()
+    assert run.status == "blocked"
+    assert AuditEntry.objects.filter(action="provider.unblock", result="refused").exists()
+
+
 def test_the_pages_need_a_login(client):
     for url in ("/queue/", "/runs/", "/jobs/", "/fragments/queue/"):
         assert client.get(url).status_code == 302
