@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import kombu.pools
 import pytest
 from django.utils import timezone
 
@@ -33,17 +34,22 @@ pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 def broker_at(url: str) -> Iterator[None]:
     """This process's Celery app sends to ``url`` (its connection and producer pools rebuilt)."""
     previous = app.conf.broker_url
-    app.pool.force_close_all()
+
+    def rebuild() -> None:
+        # kombu keeps producer pools in a module-wide registry keyed by connection: closing
+        # them without clearing it left later tests "Acquire on closed pool". reset() does both.
+        app.pool.force_close_all()
+        kombu.pools.reset()
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    rebuild()
     app.conf.broker_url = url
-    app._pool = None
-    app.amqp._producer_pool = None
     try:
         yield
     finally:
-        app.pool.force_close_all()
+        rebuild()
         app.conf.broker_url = previous
-        app._pool = None
-        app.amqp._producer_pool = None
 
 
 @pytest.fixture
