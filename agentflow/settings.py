@@ -14,8 +14,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from kombu import Queue
 
-from agentflow.lib import crypto
+from agentflow.lib import crypto, logcontext
 from agentflow.lib.env import (
     SettingsError,
     env_bool,
@@ -27,6 +28,7 @@ from agentflow.lib.env import (
     secret_key_problem,
 )
 from agentflow.lib.files import secure_data_dir
+from scheduler import limits
 
 __all__ = ("env_bool", "env_float", "env_int", "env_list", "env_str")  # the readers, for tests
 
@@ -225,6 +227,26 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_index_key": f"{REDIS_PREFIX}:unacked_index",
     "unacked_mutex_key": f"{REDIS_PREFIX}:unacked_mutex",
 }
+# The engine's priority queues (scheduler/queue.py): one Celery queue per priority, named after
+# the default queue ("agentflow.urgent"…), all consumed by every worker (no -Q needed). Celery is
+# only the wake-up: which run starts is chosen in the database.
+CELERY_TASK_QUEUES = [
+    Queue(name)
+    for name in (REDIS_PREFIX, *(f"{REDIS_PREFIX}.{p}" for p in ("urgent", "high", "normal", "low")))
+]
+# The engine's tick (scheduler.tasks.tick): due scheduled runs, lost messages, timeouts, dead workers.
+CELERY_BEAT_SCHEDULE = {
+    "scheduler-tick": {
+        "task": "scheduler.tasks.tick",
+        "schedule": env_float("AGENTFLOW_TICK_SECONDS", 2.0),
+        "options": {"queue": f"{REDIS_PREFIX}.urgent", "expires": 10},
+    },
+    "fleet-provider-probe": {
+        "task": "fleet.tasks.probe_providers",
+        "schedule": env_float("AGENTFLOW_PROVIDER_PROBE_SECONDS", 180.0),
+        "options": {"queue": f"{REDIS_PREFIX}.urgent", "expires": 60},
+    },
+}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
@@ -350,6 +372,44 @@ AGENTFLOW_BATCH_RUN_RETENTION_DAYS = env_int("AGENTFLOW_BATCH_RUN_RETENTION_DAYS
 # A batch run's no-overlap lock lives this long past its worker's last heartbeat (renewed every
 # third of it): a killed worker blocks the next run for at most this, and its run is marked lost.
 AGENTFLOW_BATCH_LEASE_SECONDS = env_int("AGENTFLOW_BATCH_LEASE_SECONDS", 6)
+# --- The execution queue (scheduler/queue.py, scheduler/README.md) ---
+# Runs at once per gateway (below the gateway's own lane of 8) and per agent of a gateway.
+AGENTFLOW_GATEWAY_CONCURRENCY = env_int("AGENTFLOW_GATEWAY_CONCURRENCY", 6)
+AGENTFLOW_AGENT_CONCURRENCY = env_int("AGENTFLOW_AGENT_CONCURRENCY", 2)
+# Retries of server errors, timeouts and unreachable gateways: full jitter, base * 2^(n-1) capped.
+AGENTFLOW_RETRY_BASE_SECONDS = env_float("AGENTFLOW_RETRY_BASE_SECONDS", 10.0)
+AGENTFLOW_RETRY_CAP_SECONDS = env_float("AGENTFLOW_RETRY_CAP_SECONDS", 300.0)
+# A rate-limited run waits this long unless the limiter (scheduler.errors hook) says otherwise.
+AGENTFLOW_RATE_LIMIT_WAIT_SECONDS = env_float("AGENTFLOW_RATE_LIMIT_WAIT_SECONDS", 60.0)
+# A queued run this old with no worker on it gets a fresh dispatch message from the tick.
+AGENTFLOW_REDISPATCH_AFTER_SECONDS = env_float("AGENTFLOW_REDISPATCH_AFTER_SECONDS", 5.0)
+AGENTFLOW_REDISPATCH_MAX = env_int("AGENTFLOW_REDISPATCH_MAX", 20)
+# A running run past its timeout plus this grace is reconciled, then timed out.
+AGENTFLOW_RUN_TIMEOUT_GRACE_SECONDS = env_int("AGENTFLOW_RUN_TIMEOUT_GRACE_SECONDS", 30)
+# One alert after this many consecutive final failures of one job (scheduler/alerts.py).
+AGENTFLOW_JOB_FAILURE_ALERT_AFTER = env_int("AGENTFLOW_JOB_FAILURE_ALERT_AFTER", 3, minimum=1)
+# Blocked providers (fleet/probes.py): a tiny run probes each open episode this often, and the
+# GitHub issue opened for it is polled on the same beat (closed: probe now).
+AGENTFLOW_PROVIDER_PROBE_SECONDS = env_float("AGENTFLOW_PROVIDER_PROBE_SECONDS", 180.0)
+AGENTFLOW_PROVIDER_PROBE_PROMPT = env_str(
+    "AGENTFLOW_PROVIDER_PROBE_PROMPT", "AgentFlow provider probe: reply with the single word OK."
+)
+AGENTFLOW_PROVIDER_PROBE_TIMEOUT_SECONDS = env_int("AGENTFLOW_PROVIDER_PROBE_TIMEOUT_SECONDS", 60, minimum=1)
+# The issue notification: both set, or no issue. The token is a secret (AGENTFLOW_GITHUB_TOKEN_FILE).
+AGENTFLOW_GITHUB_REPO = env_str("AGENTFLOW_GITHUB_REPO")  # "owner/name"
+AGENTFLOW_GITHUB_TOKEN = env_str("AGENTFLOW_GITHUB_TOKEN")
+AGENTFLOW_GITHUB_API_URL = env_str("AGENTFLOW_GITHUB_API_URL", "https://api.github.com")
+AGENTFLOW_GITHUB_TIMEOUT_SECONDS = env_float("AGENTFLOW_GITHUB_TIMEOUT_SECONDS", 10.0)
+# Where operators reach this install (links in notifications); empty: the links are paths.
+AGENTFLOW_PUBLIC_URL = env_str("AGENTFLOW_PUBLIC_URL")
+# A worker's liveness key lives this long past its last renewal (renewed every third of it).
+AGENTFLOW_WORKER_LEASE_SECONDS = env_int("AGENTFLOW_WORKER_LEASE_SECONDS", 6)
+# Results longer than this are stored cut (Run.result_truncated).
+AGENTFLOW_RUN_RESULT_MAX_CHARS = env_int("AGENTFLOW_RUN_RESULT_MAX_CHARS", 64 * 1024)
+# The queue page's predictions (dashboard/queue_page.py): a queue's backlog worth a warning, and
+# the memory of AgentFlow's processes together (MB) that the trend is measured against.
+AGENTFLOW_QUEUE_OVERFLOW_THRESHOLD = env_int("AGENTFLOW_QUEUE_OVERFLOW_THRESHOLD", 1000, minimum=1)
+AGENTFLOW_MEMORY_ALERT_MB = env_int("AGENTFLOW_MEMORY_ALERT_MB", 2048, minimum=1)
 AGENTFLOW_CLEANUP_BATCH_SIZE = env_int("AGENTFLOW_CLEANUP_BATCH_SIZE", 10000)
 # Chat messages longer than this are stored truncated (with a marker); 2 MiB by default.
 AGENTFLOW_CHAT_MAX_CHARS = env_int("AGENTFLOW_CHAT_MAX_CHARS", 2 * 1024 * 1024)
@@ -362,16 +422,30 @@ AGENTFLOW_WS_PANEL_OPEN_RATE = env_float("AGENTFLOW_WS_PANEL_OPEN_RATE", 1.0)
 AGENTFLOW_WS_PANEL_OPEN_BURST = env_int("AGENTFLOW_WS_PANEL_OPEN_BURST", 10, minimum=1)
 AGENTFLOW_WS_HEARTBEAT = env_float("AGENTFLOW_WS_HEARTBEAT", 10.0)
 
+# Rate limits (scheduler/limits.py), shared by every worker through Redis: comma-separated
+# <key>=<budget>, keys gateway:<id>, provider:<name>, model:<provider>/<model> or <kind>:*,
+# budgets <n>rpm, <n>tpm, <n>rpm/<n>tpm or off; e.g. "provider:openai=60rpm/90000tpm,gateway:*=120rpm".
+# Operators override them at runtime (limits.set_budget). After a provider's rate-limit error its
+# key backs off from BASE seconds, doubling per consecutive error (±10 %), at most CAP seconds.
+AGENTFLOW_RATE_LIMITS = env_str("AGENTFLOW_RATE_LIMITS")
+try:
+    limits.parse_budgets(AGENTFLOW_RATE_LIMITS)
+except limits.BudgetError as exc:
+    raise SettingsError(f"AGENTFLOW_RATE_LIMITS: {exc}") from None
+AGENTFLOW_RATE_LIMIT_BACKOFF_BASE = env_float("AGENTFLOW_RATE_LIMIT_BACKOFF_BASE", 60.0)
+AGENTFLOW_RATE_LIMIT_BACKOFF_CAP = env_float("AGENTFLOW_RATE_LIMIT_BACKOFF_CAP", 300.0)
+# Circuit breakers per gateway x provider (scheduler/breakers.py): FAILURES consecutive failures
+# open one for OPEN_SECONDS, then one probe run (which holds the probe for PROBE_SECONDS at most).
+AGENTFLOW_BREAKER_FAILURES = env_int("AGENTFLOW_BREAKER_FAILURES", 5, minimum=1)
+AGENTFLOW_BREAKER_OPEN_SECONDS = env_float("AGENTFLOW_BREAKER_OPEN_SECONDS", 60.0)
+AGENTFLOW_BREAKER_PROBE_SECONDS = env_float("AGENTFLOW_BREAKER_PROBE_SECONDS", 300.0)
+
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {
-        "django": {"level": "INFO"},
-        "websockets": {"level": "WARNING"},
-        "daphne": {"level": "WARNING"},
-    },
-}
+# Every line (Django, Celery, ours) through structlog: one JSON object per line in production,
+# readable key=value lines elsewhere; lines logged inside logcontext.bind_run(...) carry the run's
+# fields (run_id, job, attempt, gateway, agent).
+LOG_FORMAT = env_choice("AGENTFLOW_LOG_FORMAT", "json" if PRODUCTION else "console", logcontext.FORMATS)
+LOGGING = logcontext.logging_config(LOG_FORMAT, LOG_LEVEL)
+logcontext.configure_structlog()
+# Celery keeps the handler above instead of installing its own (so worker lines are JSON too).
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

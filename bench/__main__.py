@@ -4,7 +4,8 @@
     python -m bench --baseline REF [--rounds N] ...  REF's bench and this tree's, side by side (compare.py)
     python -m bench tree                            the app packages' module tree with line counts
 
-Names: gateway, batches, fanout, pages, memory, e2e, supervisor (all of them when none is given)."""
+Names: gateway, batches, fanout, pages, memory, e2e, supervisor, queue, agent_rate, api_runs (all of them
+when none is given). ``--runs N``: agent_rate's number of runs."""
 
 from __future__ import annotations
 
@@ -15,7 +16,19 @@ import sys
 import time
 from pathlib import Path
 
-BENCHES = ["gateway", "batches", "fanout", "pages", "memory", "e2e", "supervisor"]
+BENCHES = [
+    "gateway",
+    "batches",
+    "fanout",
+    "pages",
+    "queue_page",
+    "memory",
+    "e2e",
+    "supervisor",
+    "queue",
+    "agent_rate",
+    "api_runs",
+]
 
 
 def run_here(names: list[str]) -> int:
@@ -56,7 +69,14 @@ def main(argv: list[str]) -> int:
         metavar="MODULE.CONSTANT=VALUE",
         help="with --baseline: override a bench constant in both trees, e.g. bench_e2e.SENDS=25",
     )
+    parser.add_argument("--runs", type=int, help="agent_rate: how many agent runs (default 100)")
     args = parser.parse_args(argv)
+    if args.runs is not None:
+        if args.runs < 2:
+            parser.error("--runs must be at least 2")
+        import os
+
+        os.environ["BENCH_AGENT_RATE_RUNS"] = str(args.runs)
     unknown = [n for n in args.names if n not in BENCHES]
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}")

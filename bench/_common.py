@@ -72,6 +72,8 @@ def server_env(**extra: str) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
         PYTHONPATH=str(ROOT),
     )
+    if os.environ.get("BENCH_DATABASE_URL"):
+        env["DATABASE_URL"] = os.environ["BENCH_DATABASE_URL"]
     env.update(extra)
     return env
 

@@ -25,7 +25,11 @@ def setup_django() -> None:
     shutil.rmtree(DATA, ignore_errors=True)
     DATA.mkdir(parents=True)
     os.environ["AGENTFLOW_DATA_DIR"] = str(DATA)
-    os.environ.pop("DATABASE_URL", None)
+    # The bench SQLite, or the PostgreSQL database BENCH_DATABASE_URL names (never the user's DATABASE_URL).
+    if os.environ.get("BENCH_DATABASE_URL"):
+        os.environ["DATABASE_URL"] = os.environ["BENCH_DATABASE_URL"]
+    else:
+        os.environ.pop("DATABASE_URL", None)
     os.environ.setdefault("AGENTFLOW_REDIS_PREFIX", "agentflow-bench")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentflow.settings")
     os.environ["LOG_LEVEL"] = "WARNING"

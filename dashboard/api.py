@@ -11,19 +11,21 @@ it (``@openapi.operation``): ``/api/v1/schema/`` and the index at ``/api/v1/`` a
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
 from fleet.models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway
 from scheduler import registry, roles
@@ -39,16 +41,33 @@ DEFAULT_LIMIT = 100
 MAX_OFFSET = 100_000
 
 
+# A machine-readable ``code`` next to every error's ``message`` (``error`` stays a string).
+CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method"}
+MAX_BODY_BYTES = 64 * 1024  # a write endpoint's JSON body; larger is a 413
+
+
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.code = code or CODES.get(status, "error")
+
+
+def error_response(status: int, message: str, code: str = "") -> JsonResponse:
+    return JsonResponse({"error": message, "code": code or CODES.get(status, "error")}, status=status)
 
 
 def _authenticate(request: HttpRequest) -> bool:
     if request.user.is_authenticated:
         return True
+    return _authenticate_token(request)
+
+
+LAST_USED_RESOLUTION = timedelta(minutes=1)  # how fresh ApiToken.last_used_at is kept
+
+
+def _authenticate_token(request: HttpRequest) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, raw = header.partition(" ")
     if scheme.lower() != "bearer" or not raw.strip():
@@ -56,34 +75,125 @@ def _authenticate(request: HttpRequest) -> bool:
     token = ApiToken.objects.select_related("user").filter(token_hash=ApiToken.hash(raw.strip())).first()
     if token is None or not token.user.is_active:
         return False
-    ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
+        # At most one write a minute per token: a write transaction on every request was a
+        # quarter of a POST runs/'s statements (bench/bench_api_runs.py).
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     request.user = token.user
     request.api_token = token  # type: ignore[attr-defined]  # its role bounds the user's (access.actor)
     return True
 
 
+UNAUTHENTICATED = "authentication required: log in or send 'Authorization: Bearer <api token>'"
+
+
+def _answer(view: Callable[..., Any], request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    try:
+        body = view(request, *args, **kwargs)
+    except ApiError as exc:
+        return error_response(exc.status, exc.message, exc.code)
+    except params.BadParam as exc:
+        return error_response(400, exc.message, "bad_param")
+    except ValidationError as exc:  # the engine refused the input: its message and code
+        code = exc.code or "invalid"
+        status = 404 if code in NOT_FOUND_CODES else 400
+        return error_response(status, "; ".join(exc.messages), code)
+    except PermissionDenied as exc:  # a refused control (scheduler.audit.Refused) or requires()
+        return error_response(403, str(exc) or "not allowed")
+    if isinstance(body, JsonResponse):
+        return body
+    return JsonResponse(body)
+
+
+NOT_FOUND_CODES = frozenset({"unknown_job", "not_found"})
+
+
 def api_view(view: Callable[..., Any]) -> Callable[..., JsonResponse]:
     # login_not_required: this decorator does its own auth and answers 401 in JSON, not a redirect.
-    # csrf_exempt: the API only reads (GET), so a POST is answered 405, not a CSRF 403.
+    # csrf_exempt: a read-only view answers a POST 405, not a CSRF 403.
     @login_not_required
     @csrf_exempt
     @require_GET
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
         if not _authenticate(request):
-            return JsonResponse(
-                {"error": "authentication required: log in or send 'Authorization: Bearer <api token>'"},
-                status=401,
-            )
-        try:
-            return JsonResponse(view(request, *args, **kwargs))
-        except ApiError as exc:
-            return JsonResponse({"error": exc.message}, status=exc.status)
-        except params.BadParam as exc:
-            return JsonResponse({"error": exc.message}, status=400)
-        except PermissionDenied as exc:  # a refused control (scheduler.audit.Refused) or requires()
-            return JsonResponse({"error": str(exc) or "not allowed"}, status=403)
+            return error_response(401, UNAUTHENTICATED)
+        return _answer(view, request, *args, **kwargs)
 
+    return wrapper
+
+
+class _CsrfCheck(CsrfViewMiddleware):
+    def _reject(self, request: HttpRequest, reason: str) -> HttpResponse:
+        return error_response(403, f"CSRF check failed ({reason}): send the X-CSRFToken header", "csrf")
+
+
+def _csrf_failure(request: HttpRequest) -> HttpResponse | None:
+    """Django's own CSRF check for a POST authenticated by the session cookie (as DRF's
+    SessionAuthentication does): a page of another site must not be able to drive the API with
+    an operator's cookie. A bearer token cannot be sent by another site, so it needs none."""
+    check = _CsrfCheck(lambda r: HttpResponse())
+    check.process_request(request)
+    return check.process_view(request, lambda r: HttpResponse(), (), {})
+
+
+def json_body(request: HttpRequest) -> dict[str, Any]:
+    """The request's JSON object (an empty body is ``{}``); ApiError 400 / 413 / 415 otherwise."""
+    raw = request.body
+    if not raw.strip():
+        return {}
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, f"the body is {len(raw)} bytes: at most {MAX_BODY_BYTES}", "too_large")
+    content_type = request.content_type or ""
+    if content_type not in ("application/json", "text/plain", ""):
+        raise ApiError(415, f"send JSON (Content-Type: application/json), not {content_type}", "media_type")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}", "bad_json") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, f"the body must be a JSON object, not {type(data).__name__}", "bad_json")
+    return data
+
+
+def api_post(view: Callable[..., Any]) -> Callable[..., JsonResponse]:
+    """A write endpoint: POST only, JSON in and out (``json_body(request)``).
+
+    1. A bearer token is tried first; then the login session, which must pass Django's CSRF
+       check (the ``X-CSRFToken`` header, as the pages' htmx requests send it).
+    2. The view calls a control (scheduler.controls / scheduler.ops) with ``access.actor``:
+       the control checks the role (operator) and writes the audit row; a refusal is a 403.
+    """
+
+    @login_not_required
+    @csrf_exempt
+    @require_POST
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+        if not _authenticate_token(request):
+            if not request.user.is_authenticated:
+                return error_response(401, UNAUTHENTICATED)
+            refused = _csrf_failure(request)
+            if refused is not None:
+                return refused  # type: ignore[return-value]
+        return _answer(view, request, *args, **kwargs)
+
+    return wrapper
+
+
+def api_get_post(get: Callable[..., Any], post: Callable[..., Any]) -> Callable[..., JsonResponse]:
+    """One URL, two views by method (``runs/``: the list and the create), each already under
+    ``@api_view`` / ``@api_post`` with its own declaration."""
+
+    @login_not_required
+    @csrf_exempt
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+        if request.method == "POST":
+            return post(request, *args, **kwargs)
+        return get(request, *args, **kwargs)
+
+    wrapper.openapi_ops = [*getattr(get, "openapi_ops", []), *getattr(post, "openapi_ops", [])]  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -151,6 +261,7 @@ TS = nullable("string", format="date-time")
                 "type": "array",
                 "items": obj(
                     name={"type": "string"},
+                    method={"type": "string", "enum": ["GET", "POST"]},
                     path={"type": "string"},
                     url={"type": "string", "format": "uri"},
                     summary={"type": "string"},
@@ -554,4 +665,4 @@ def audit(request: HttpRequest) -> dict[str, Any]:
 @login_not_required
 @csrf_exempt
 def not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
-    return JsonResponse({"error": f"no API endpoint at {request.path}"}, status=404)
+    return error_response(404, f"no API endpoint at {request.path}")

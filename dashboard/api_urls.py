@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import api
+from . import api, api_ops
 
 app_name = "api"
 
@@ -18,5 +18,20 @@ urlpatterns = [
     path("v1/chat/<path:session_key>/", api.chat, name="chat"),
     path("v1/batches/", api.batches, name="batches"),
     path("v1/audit/", api.audit, name="audit"),
+    path("v1/health/", api_ops.health_view, name="health"),
+    path("v1/queue/status/", api_ops.queue_status, name="queue-status"),
+    path("v1/queue/pause/", api_ops.queue_pause, name="queue-pause"),
+    path("v1/queue/resume/", api_ops.queue_resume, name="queue-resume"),
+    path("v1/stats/usage/", api_ops.stats_usage, name="stats-usage"),
+    path("v1/stats/errors/", api_ops.stats_errors, name="stats-errors"),
+    path("v1/stats/performance/", api_ops.stats_performance, name="stats-performance"),
+    path("v1/session/status/", api_ops.session_status, name="session-status"),
+    path("v1/runs/", api_ops.runs, name="runs"),
+    path("v1/runs/<id:run_id>/", api_ops.run_detail, name="run"),
+    path("v1/runs/<id:run_id>/result/", api_ops.run_result, name="run-result"),
+    path("v1/runs/<id:run_id>/cancel/", api_ops.run_cancel, name="run-cancel"),
+    path("v1/runs/<id:run_id>/retry/", api_ops.run_retry, name="run-retry"),
+    path("v1/jobs/", api_ops.jobs, name="jobs"),
+    path("v1/jobs/<str:name>/", api_ops.job_detail, name="job"),
     path("<path:rest>", api.not_found),  # a JSON 404, not an endpoint (no name, not in the schema)
 ]

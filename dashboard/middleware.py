@@ -7,6 +7,9 @@
 - Under /api/ every error response is JSON with an ``error`` key: a 404 or 405 from Django
   itself, a 403 from the CSRF check, Django's debug pages when DEBUG is on, and, as a last
   resort, an unexpected exception (logged, answered as a JSON 500).
+- A database too busy to answer in time (SQLite's single writer "database is locked" under
+  overload, a PostgreSQL serialization failure) is a 503 with ``Retry-After``, not a 500:
+  nothing was written, and the same request can be sent again.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 from collections.abc import Callable
 
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
+from django.db import OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
@@ -29,14 +33,36 @@ def is_api(request: HttpRequest) -> bool:
     return request.path_info.startswith(API_PREFIX)
 
 
+_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method"}
+
+
 def json_error(status: int, message: str) -> JsonResponse:
-    return JsonResponse({"error": message}, status=status)
+    return JsonResponse({"error": message, "code": _CODES.get(status, "error")}, status=status)
 
 
 def bad_request(request: HttpRequest, message: str) -> HttpResponse:
     if is_api(request):
         return json_error(400, message)
     return render(request, "400.html", {"message": message}, status=400)
+
+
+BUSY_RETRY_AFTER = 1  # seconds
+_BUSY_MARKERS = ("database is locked", "database table is locked", "could not serialize access")
+
+
+def is_busy(exception: Exception) -> bool:
+    """The database refused for load (a lock wait ran out), not for a bug: worth a retry."""
+    return isinstance(exception, OperationalError) and any(m in str(exception) for m in _BUSY_MARKERS)
+
+
+def busy(request: HttpRequest) -> HttpResponse:
+    message = "The database is busy right now; nothing was changed. Try again in a moment."
+    if is_api(request):
+        response: HttpResponse = JsonResponse({"error": message, "code": "busy"}, status=503)
+    else:
+        response = render(request, "503.html", {"message": message}, status=503)
+    response["Retry-After"] = str(BUSY_RETRY_AFTER)
+    return response
 
 
 def _has_nul(request: HttpRequest) -> bool:
@@ -81,6 +107,9 @@ class HttpErrorsMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, BadParam):
             return bad_request(request, exception.message)
+        if is_busy(exception):
+            logger.warning("database busy answering %s %s: %s", request.method, request.path, exception)
+            return busy(request)
         if not is_api(request):
             return None  # Django's own handlers for pages
         if isinstance(exception, Http404):

@@ -39,8 +39,9 @@ class Param:
 
 @dataclass(frozen=True)
 class Operation:
-    """What one GET endpoint takes and answers. ``result`` is the JSON schema of one item of
-    ``results`` for a paginated list, or of the whole body when ``paginated`` is false."""
+    """What one endpoint takes and answers. ``result`` is the JSON schema of one item of
+    ``results`` for a paginated list, or of the whole body when ``paginated`` is false. A POST
+    declares its JSON ``body`` schema and its success statuses (``success``)."""
 
     summary: str
     result: dict[str, Any]
@@ -49,6 +50,9 @@ class Operation:
     errors: tuple[int, ...] = (400, 401)
     public: bool = False  # True: no authentication
     tags: tuple[str, ...] = field(default=("fleet",))
+    method: str = "get"
+    body: dict[str, Any] | None = None
+    success: tuple[int, ...] = (200,)
 
     def response_schema(self) -> dict[str, Any]:
         if not self.paginated:
@@ -69,7 +73,7 @@ def operation(op: Operation) -> Callable[[F], F]:
     """Attach ``op`` to an API view (put it outermost, above ``@api_view``)."""
 
     def decorate(view: F) -> F:
-        view.openapi = op  # type: ignore[attr-defined]
+        view.openapi_ops = [*getattr(view, "openapi_ops", []), op]  # type: ignore[attr-defined]
         return view
 
     return decorate
@@ -105,19 +109,33 @@ def api_routes() -> Iterator[tuple[str, URLPattern]]:
             yield prefix + str(pattern.pattern), pattern
 
 
+def declarations(pattern: URLPattern) -> list[Operation]:
+    """Every operation of a route (``runs/`` has a GET and a POST)."""
+    return list(getattr(pattern.callback, "openapi_ops", []))
+
+
 def declaration(pattern: URLPattern) -> Operation | None:
-    return getattr(pattern.callback, "openapi", None)
+    """The route's first operation (its GET where it has one)."""
+    ops = declarations(pattern)
+    return ops[0] if ops else None
 
 
 def _responses(op: Operation) -> dict[str, Any]:
     descriptions = {
-        400: "A parameter is invalid; the message names it.",
+        400: "A parameter or the body is invalid; the message names it.",
         401: "Not logged in and no valid bearer token.",
-        403: "The caller's role does not allow this.",
-        404: "No such gateway or nothing at this address.",
+        403: "The caller's role does not allow this (or a cookie POST without its CSRF token).",
+        404: "No such gateway, job or run, or nothing at this address.",
+        413: "The body is larger than the API accepts.",
+        415: "The body is not JSON.",
     }
+    ok = {200: "OK", 201: "Created"}
     responses: dict[str, Any] = {
-        "200": {"description": "OK", "content": {"application/json": {"schema": op.response_schema()}}}
+        str(status): {
+            "description": ok[status],
+            "content": {"application/json": {"schema": op.response_schema()}},
+        }
+        for status in op.success
     }
     for status in op.errors:
         responses[str(status)] = {
@@ -125,7 +143,7 @@ def _responses(op: Operation) -> dict[str, Any]:
             "content": {"application/json": {"schema": ERROR}},
         }
     responses["405"] = {
-        "description": "Only GET is allowed.",
+        "description": f"Only {op.method.upper()} is allowed.",
         "content": {"application/json": {"schema": ERROR}},
     }
     responses["default"] = {
@@ -138,31 +156,44 @@ def _responses(op: Operation) -> dict[str, Any]:
 def build(server_url: str = "") -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for route, pattern in api_routes():
-        op = declaration(pattern)
-        if op is None:
-            continue  # the test names it
-        get: dict[str, Any] = {
-            "operationId": pattern.name,
-            "summary": op.summary,
-            "tags": list(op.tags),
-            "parameters": [p.as_openapi() for p in op.params],
-            "responses": _responses(op),
-        }
-        if op.public:
-            get["security"] = []
-        paths[openapi_path(route)] = {"get": get}
+        ops = declarations(pattern)  # none: the test names it
+        for op in ops:
+            entry: dict[str, Any] = {
+                "operationId": pattern.name if len(ops) == 1 else f"{pattern.name}-{op.method}",
+                "summary": op.summary,
+                "tags": list(op.tags),
+                "parameters": [p.as_openapi() for p in op.params],
+                "responses": _responses(op),
+            }
+            if op.body is not None:
+                entry["requestBody"] = {
+                    "required": False,
+                    "content": {"application/json": {"schema": op.body}},
+                }
+            if op.public:
+                entry["security"] = []
+            paths.setdefault(openapi_path(route), {})[op.method] = entry
     schema: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "AgentFlow API",
             "version": "1",
-            "description": 'Read-only JSON API for ops scripts. Every error is JSON: {"error": "..."}. '
-            "Lists are paginated with limit and offset and link to the next and previous page.",
+            "description": "JSON API for ops scripts. Every error is JSON: "
+            '{"error": "<message>", "code": "<code>"}. Lists are paginated with limit and offset and '
+            "link to the next and previous page. Write endpoints (POST) need the operator role; a "
+            "POST authenticated by the session cookie must send the CSRF token (X-CSRFToken).",
         },
         "paths": paths,
         "components": {
             "schemas": {
-                "Error": obj(error={"type": "string", "description": "What was wrong, for a person."})
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {"type": "string", "description": "What was wrong, for a person."},
+                        "code": {"type": "string", "description": "What was wrong, for a program."},
+                    },
+                }
             },
             "securitySchemes": {
                 "bearer": {
@@ -181,9 +212,14 @@ def build(server_url: str = "") -> dict[str, Any]:
 
 
 def index() -> list[dict[str, str]]:
-    """Every endpoint with its path and one-line summary (``GET /api/v1/``)."""
+    """Every endpoint with its method, path and one-line summary (``GET /api/v1/``)."""
     return [
-        {"name": pattern.name or "", "path": openapi_path(route), "summary": op.summary}
+        {
+            "name": pattern.name or "",
+            "method": op.method.upper(),
+            "path": openapi_path(route),
+            "summary": op.summary,
+        }
         for route, pattern in api_routes()
-        if (op := declaration(pattern)) is not None
+        for op in declarations(pattern)
     ]

@@ -8,6 +8,7 @@ labels, an x axis with clock times, and one hover/focus target with a tooltip pe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -69,9 +70,9 @@ def _bucket(samples: list[tuple[datetime, float | None]]) -> list[tuple[datetime
     return out
 
 
-def _nice_peak(value: float) -> float:
-    """A round top for the y axis (10, 20, 50, 100, 200, 500 … ms)."""
-    step = 10.0
+def _nice_peak(value: float, floor: float = 10.0) -> float:
+    """A round top for the y axis (10, 20, 50, 100, 200, 500 … ms), from ``floor`` up."""
+    step = floor
     while True:
         for m in (1, 2, 5):
             if value <= step * m:
@@ -79,13 +80,24 @@ def _nice_peak(value: float) -> float:
         step *= 10
 
 
-def build(samples: list[tuple[datetime, float | None]]) -> Sparkline | None:
-    """``samples`` are (checked_at, latency in ms or None when the check failed), oldest first."""
+def build(
+    samples: list[tuple[datetime, float | None]],
+    *,
+    fmt: Callable[[float], str] = _ms,
+    title: str = "Latency over the last hour",
+    unit: str = "checks",
+    floor: float = 10.0,
+    words: tuple[str, str] = ("worst", "best"),
+) -> Sparkline | None:
+    """``samples`` are (checked_at, latency in ms or None when the check failed), oldest first.
+
+    Other series (the queue page's runs per minute, wait) pass ``fmt`` for their values, a
+    ``title`` and ``unit`` for the summary and a smaller ``floor`` for the y axis's top."""
     if not samples:
         return None
     buckets = _bucket(samples)
     latencies = [v for _, v, _ in buckets if v is not None]
-    peak = _nice_peak(max(latencies, default=1.0) or 1.0)
+    peak = _nice_peak(max(latencies, default=1.0) or 1.0, floor)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     baseline = TOP + plot_h
     step = plot_w / max(1, len(buckets) - 1)
@@ -94,7 +106,7 @@ def build(samples: list[tuple[datetime, float | None]]) -> Sparkline | None:
         x = LEFT + (i * step if len(buckets) > 1 else plot_w)
         y = baseline if value is None else baseline - (value / peak) * plot_h
         clock = timezone.localtime(at).strftime("%H:%M:%S")
-        text = f"{clock} · {_ms(value)}" if value is not None else f"{clock} · down"
+        text = f"{clock} · {fmt(value)}" if value is not None else f"{clock} · down"
         if down and value is not None:
             text += " (a check failed)"
         label_x = min(max(x, LEFT + 40), WIDTH - RIGHT - 40)
@@ -102,15 +114,15 @@ def build(samples: list[tuple[datetime, float | None]]) -> Sparkline | None:
         points.append(Point(round(x, 1), round(y, 1), text, down, round(label_x, 1), round(x - hit / 2, 1)))
     first, last = timezone.localtime(samples[0][0]), timezone.localtime(samples[-1][0])
     x_ticks = (Tick(LEFT, first.strftime("%H:%M")), Tick(WIDTH - RIGHT, last.strftime("%H:%M")))
-    y_ticks = (Tick(TOP, _ms(peak)), Tick(TOP + plot_h / 2, _ms(peak / 2)), Tick(baseline, "0"))
+    y_ticks = (Tick(TOP, fmt(peak)), Tick(TOP + plot_h / 2, fmt(peak / 2)), Tick(baseline, "0"))
     downs = sum(1 for _, v in samples if v is None)
     if latencies:
         summary = (
-            f"Latency over the last hour, {len(samples)} checks: last {_ms(latencies[-1])}, "
-            f"worst {_ms(max(latencies))}, best {_ms(min(latencies))}"
+            f"{title}, {len(samples)} {unit}: last {fmt(latencies[-1])}, "
+            f"{words[0]} {fmt(max(latencies))}, {words[1]} {fmt(min(latencies))}"
         )
     else:
-        summary = f"Latency over the last hour, {len(samples)} checks: every check failed"
+        summary = f"{title}, {len(samples)} {unit}: every check failed"
     if downs and latencies:
         summary += f", {downs} failed"
     return Sparkline(

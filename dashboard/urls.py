@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from .views import assets, batches, config, fleet, sessions, status
+from .views import assets, batches, config, fleet, jobs, queue, runs, sessions, status
 
 """The operator pages and fragments (namespace ``dashboard``); the JSON API is in ``api_urls``."""
 
@@ -42,4 +42,17 @@ urlpatterns = [
         name="session-detail",
     ),
     path("batches/", batches.batch_runs, name="batch-runs"),
+    path("queue/", queue.queue, name="queue"),
+    path("queue/pause", queue.queue_pause, name="queue-pause"),
+    path("queue/resume", queue.queue_resume, name="queue-resume"),
+    path("queue/unblock", queue.queue_unblock, name="queue-unblock"),
+    path("fragments/queue/", queue.queue_fragment, name="fragment-queue"),
+    path("runs/", runs.runs, name="runs"),
+    path("runs/<id:run_id>/", runs.run_detail, name="run-detail"),
+    path("runs/<id:run_id>/result", runs.run_result, name="run-result"),
+    path("runs/<id:run_id>/cancel", runs.run_cancel, name="run-cancel"),
+    path("runs/<id:run_id>/retry", runs.run_retry, name="run-retry"),
+    path("jobs/", jobs.jobs, name="jobs"),
+    path("jobs/<id:job_id>/", jobs.job_detail, name="job-detail"),
+    path("jobs/<id:job_id>/run", jobs.job_run_now, name="job-run-now"),
 ]

@@ -384,13 +384,42 @@ def _http_json(url: str, timeout: float = 2.0) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class DemoAgent:
+    """One agent of the demo roster.
+
+    ``model`` pins the agent's primary (e.g. ``"stub/stub-fail-auth"``) and ``fallbacks`` opts it into the
+    gateway's model failover (e.g. ``("stub/stub-fallback",)``); both default to the shared
+    ``agents.defaults.model``. ``provider_max_retries`` caps the gateway's own same-model retries for this
+    agent (``0``: report the first provider failure at once instead of after up to 10 attempts and ~3 min):
+    OpenClaw reads it from ``retry.provider.maxRetries`` in the agent's ``settings.json``, not openclaw.json.
+    """
+
     id: str
     name: str
     identity_name: str
     emoji: str
+    model: str | None = None
+    fallbacks: tuple[str, ...] | None = None
+    provider_max_retries: int | None = None
 
     def to_config(self) -> dict[str, Any]:
-        return {"name": self.name, "identity": {"name": self.identity_name, "emoji": self.emoji}}
+        config: dict[str, Any] = {
+            "name": self.name,
+            "identity": {"name": self.identity_name, "emoji": self.emoji},
+        }
+        model: dict[str, Any] = {}
+        if self.model is not None:
+            model["primary"] = self.model
+        if self.fallbacks is not None:
+            model["fallbacks"] = list(self.fallbacks)
+        if model:
+            config["model"] = model
+        return config
+
+    def agent_settings(self) -> dict[str, Any] | None:
+        """The agent's ``settings.json`` (embedded-runner settings), or ``None`` when it needs none."""
+        if self.provider_max_retries is None:
+            return None
+        return {"retry": {"provider": {"maxRetries": self.provider_max_retries}}}
 
 
 DEFAULT_AGENTS: tuple[DemoAgent, ...] = (
@@ -553,6 +582,24 @@ class DemoGateway:
         _write_private(self.config_path, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
         return self.config_path
 
+    def agent_dir(self, agent_id: str) -> Path:
+        """Where OpenClaw keeps one agent's runtime state (its ``settings.json``, SQLite store, auth)."""
+        return self.openclaw_state_dir / "agents" / agent_id / "agent"
+
+    def write_agent_settings(self) -> None:
+        """Write ``settings.json`` for the agents that ask for one (see :class:`DemoAgent`)."""
+        for agent in self.agents:
+            settings = agent.agent_settings()
+            if settings is not None:
+                _write_private(
+                    self.agent_dir(agent.id) / "settings.json", json.dumps(settings, indent=2) + "\n"
+                )
+
+    @property
+    def stub_server(self) -> StubModelServer | None:
+        """The in-process stub (``stub="thread"``), e.g. for its model-call counter; ``None`` otherwise."""
+        return self._stub_thread_server
+
     def environment(self, paths: InstallPaths | None = None) -> dict[str, str]:
         """Environment for the gateway and for ``openclaw gateway call`` against this instance."""
         paths = paths if paths is not None else install_paths(self.cache)
@@ -619,6 +666,7 @@ class DemoGateway:
             directory.mkdir(parents=True, exist_ok=True)
             os.chmod(directory, 0o700)
         self.write_config()
+        self.write_agent_settings()
 
         try:
             self._start_stub()

@@ -10,12 +10,26 @@ Endpoints:
 * ``GET /v1/models`` -- lists ``stub-model``.
 * ``GET /healthz`` -- liveness.
 
-Trigger words in the operator text, for tests:
+Trigger words in the operator text, for tests (demo/README.md has the full table):
 
 * ``[[slow]]`` -- stream each word 0.3 s apart, so a run can be aborted while in flight.
+* ``[[slow:N]]`` -- spread the reply over about N seconds.
 * ``[[big:N]]`` -- reply with about N KiB of text.
 * ``[[error]]`` -- answer HTTP 500 with an OpenAI-style ``server_error`` (a provider failure).
 * ``[[ratelimit]]`` -- answer HTTP 429 ``rate_limit_exceeded`` with ``Retry-After: 1``.
+* ``[[ratelimit:N]]`` / ``[[ratelimit:none]]`` -- HTTP 429 with ``Retry-After: N`` / without the header.
+* ``[[auth]]`` -- answer HTTP 401 ``invalid_api_key`` (the provider login expired).
+* ``[[hang]]`` / ``[[hang:N]]`` -- accept the request, never answer; hang up after N s (bounded).
+* ``[[stall]]`` / ``[[stall:N]]`` -- stream the first chunk, then go silent for N s and hang up unfinished.
+
+Fault model ids make every request to that model fail the same way, whatever the prompt: ``stub-fail-<fault>``
+with the marker's argument after a dash, e.g. ``stub-fail-auth``, ``stub-fail-ratelimit-30``,
+``stub-fail-ratelimit-none``, ``stub-fail-error``, ``stub-fail-hang-10``, ``stub-fail-stall``,
+``stub-fail-slow-5``.
+``stub-fallback`` never fails: it ignores the markers, so an agent whose fallback it is always recovers.
+
+The gateway's own retries re-send the transcript with a "Continue the current task…" turn appended; the stub
+reads markers from the last *operator* turn before such continuation turns, so a fault holds on every retry.
 
 Every request body is appended as one JSON line to the log file, so tests can assert on what the gateway sent.
 
@@ -25,6 +39,7 @@ Run standalone: ``python -m demo.stub_model --port 18939 --log var/stub-requests
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -42,6 +57,11 @@ from typing import Any, Self
 
 __all__ = [
     "DEFAULT_MODEL_ID",
+    "FALLBACK_MODEL_ID",
+    "FAULT_MODEL_PREFIX",
+    "Arrival",
+    "Fault",
+    "fault_for",
     "StubModelServer",
     "build_reply",
     "extract_operator_text",
@@ -50,6 +70,14 @@ __all__ = [
 ]
 
 DEFAULT_MODEL_ID = "stub-model"
+# A model id that never fails (markers are ignored): the fallback the gateway's failover path lands on.
+FALLBACK_MODEL_ID = "stub-fallback"
+FAULT_MODEL_PREFIX = "stub-fail-"
+# Bounds for [[hang]] / [[stall]] / [[slow:N]], so a test that forgets to abort still ends.
+DEFAULT_HANG_SECONDS = 120.0
+MAX_FAULT_SECONDS = 600.0
+# What OpenClaw appends as a user turn when it retries a failed model call (embedded runner recovery).
+CONTINUATION_PREFIX = "Continue the current task from the existing transcript"
 INTERNAL_CONTEXT_MARKER = "<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>"
 WORD_DELAY_ENV = "STUB_MODEL_WORD_DELAY"
 DEFAULT_WORD_DELAY: tuple[float, float] = (0.0, 0.02)
@@ -69,6 +97,11 @@ BIG_CHUNK_CHARS = 1024
 _TIMESTAMP_PREFIX = re.compile(r"^\[[^\[\]\n]*\d[^\[\]\n]*\] ")
 _RUNTIME_SUFFIX = "\n\nRuntime:"
 _BIG_TRIGGER = re.compile(r"\[\[big:(\d+)\]\]")
+# [[kind]] or [[kind:arg]]; "slow" alone keeps its historical per-word meaning, handled in _stream.
+_FAULT_MARKER = re.compile(r"\[\[(ratelimit|auth|error|hang|stall|slow)(?::([0-9]+(?:\.[0-9]+)?|none))?\]\]")
+_FAULT_MODEL = re.compile(
+    r"^stub-fail-(ratelimit|auth|error|hang|stall|slow)(?:-([0-9]+(?:\.[0-9]+)?|none))?$"
+)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -125,6 +158,86 @@ def extract_operator_text(messages: Any) -> str:
             continue
         return _clean_operator_turn(text)
     return ""
+
+
+def extract_fault_text(messages: Any) -> str:
+    """The operator turn the gateway is (re)trying: like :func:`extract_operator_text`, but skipping the
+    "Continue the current task…" turns OpenClaw appends when it retries, so a marker holds on every retry."""
+    if not isinstance(messages, list):
+        return ""
+    for message in reversed(messages):
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        text = content_text(message.get("content"))
+        if text.lstrip().startswith(INTERNAL_CONTEXT_MARKER):
+            continue
+        cleaned = _clean_operator_turn(text)
+        if cleaned.startswith(CONTINUATION_PREFIX):
+            continue
+        return cleaned
+    return ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Arrival:
+    """One chat request as the stub saw it: when, for which model, which fault it played, the operator text
+    (the continuation turn on a gateway retry) followed by the turn the fault was read from."""
+
+    at: float
+    model: str
+    fault: str | None
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Fault:
+    """How the stub misbehaves for one request.
+
+    ``kind``: ``ratelimit`` (429), ``auth`` (401), ``error`` (500), ``hang`` (no response), ``stall`` (first
+    chunk, then silence), ``slow`` (the reply spread over ``seconds``). ``seconds`` is the ``Retry-After``
+    value for ``ratelimit`` (``None``: no header) and the duration for the others.
+    """
+
+    kind: str
+    seconds: float | None = None
+
+    @property
+    def retry_after_header(self) -> str | None:
+        if self.kind != "ratelimit" or self.seconds is None:
+            return None
+        return str(int(self.seconds)) if float(self.seconds).is_integer() else str(self.seconds)
+
+
+def _fault_from(kind: str, arg: str | None) -> Fault | None:
+    if kind == "ratelimit":
+        if arg == "none":
+            return Fault("ratelimit", None)
+        return Fault("ratelimit", float(arg) if arg is not None else 1.0)
+    if kind in ("auth", "error"):
+        return Fault(kind)
+    if arg == "none":
+        return None
+    if kind == "slow" and arg is None:
+        return None  # plain [[slow]]: the per-word delay of _stream, not a fault
+    seconds = float(arg) if arg is not None else DEFAULT_HANG_SECONDS
+    return Fault(kind, min(seconds, MAX_FAULT_SECONDS))
+
+
+def fault_for(model: str, fault_text: str) -> Fault | None:
+    """The fault to play for a request to ``model`` whose operator turn is ``fault_text``, or ``None``.
+
+    A fault model id (``stub-fail-…``) wins over markers; :data:`FALLBACK_MODEL_ID` never fails.
+    """
+    if model == FALLBACK_MODEL_ID:
+        return None
+    by_model = _FAULT_MODEL.match(model)
+    if by_model:
+        return _fault_from(by_model.group(1), by_model.group(2))
+    for marker in _FAULT_MARKER.finditer(fault_text):
+        fault = _fault_from(marker.group(1), marker.group(2))
+        if fault is not None:
+            return fault
+    return None
 
 
 def build_reply(model: str, operator_text: str) -> str:
@@ -279,7 +392,10 @@ class _Handler(BaseHTTPRequestHandler):
         model = str(body.get("model") or DEFAULT_MODEL_ID)
         messages = body.get("messages")
         operator_text = extract_operator_text(messages)
-        if ERROR_TRIGGER in operator_text:
+        fault_text = extract_fault_text(messages)
+        fault = fault_for(model, fault_text)
+        self.server.count_request(model, fault, f"{operator_text}\n{fault_text}")
+        if fault is not None and fault.kind == "error":
             error = {
                 "message": "stub provider failure ([[error]])",
                 "type": "server_error",
@@ -287,13 +403,42 @@ class _Handler(BaseHTTPRequestHandler):
             }
             self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": error})
             return
-        if RATE_LIMIT_TRIGGER in operator_text:
+        if fault is not None and fault.kind == "ratelimit":
+            header = fault.retry_after_header
             self._send_json(
                 HTTPStatus.TOO_MANY_REQUESTS,
-                {"error": {"message": "stub rate limit ([[ratelimit]])", "type": "rate_limit_exceeded"}},
-                headers={"Retry-After": "1"},
+                {
+                    "error": {
+                        "message": f"Rate limit reached for requests on {model}. Please try again later.",
+                        "type": "rate_limit_exceeded",
+                        "code": "rate_limit_exceeded",
+                    }
+                },
+                headers={"Retry-After": header} if header is not None else None,
             )
             return
+        if fault is not None and fault.kind == "auth":
+            self._send_json(
+                HTTPStatus.UNAUTHORIZED,
+                {
+                    "error": {
+                        "message": "Incorrect API key provided: stub-***.",
+                        "type": "invalid_request_error",
+                        "code": "invalid_api_key",
+                    }
+                },
+            )
+            return
+        if fault is not None and fault.kind == "hang":
+            # Never answer; hang up after the bound (or at once when the server stops).
+            self.server.stopping.wait(fault.seconds or 0.0)
+            self.close_connection = True
+            return
+        if fault is not None and fault.kind in ("slow", "stall") and not body.get("stream"):
+            self.server.stopping.wait(fault.seconds or 0.0)
+            if fault.kind == "stall":
+                self.close_connection = True
+                return
         reply = build_reply(model, operator_text)
         usage = {
             "prompt_tokens": _estimate_tokens(json.dumps(messages or [])),
@@ -303,7 +448,7 @@ class _Handler(BaseHTTPRequestHandler):
         completion_id = f"chatcmpl-stub-{uuid.uuid4().hex[:24]}"
 
         if body.get("stream"):
-            self._stream(completion_id, model, operator_text, reply, usage)
+            self._stream(completion_id, model, operator_text, reply, usage, fault)
         else:
             self._send_json(
                 HTTPStatus.OK,
@@ -324,7 +469,13 @@ class _Handler(BaseHTTPRequestHandler):
             )
 
     def _stream(
-        self, completion_id: str, model: str, operator_text: str, reply: str, usage: dict[str, int]
+        self,
+        completion_id: str,
+        model: str,
+        operator_text: str,
+        reply: str,
+        usage: dict[str, int],
+        fault: Fault | None = None,
     ) -> None:
         created = int(time.time())
         slow = SLOW_TRIGGER in operator_text
@@ -332,6 +483,9 @@ class _Handler(BaseHTTPRequestHandler):
         low, high = (SLOW_WORD_DELAY, SLOW_WORD_DELAY) if slow else self.server.word_delay
         if big:
             low = high = 0.0
+        pieces = list(_word_chunks(reply, big))
+        if fault is not None and fault.kind == "slow":
+            low = high = (fault.seconds or 0.0) / max(1, len(pieces) - 1)
 
         def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
             payload = {
@@ -352,7 +506,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = True
         try:
-            for index, delta_text in enumerate(_word_chunks(reply, big)):
+            for index, delta_text in enumerate(pieces):
                 if index and high > 0:
                     time.sleep(random.uniform(low, high))
                 delta: dict[str, Any] = {"content": delta_text}
@@ -360,6 +514,10 @@ class _Handler(BaseHTTPRequestHandler):
                     delta["role"] = "assistant"
                 self.wfile.write(chunk([{"index": 0, "delta": delta, "finish_reason": None}]))
                 self.wfile.flush()
+                if fault is not None and fault.kind == "stall":
+                    # One chunk, then silence; hang up without finish_reason or [DONE].
+                    self.server.stopping.wait(fault.seconds or 0.0)
+                    return
             self.wfile.write(chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
             self.wfile.write(chunk([], usage=usage))
             self.wfile.write(b"data: [DONE]\n\n")
@@ -382,6 +540,13 @@ class _StubHTTPServer(ThreadingHTTPServer):
         self.word_delay = word_delay
         self.verbose = verbose
         self._log_lock = threading.Lock()
+        # Set when the server stops, so hanging and stalled requests end at once instead of at their bound.
+        self.stopping = threading.Event()
+        self.arrivals: list[Arrival] = []
+
+    def count_request(self, model: str, fault: Fault | None, text: str) -> None:
+        with self._log_lock:
+            self.arrivals.append(Arrival(time.time(), model, fault.kind if fault is not None else None, text))
 
     def log_request_body(self, body: Any) -> None:
         if self.log_path is None:
@@ -449,6 +614,7 @@ class StubModelServer:
         server, thread = self._server, self._thread
         if server is None:
             return
+        server.stopping.set()
         if thread is not None:
             server.shutdown()
             thread.join(timeout=5)
@@ -459,6 +625,14 @@ class StubModelServer:
     def requests(self) -> list[dict[str, Any]]:
         """Request bodies logged so far."""
         return read_request_log(self.log_path) if self.log_path is not None else []
+
+    def arrivals(self) -> list[Arrival]:
+        """Every chat request since start, in order: the model-call counter (e.g. to count the gateway's
+        retries of one run, filter on a nonce in ``text``)."""
+        if self._server is None:
+            return []
+        with self._server._log_lock:
+            return list(self._server.arrivals)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -3,11 +3,14 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from agentflow.lib.admin import ReadOnlyAdmin, milliseconds
 from agentflow.lib.fields import UnreadableSecret
+from scheduler import audit
+from scheduler.models import ProviderBlock
 
+from . import agent_runs
 from .models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway, HealthSample
 
 
@@ -159,3 +162,38 @@ class HealthSampleAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     @admin.display(description="Error")
     def short_error(self, obj: HealthSample) -> str:
         return obj.error[:80]
+
+
+@admin.register(ProviderBlock)
+class ProviderBlockAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    """Episodes of a blocked provider (fleet.agent_runs, fleet.probes): the record, read-only;
+    "Unblock" is the same audited control as the queue page's button and ``manage.py provider``."""
+
+    list_display = [
+        "started_at",
+        "gateway",
+        "agent",
+        "provider",
+        "ended_at",
+        "ended_by",
+        "probes",
+        "runs_blocked",
+    ]
+    list_filter = ["provider", "ended_at"]
+    search_fields = ["gateway", "agent", "provider", "reason"]
+    date_hierarchy = "started_at"
+    actions = ["unblock"]
+
+    @admin.action(description="Unblock the selected providers (queue their blocked runs again)")
+    def unblock(self, request: Any, queryset: Any) -> None:
+        actor = audit.Actor.of_user(request.user, source="admin", ip_address=request.META.get("REMOTE_ADDR"))
+        done = 0
+        for block in queryset.filter(ended_at__isnull=True):
+            try:
+                done += agent_runs.unblock(
+                    actor, block.gateway, block.agent, block.provider, "unblocked in the admin"
+                )
+            except audit.Refused as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+                return
+        self.message_user(request, f"unblocked; {done} run(s) queued again", messages.SUCCESS)

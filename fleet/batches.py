@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from agentflow.lib.retention import delete_before
 from openclaw import GatewayError, GatewayTimeout
+from scheduler import batch_runs
 from scheduler.models import BatchRun
 from scheduler.registry import BatchSpec, Outcome, Scope, Skip, register_batch, register_scope
 
@@ -168,13 +169,10 @@ def cleanup_history(
         dry_run=dry_run,
         progress=progress,
     )
-    runs = delete_before(
-        BatchRun,
-        "started_at",
-        timezone.now() - timedelta(days=settings.AGENTFLOW_BATCH_RUN_RETENTION_DAYS),
-        batch_size=batch_size,
-        dry_run=dry_run,
-    )
+    batch_cutoff = timezone.now() - timedelta(days=settings.AGENTFLOW_BATCH_RUN_RETENTION_DAYS)
+    runs = delete_before(BatchRun, "started_at", batch_cutoff, batch_size=batch_size, dry_run=dry_run)
+    # The same executions in the runs table (kind "batch") go with them.
+    batch_runs.delete_before(batch_cutoff, batch_size=batch_size, dry_run=dry_run)
     log.info("[BATCH-004] Cleanup: config=%d, chat=%d", result.config, result.chat)
     return Outcome(
         f"config={result.config}, chat={result.chat}" + (" (dry run)" if dry_run else ""),

@@ -4,7 +4,8 @@ A dispatch table, one handler per gateway event the fleet uses, and an explicit 
 
 * ``sessions.changed`` carries the full session row: upsert it at once and push the pulse;
 * ``agent`` lifecycle events start / end runs: push a run indicator;
-* ``chat`` events stream assistant text: push deltas to open chat panels;
+* ``chat`` events stream assistant text: push deltas to open chat panels; a terminal one
+  (final / error / aborted) of an agent run settles its attempt (fleet.agent_runs);
 * ``config.changed`` queues BATCH-002 for that gateway at once (the 30 s poll is the safety net).
 
 Pushes go through the events declared in :mod:`fleet.live`; the polling batches reconcile
@@ -22,7 +23,7 @@ from asgiref.sync import sync_to_async
 from openclaw import Event
 from scheduler.tasks import queue_batch
 
-from . import live, sessions
+from . import agent_runs, live, sessions
 from .batches import CONFIG_POLLING, SESSION_POLLING
 from .models import Gateway
 from .payloads import as_dict
@@ -75,6 +76,8 @@ async def on_chat(gateway_id: int, payload: dict[str, Any]) -> None:
             delta=str(payload.get("deltaText") or "")[:65536],
             error=str(payload.get("errorMessage") or "")[:1000],
         )
+    if payload.get("state") in agent_runs.TERMINAL:
+        await agent_runs.on_terminal_event(gateway_id, payload)
 
 
 async def on_config_changed(gateway_id: int, payload: dict[str, Any]) -> None:

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
 from agentflow.lib.admin import ReadOnlyAdmin, milliseconds
 
-from . import audit
-from .models import Alert, AuditEntry, BatchRun
+from . import actions, audit, controls, queue
+from .models import Alert, Attempt, AuditEntry, BatchRun, Job, QueuePause, Run
 
 
 @admin.register(BatchRun)
@@ -93,3 +97,175 @@ class AuditEntryAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: AuditEntry | None = None) -> bool:
         return False
+
+
+# --- the execution queue ---------------------------------------------------------------------------
+
+
+class JobAdminForm(forms.ModelForm):
+    """The kind is chosen among the registered actions; params are validated by the action
+    (Job.clean), so a bad parameter is a form error naming it, never a 500."""
+
+    kind = forms.ChoiceField(choices=())
+
+    class Meta:
+        model = Job
+        fields = [
+            "name",
+            "kind",
+            "params",
+            "prompt_template",
+            "priority",
+            "timeout_seconds",
+            "max_attempts",
+            "on_error",
+            "on_error_job",
+            "concurrency_limit",
+            "enabled",
+            "tags",
+        ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        choices = [(a.key, f"{a.label} ({a.key})") for a in actions.actions()]
+        current = self.instance.kind if self.instance and self.instance.kind else None
+        if current and current not in dict(choices):
+            choices.append((current, f"{current} (not registered)"))
+        kind = self.fields["kind"]
+        assert isinstance(kind, forms.ChoiceField)
+        kind.choices = choices
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    form = JobAdminForm
+    list_display = ["name", "kind", "priority", "enabled", "max_attempts", "timeout_seconds", "on_error"]
+    list_filter = ["kind", "priority", "enabled", "on_error"]
+    search_fields = ["name"]
+    actions = ["run_now"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        """A system job (a batch) is never deleted: its runs are the batch's history."""
+        if obj is not None and obj.system:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        system = list(queryset.filter(system=True).values_list("name", flat=True))
+        if system:
+            self.message_user(request, f"system jobs are not deleted: {', '.join(system)}", messages.WARNING)
+        super().delete_queryset(request, queryset.filter(system=False))
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Job | None = None) -> Any:
+        if obj is not None and obj.system:
+            return ["name", "params"]  # what makes it the batch's job (Job.clean keeps its kind)
+        return super().get_readonly_fields(request, obj)
+
+    @admin.action(description="Run the selected jobs now")
+    def run_now(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        started = []
+        for job in queryset:
+            try:
+                run = queue.enqueue(job, trigger=Run.Trigger.USER, triggered_by=request.user.get_username())
+            except ValidationError as exc:
+                self.message_user(request, f"{job.name}: {'; '.join(exc.messages)}", messages.ERROR)
+                continue
+            started.append(f"{job.name} → run {run.pk} ({run.status})")
+        if started:
+            self.message_user(request, "; ".join(started), messages.SUCCESS)
+
+
+class AttemptInline(admin.TabularInline):
+    model = Attempt
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = (
+        "number",
+        "id",
+        "status",
+        "error_class",
+        "error",
+        "session_key",
+        "started_at",
+        "finished_at",
+        "worker",
+    )
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Run)
+class RunAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    """Runs are read-only; retry and cancel go through the controls (role check + audit row)."""
+
+    list_display = [
+        "id",
+        "job_name",
+        "kind",
+        "priority",
+        "status",
+        "attempts",
+        "queued_at",
+        "started_at",
+        "finished_at",
+        "error_class",
+    ]
+    list_filter = ["status", "priority", "kind", "error_class", "trigger"]
+    search_fields = ["job_name", "error", "dedupe_key", "triggered_by"]
+    date_hierarchy = "queued_at"
+    show_full_result_count = False
+    inlines = [AttemptInline]
+    actions = ["retry_runs", "cancel_runs"]
+
+    def _control(self, request: HttpRequest, queryset: QuerySet[Run], name: str) -> None:
+        actor = audit.Actor.of_user(request.user, source="admin", ip_address=request.META.get("REMOTE_ADDR"))
+        fn = controls.retry_run if name == "retry" else controls.cancel_run
+        done, refused = 0, []
+        for run in queryset:
+            try:
+                fn(actor, run)
+                done += 1
+            except audit.Refused as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+                return
+            except ValidationError as exc:
+                refused.append("; ".join(exc.messages))
+        if done:
+            self.message_user(request, f"{name}: {done} run(s)", messages.SUCCESS)
+        for message in refused:
+            self.message_user(request, message, messages.WARNING)
+
+    @admin.action(description="Retry the selected runs (failed, aborted, lost, cancelled)")
+    def retry_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+        self._control(request, queryset, "retry")
+
+    @admin.action(description="Cancel the selected runs (waiting or running)")
+    def cancel_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+        self._control(request, queryset, "cancel")
+
+
+@admin.register(QueuePause)
+class QueuePauseAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    """Pauses are made and lifted by the controls (``manage.py queue pause|resume``, later the
+    queue page); here they are shown, and "resume" lifts the selected ones."""
+
+    list_display = ["scope", "value", "who", "reason", "since"]
+    actions = ["resume_selected"]
+
+    @admin.action(description="Resume (lift) the selected pauses")
+    def resume_selected(self, request: HttpRequest, queryset: QuerySet[QueuePause]) -> None:
+        actor = audit.Actor.of_user(request.user, source="admin", ip_address=request.META.get("REMOTE_ADDR"))
+        for pause in queryset:
+            try:
+                released = controls.resume(actor, pause.scope, pause.value)
+            except audit.Refused as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+                return
+            except ValidationError as exc:
+                self.message_user(request, "; ".join(exc.messages), messages.WARNING)
+                continue
+            self.message_user(request, f"{pause}: lifted, {released} run(s) released", messages.SUCCESS)

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 
 from . import roles
 from .models import AuditEntry
@@ -184,7 +184,8 @@ def control(
     try:
         yield ctl
     except Exception as exc:
-        record(action, actor, target, result=Result.ERROR, reason=reason, message=ctl.message or str(exc))
+        text = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+        record(action, actor, target, result=Result.ERROR, reason=reason, message=ctl.message or text)
         raise
     record(
         action,

@@ -1,18 +1,19 @@
-"""Batch metrics kept in Redis, so they add up across worker processes and restarts, and every
-web instance's /metrics reports the same numbers."""
+"""Batch and run metrics kept in Redis, so they add up across worker processes and restarts, and
+every web instance's /metrics reports the same numbers."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from agentflow.lib.redis import get_redis, key
 
-from . import registry
-from .models import BatchRun
+from . import actions, registry
+from .models import BatchRun, Job, Priority, Run
 
 log = logging.getLogger("agentflow.scheduler")
 
@@ -80,3 +81,88 @@ class BatchCollector(Collector):
             ]
             hist.add_metric([batch], buckets, float(data.get("sum", 0)))
         yield hist
+
+
+# --- the execution queue's runs (scheduler/queue.py) -------------------------------------------
+
+# Waits and run times reach an hour (an agent run's default timeout is 10 minutes; a rate-limit
+# backoff is up to 5): the default buckets stop at 10 s.
+RUN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+
+
+def job_label(run: Run) -> str:
+    """A bounded label: the job's name (the Job table), else the run's kind (the registry)."""
+    return run.job_name or run.kind
+
+
+def _observe(pipe: Any, name: str, label: str, value: float) -> None:
+    hist = key("metrics", name, label)
+    for bound in RUN_BUCKETS:
+        if value <= bound:
+            pipe.hincrby(hist, str(bound), 1)
+    pipe.hincrby(hist, "+Inf", 1)
+    pipe.hincrbyfloat(hist, "sum", value)
+
+
+def observe_run(run: Run) -> None:
+    """A run reached a final state: count it and observe its wait and run time (in Redis, so
+    every worker, the listener and the tick add up). Never raises."""
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.hincrby(key("metrics", "runs"), f"{run.status}|{run.priority}|{job_label(run)}", 1)
+        wait = run.wait_seconds
+        if wait is not None:
+            _observe(pipe, "run_wait", run.priority, max(0.0, wait))
+        duration = run.execution_seconds
+        if duration is not None:
+            _observe(pipe, "run_duration", run.priority, max(0.0, duration))
+        pipe.execute()
+    except Exception:  # metrics must never break a run
+        log.warning("could not record run metrics", exc_info=True)
+
+
+def on_run_finished(sender: object, run: Run, **kwargs: object) -> None:
+    observe_run(run)
+
+
+class RunCollector(Collector):
+    """``agentflow_runs_total{status,priority,job}`` (every final status x priority x job name
+    or kind, at 0 before the first run), ``agentflow_queue_depth{priority,state}`` (from the
+    database: waiting and running runs) and the wait and run-time histograms per priority."""
+
+    def collect(self) -> Iterator[Metric]:
+        client = get_redis()
+        labels = sorted({*Job.objects.values_list("name", flat=True), *(a.key for a in actions.actions())})
+        counts = {(s, p, j): 0.0 for s in Run.FINAL for p in Priority.values for j in labels}
+        for field, raw in _decode(client.hgetall(key("metrics", "runs"))).items():
+            status, _, rest = field.partition("|")
+            priority, _, job = rest.partition("|")
+            counts[(status, priority, job)] = float(raw)
+        runs = CounterMetricFamily(
+            "agentflow_runs", "Runs that reached a final state", labels=["status", "priority", "job"]
+        )
+        for (status, priority, job), n in sorted(counts.items()):
+            runs.add_metric([status, priority, job], n)
+        yield runs
+        depth = {(p, s): 0 for p in Priority.values for s in Run.NOT_FINAL}
+        for priority, by_status in Run.objects.filter(status__in=Run.NOT_FINAL).counts().items():
+            for status, n in by_status.items():
+                depth[(priority, status)] = n
+        gauge = GaugeMetricFamily(
+            "agentflow_queue_depth", "Runs waiting or running now", labels=["priority", "state"]
+        )
+        for (priority, status), n in sorted(depth.items()):
+            gauge.add_metric([priority, status], n)
+        yield gauge
+        for name, metric, help_text in (
+            ("run_wait", "agentflow_run_wait_seconds", "Queued to started, per priority"),
+            ("run_duration", "agentflow_run_duration_seconds", "Started to finished, per priority"),
+        ):
+            hist = HistogramMetricFamily(metric, help_text, labels=["priority"])
+            for priority in Priority.values:
+                data = _decode(client.hgetall(key("metrics", name, priority)))
+                buckets = [(str(b), float(data.get(str(b), 0))) for b in RUN_BUCKETS] + [
+                    ("+Inf", float(data.get("+Inf", 0)))
+                ]
+                hist.add_metric([priority], buckets, float(data.get("sum", 0)))
+            yield hist

@@ -6,6 +6,9 @@ what it ran for as a scope name, an id and the name it had then (``gateway``, 3,
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -84,6 +87,15 @@ class BatchRun(models.Model):
     # The token of the run's lock in Redis: a running row whose lock holds another token (or
     # none) has no live worker behind it.
     lock_token = models.CharField(max_length=32, blank=True, editable=False)
+    # The same execution in the runs table (scheduler/batch_runs.py): kind "batch".
+    # Null for a run skipped on its lock (nothing ran) and for rows older than migration 0008.
+    # A ForeignKey, not one-to-one: a retried Run (a new attempt) runs the batch again.
+    run = models.ForeignKey(
+        "Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="batch_runs", editable=False
+    )
+
+    # The run's one-line summary as logged, set by the runner on the row it returns (not stored).
+    summary = ""
 
     objects = BatchRunQuerySet.as_manager()
 
@@ -204,3 +216,330 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_label} {self.action} {self.result}"
+
+
+# --- jobs, runs, attempts, pauses (the execution queue, scheduler/queue.py) -----------------------
+
+
+class Priority(models.TextChoices):
+    URGENT = "urgent", "Urgent"
+    HIGH = "high", "High"
+    NORMAL = "normal", "Normal"
+    LOW = "low", "Low"
+
+
+class Job(models.Model):
+    """A job definition: what runs (an action key), with which parameters, and its policy.
+
+    Fleet targets are parameters (``{"gateway": 3, "agent": "main"}``) validated by the action,
+    never a foreign key into a domain app (ARCHITECTURE.md rule 7)."""
+
+    class OnError(models.TextChoices):
+        NOTIFY = "notify", "Notify (an alert)"
+        RUN_JOB = "run_job", "Run another job"
+        NOTHING = "nothing", "Nothing"
+
+    name = models.SlugField(max_length=100, unique=True)
+    # A registry key (scheduler.actions), not a choice: a new kind needs no migration.
+    kind = models.CharField(max_length=60)
+    params = models.JSONField(default=dict, blank=True)
+    prompt_template = models.TextField(
+        blank=True, help_text="Rendered with the run's input as {{ input }} (Django template syntax)."
+    )
+    priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
+    timeout_seconds = models.PositiveIntegerField(default=600)
+    max_attempts = models.PositiveSmallIntegerField(default=3)
+    on_error = models.CharField(max_length=10, choices=OnError.choices, default=OnError.NOTIFY)
+    on_error_job = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    concurrency_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="At most this many of its runs at once (empty: no limit)."
+    )
+    enabled = models.BooleanField(default=True)
+    tags = models.JSONField(default=list, blank=True)
+    # A system job: one per registered batch (scheduler/batch_runs.py), created after migrate;
+    # never deleted (its runs are the batch's history), its schedule is the batch's beat entry.
+    system = models.BooleanField(default=False, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        if self.system:
+            from django.core.exceptions import ValidationError
+
+            raise ValidationError(
+                f"job {self.name!r} is a system job (a batch): it cannot be deleted", code="system_job"
+            )
+        return super().delete(*args, **kwargs)
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from . import actions
+
+        problems: dict[str, list[str]] = {}
+        try:
+            self.params = actions.validate_params(self.kind, self.params)
+        except ValidationError as exc:
+            problems["kind" if exc.code == "unknown_kind" else "params"] = exc.messages
+        if not isinstance(self.tags, list) or not all(isinstance(t, str) for t in self.tags):
+            problems["tags"] = ["tags must be a list of strings"]
+        if self.max_attempts < 1:
+            problems["max_attempts"] = ["at least 1"]
+        if self.system and self.kind != "batch":
+            problems["kind"] = ["a system job runs its batch: its kind stays batch"]
+        if self.on_error == self.OnError.RUN_JOB and self.on_error_job_id is None:
+            problems["on_error_job"] = ["choose the job to run on error"]
+        if self.on_error_job_id is not None and self.on_error_job_id == self.pk:
+            problems["on_error_job"] = ["a job cannot run itself on error"]
+        if problems:
+            raise ValidationError(problems)
+
+
+class RunQuerySet(models.QuerySet["Run"]):
+    def ready(self) -> RunQuerySet:
+        """Waiting to start now (the partial index ``run_ready``)."""
+        return self.filter(status=Run.Status.QUEUED)
+
+    def in_flight(self) -> RunQuerySet:
+        return self.filter(status=Run.Status.RUNNING)
+
+    def waiting(self) -> RunQuerySet:
+        return self.filter(status__in=Run.WAITING)
+
+    def final(self) -> RunQuerySet:
+        return self.filter(status__in=Run.FINAL)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{priority: {status: n}} over the whole table (one grouped query)."""
+        out: dict[str, dict[str, int]] = {}
+        for row in self.values("priority", "status").annotate(n=models.Count("id")).order_by():
+            out.setdefault(row["priority"], {})[row["status"]] = row["n"]
+        return out
+
+
+class Run(models.Model):
+    """One execution of a job (or an ad-hoc action), a row from the moment it is queued.
+
+    queued → running → succeeded | failed | cancelled | aborted | lost, with scheduled (waits for
+    ``run_after``), blocked (its provider is blocked) and parked (held by a pause) as waiting
+    states. The transitions live in :mod:`scheduler.queue` and :mod:`scheduler.controls`."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        SCHEDULED = "scheduled", "Scheduled"
+        BLOCKED = "blocked", "Blocked"
+        PARKED = "parked", "Parked"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+        ABORTED = "aborted", "Aborted"
+        LOST = "lost", "Lost"
+
+    class Trigger(models.TextChoices):
+        USER = "user", "User"
+        API_TOKEN = "api_token", "API token"
+        SCHEDULE = "schedule", "Schedule"
+        WEBHOOK = "webhook", "Webhook"
+        FILE = "file", "File"
+        SYSTEM = "system", "System"
+
+    WAITING = ("queued", "scheduled", "blocked", "parked")
+    FINAL = ("succeeded", "failed", "cancelled", "aborted", "lost")
+    NOT_FINAL = (*WAITING, "running")
+
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    kind = models.CharField(max_length=60)
+    params = models.JSONField(default=dict, blank=True)
+    input = models.JSONField(null=True, blank=True)
+    prompt = models.TextField(blank=True)
+    priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    run_after = models.DateTimeField(null=True, blank=True)
+    dedupe_key = models.CharField(max_length=200, blank=True)
+    trigger = models.CharField(max_length=10, choices=Trigger.choices, default=Trigger.SYSTEM)
+    triggered_by = models.CharField(max_length=200, blank=True)
+    # Concurrency keys, copied from params when queued (limits are checked on these strings).
+    gateway = models.CharField(max_length=100, blank=True)
+    agent = models.CharField(max_length=100, blank=True)
+    provider = models.CharField(max_length=100, blank=True)
+    job_name = models.CharField(max_length=100, blank=True, help_text="The job's name when queued.")
+    result = models.TextField(blank=True)
+    result_truncated = models.BooleanField(default=False)
+    usage = models.JSONField(default=dict, blank=True)
+    error_class = models.CharField(max_length=30, blank=True)
+    error = models.TextField(blank=True)
+    queued_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="Attempts counted against max_attempts (rate-limit waits are not)."
+    )
+    max_attempts = models.PositiveSmallIntegerField(default=3)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    timeout_seconds = models.PositiveIntegerField(default=600)
+
+    objects = RunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            # The claim: the oldest queued run of a priority (a few rows of the table, always).
+            models.Index(fields=["priority", "id"], name="run_ready", condition=Q(status="queued")),
+            models.Index(fields=["run_after"], name="run_scheduled", condition=Q(status="scheduled")),
+            models.Index(fields=["started_at"], name="run_running", condition=Q(status="running")),
+            models.Index(fields=["status", "priority"], name="run_status"),
+            models.Index(fields=["job", "-id"], name="run_job"),
+            # The ops API's windows (scheduler/stats.py): runs finished / started in the last hour.
+            models.Index(fields=["finished_at"], name="run_finished"),
+            models.Index(fields=["started_at"], name="run_started"),
+            # The queue page: counts per priority x state with the arrivals of the last 10
+            # minutes from the index alone.
+            models.Index(fields=["status", "priority", "queued_at"], name="run_state_queued"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dedupe_key"],
+                condition=Q(status__in=("queued", "scheduled", "blocked", "parked", "running"))
+                & ~Q(dedupe_key=""),
+                name="run_dedupe_not_final",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} {self.job_name or self.kind} {self.status}"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL
+
+    @property
+    def wait_seconds(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return (self.started_at - self.queued_at).total_seconds()
+
+    @property
+    def execution_seconds(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+class Attempt(models.Model):
+    """One try of a run. Its uuid is the gateway's idempotency key, hence the gateway's runId."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        ABORTED = "aborted", "Aborted"
+        LOST = "lost", "Lost"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="attempt_set")
+    number = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    error_class = models.CharField(max_length=30, blank=True)
+    error = models.TextField(blank=True)
+    session_key = models.CharField(max_length=300, blank=True)
+    external_id = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the worker that started it.")
+    # True while a worker process is inside the action's start(): if that worker dies, the
+    # attempt is lost. False once start() returned Started (the work goes on elsewhere).
+    in_worker = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["run", "number"]
+        indexes = [
+            models.Index(fields=["worker"], name="attempt_in_worker", condition=Q(status="running")),
+        ]
+        constraints = [models.UniqueConstraint(fields=["run", "number"], name="attempt_run_number")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of run {self.run_id} {self.status}"
+
+
+class QueuePause(models.Model):
+    """A pause is a row: while it exists, the runs it covers are parked and never claimed."""
+
+    class Scope(models.TextChoices):
+        ALL = "all", "Everything"
+        PRIORITY = "priority", "A priority"
+        GATEWAY = "gateway", "A gateway"
+        AGENT = "agent", "An agent"
+        JOB = "job", "A job"
+
+    scope = models.CharField(max_length=10, choices=Scope.choices)
+    value = models.CharField(max_length=100, blank=True)
+    who = models.CharField(max_length=200)
+    reason = models.TextField(blank=True)
+    since = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["since"]
+        constraints = [models.UniqueConstraint(fields=["scope", "value"], name="queuepause_scope_value")]
+
+    def __str__(self) -> str:
+        return "paused: everything" if self.scope == "all" else f"paused: {self.scope} {self.value}"
+
+
+class ProviderBlockQuerySet(models.QuerySet["ProviderBlock"]):
+    def open(self) -> ProviderBlockQuerySet:
+        return self.filter(ended_at__isnull=True)
+
+    def of(self, gateway: str, agent: str, provider: str) -> ProviderBlockQuerySet:
+        return self.filter(gateway=gateway, agent=agent, provider=provider)
+
+
+class ProviderBlock(models.Model):
+    """One episode of a blocked provider (gateway × agent × provider), from the first
+    ``provider_auth`` failure to the unblock. The Redis flag is the hot path the workers read;
+    this row is the record: why, how many runs it held, each probe, the GitHub issue, the end.
+    Gateway, agent and provider are strings (no foreign key into fleet, ARCHITECTURE.md rule 7)."""
+
+    gateway = models.CharField(max_length=100)
+    agent = models.CharField(max_length=100)
+    provider = models.CharField(max_length=100, blank=True)
+    reason = models.TextField(blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    ended_by = models.CharField(max_length=200, blank=True, help_text="Who unblocked it (a probe: system).")
+    probes = models.PositiveIntegerField(default=0)
+    last_probe_at = models.DateTimeField(null=True, blank=True)
+    last_probe_result = models.TextField(blank=True)
+    github_issue_url = models.URLField(max_length=300, blank=True)
+    github_issue_state = models.CharField(max_length=10, blank=True, help_text="open / closed, as last read.")
+    notification_error = models.TextField(blank=True, help_text="The last notification failure, if any.")
+    runs_blocked = models.PositiveIntegerField(default=0)
+    runs_requeued = models.PositiveIntegerField(default=0)
+
+    objects = ProviderBlockQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["gateway", "agent", "provider"],
+                condition=Q(ended_at__isnull=True),
+                name="providerblock_one_open",
+            )
+        ]
+
+    def __str__(self) -> str:
+        state = "open" if self.ended_at is None else "ended"
+        return f"provider {self.provider or '?'} of agent {self.agent} (gateway {self.gateway}) {state}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.ended_at is None

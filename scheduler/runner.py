@@ -25,8 +25,8 @@ from agentflow.lib.locks import holder as lock_holder
 from agentflow.lib.locks import lease
 from agentflow.lib.locks import release as release_lock
 
-from . import live, metrics, registry
-from .models import Alert, BatchRun
+from . import batch_runs, live, metrics, registry, workers
+from .models import Alert, Attempt, BatchRun, Run
 from .registry import Outcome, Skip
 
 __all__ = ["Outcome", "Skip", "mark_lost", "run"]
@@ -44,10 +44,21 @@ BatchFn = Callable[[Any], Outcome]
 
 
 def run(
-    batch: str, target: Any = None, fn: BatchFn | None = None, *, lock_ttl: int | None = None
+    batch: str,
+    target: Any = None,
+    fn: BatchFn | None = None,
+    *,
+    lock_ttl: int | None = None,
+    trigger: str = Run.Trigger.SCHEDULE,
+    attach: tuple[Run, Attempt] | None = None,
 ) -> BatchRun:
     """Run ``batch`` for ``target`` (None for a global batch); ``fn`` overrides the registered work
     (the cleanup command passes one with progress output).
+
+    The execution is also a ``Run`` of kind ``batch`` (scheduler/batch_runs.py): written running
+    with its attempt next to the BatchRun, settled when the work ends, lost with it. ``attach``:
+    the queued Run and claimed Attempt the ``batch`` action runs for (the queue settles it);
+    otherwise the runner writes and settles its own (``trigger`` says why it runs).
 
     1. Mark the runs whose worker died as lost (:func:`mark_lost`).
     2. Take the (batch, target) lease: a lock of AGENTFLOW_BATCH_LEASE_SECONDS renewed by a
@@ -76,6 +87,7 @@ def run(
         "worker": worker_name(),
     }
     record: BatchRun | None = None
+    linked: tuple[Run, Attempt] | None = attach
 
     def heartbeat() -> None:
         if record is not None:
@@ -95,9 +107,29 @@ def run(
             status, summary = BatchRun.Status.SKIPPED, "skipped, previous run still holds the lock"
             error = "previous run still holds the lock"  # the reason operators see on the run
             counts = {"reason": "locked"}
+            if attach is not None:
+                fields["run"] = attach[0]  # nothing ran: only a run queued by an operator is linked
         else:
+            if linked is None:
+                # Its own path, never the queue's wheel: no backlog, pause or limit delays it.
+                worker = workers.this_worker()  # the liveness key the tick checks
+                fields["worker"] = worker
+                linked = batch_runs.open_run(
+                    batch,
+                    scope=scope,
+                    target_id=target_id,
+                    target_name=target_name,
+                    worker=worker,
+                    started_at=started_at,
+                    trigger=trigger,
+                    timeout_seconds=hold,
+                )
             record = BatchRun.objects.create(
-                **fields, status=BatchRun.Status.RUNNING, heartbeat_at=started_at, lock_token=held.token
+                **fields,
+                status=BatchRun.Status.RUNNING,
+                heartbeat_at=started_at,
+                lock_token=held.token,
+                run=linked[0],
             )
             started = time.perf_counter()  # the work's duration, not the bookkeeping's
             try:
@@ -134,6 +166,9 @@ def run(
             BatchRun.objects.filter(pk=record.pk).update(**outcome_fields)
             for name, value in outcome_fields.items():
                 setattr(record, name, value)
+    record.summary = summary
+    if attach is None and linked is not None:
+        batch_runs.settle(linked[1], record)
     where = f" {scope}={target_name}" if scope else ""
     level = logging.ERROR if status == BatchRun.Status.ERROR else logging.INFO
     log.log(level, "[%s] %s: %s%s (%.0fms)", batch, spec.label, summary, where, duration * 1000)
@@ -193,6 +228,11 @@ def mark_lost() -> list[BatchRun]:
                 release_lock(candidate.batch, candidate.lock_scope, candidate.lock_token)
             except Exception:
                 log.warning("could not release the lock of run %s", candidate.pk, exc_info=True)
+        if candidate.run_id is not None:
+            try:
+                batch_runs.lose(candidate.run_id, error)
+            except Exception:
+                log.warning("could not mark run %s lost", candidate.run_id, exc_info=True)
         candidate.status, candidate.error = BatchRun.Status.LOST, error
         log.warning("[%s] %s: lost%s (%s)", candidate.batch, candidate.batch_label, _where(candidate), error)
         metrics.record(candidate.batch, BatchRun.Status.LOST, duration_ms / 1000)

@@ -13,14 +13,16 @@ import json
 from django.db import transaction
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
-from . import registry
+from . import batch_runs, registry
 
 TASK = "scheduler.tasks.run_batch"
 
 
 @transaction.atomic
 def ensure_schedules(reset: bool = False) -> list[tuple[str, bool]]:
-    """Create the periodic tasks that are missing; returns (name, created) pairs."""
+    """Create the periodic tasks that are missing; returns (name, created) pairs. The batches'
+    system jobs (scheduler/batch_runs.py) are created too when missing."""
+    batch_runs.ensure_system_jobs()
     results = []
     for spec in registry.batches():
         defaults: dict = {"task": TASK, "args": json.dumps([spec.id]), "description": spec.description}

@@ -4,33 +4,39 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import shared_task
+from django.db import OperationalError
+from django.utils import timezone
 
-from . import registry, runner
+from . import queue, registry, runner
+from . import tick as ticking
+from .models import Run
 
 log = logging.getLogger("agentflow.scheduler")
 
 
 @shared_task(name="scheduler.tasks.run_batch", ignore_result=True)
-def run_batch(batch: str) -> None:
+def run_batch(batch: str, trigger: str = "schedule") -> None:
+    """``trigger`` is recorded on the batch's Run: "schedule" from beat, "system" from queue_batch."""
     spec = registry.get(batch)
     if spec.scope is None:
-        runner.run(batch, None)
+        runner.run(batch, None, trigger=trigger)
         return
     for target_id in registry.scope(spec.scope).ids():
-        run_batch_for.delay(batch, target_id)
+        run_batch_for.delay(batch, target_id, trigger=trigger)
 
 
 @shared_task(name="scheduler.tasks.run_batch_for", ignore_result=True)
-def run_batch_for(batch: str, target_id: int) -> None:
+def run_batch_for(batch: str, target_id: int, trigger: str = "schedule") -> None:
     spec = registry.get(batch)
     if spec.scope is None:
         raise ValueError(f"{batch} is a global batch: it has no targets")
     target = registry.scope(spec.scope).load(target_id)
     if target is None:  # deleted or disabled since the message was queued
         return
-    runner.run(batch, target)
+    runner.run(batch, target, trigger=trigger)
 
 
 @shared_task(name="scheduler.tasks.run_batch_for_gateway", ignore_result=True)
@@ -44,10 +50,47 @@ def queue_batch(batch: str, target_id: int | None = None) -> bool:
     is logged, not raised: the batch's schedule catches up."""
     try:
         if target_id is None:
-            run_batch.delay(batch)
+            run_batch.delay(batch, trigger="system")
         else:
-            run_batch_for.delay(batch, target_id)
+            run_batch_for.delay(batch, target_id, trigger="system")
     except Exception:
         log.warning("could not queue %s for %s (broker down?)", batch, target_id, exc_info=True)
         return False
     return True
+
+
+# --- the execution queue (scheduler/queue.py) ----------------------------------------------------
+
+
+@shared_task(name="scheduler.tasks.dispatch", ignore_result=True)
+def dispatch() -> None:
+    """A wake-up: start the next run the queue selects (not a run named by the message)."""
+    queue.start_next()
+
+
+@shared_task(name="scheduler.tasks.tick", ignore_result=True)
+def tick() -> None:
+    report = ticking.tick()
+    if any(vars(report).values()):
+        log.info("tick: %s", ", ".join(f"{k} {v}" for k, v in vars(report).items() if v))
+
+
+@shared_task(
+    name="scheduler.tasks.wake",
+    ignore_result=True,
+    autoretry_for=(OperationalError,),  # a busy database: the pace's chain must not break
+    default_retry_delay=1,
+    max_retries=10,
+)
+def wake(run_id: int) -> None:
+    """A run's wait for admission (rate limit, breaker) is over: queue the due runs and start
+    twice. The first start takes the free slot (the woken run is the oldest of its key); the
+    second asks for the next run its key held back, which then waits for the following slot,
+    so pacing goes on without the tick (scheduler/admission.py)."""
+    due = Run.objects.filter(pk=run_id, status=Run.Status.SCHEDULED).values_list("run_after", flat=True)
+    early = (due[0] - timezone.now()).total_seconds() if due and due[0] else 0.0
+    if 0 < early < 1:  # a countdown a little ahead of the database's clock
+        time.sleep(early)
+    ticking.promote_due(timezone.now())
+    for _ in range(2):
+        queue.start_next()

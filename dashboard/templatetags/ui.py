@@ -27,7 +27,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from dashboard.routing import WEBSOCKET_PATH
 from fleet.models import AgentSession, Gateway
-from scheduler.models import BatchRun
+from scheduler.models import Attempt, BatchRun, Run
 
 register = template.Library()
 
@@ -37,10 +37,22 @@ DIAMOND = "diamond"  # needs a look
 SQUARE = "square"  # down or failed
 RING = "ring"  # off, unknown, nothing to say
 
+
+class BreakerStatus(models.TextChoices):
+    """The circuit breakers' states (scheduler/breakers.py), as the queue page names them."""
+
+    CLOSED = "closed", "Closed"
+    HALF_OPEN = "half_open", "Probing"
+    OPEN = "open", "Open"
+
+
 STATUS_CHOICES: dict[str, type[models.TextChoices]] = {
     "gateway": Gateway.Status,
     "session": AgentSession.Status,
     "run": BatchRun.Status,
+    "job_run": Run.Status,
+    "attempt": Attempt.Status,
+    "breaker": BreakerStatus,
 }
 SHAPES: dict[str, dict[str, str]] = {
     "gateway": {
@@ -64,8 +76,34 @@ SHAPES: dict[str, dict[str, str]] = {
         BatchRun.Status.SKIPPED: RING,
         BatchRun.Status.LOST: SQUARE,  # its worker died mid-run
     },
+    "job_run": {
+        Run.Status.QUEUED: RING,
+        Run.Status.SCHEDULED: RING,
+        Run.Status.PARKED: DIAMOND,  # held by a pause
+        Run.Status.BLOCKED: DIAMOND,  # its provider is blocked
+        Run.Status.RUNNING: CIRCLE,
+        Run.Status.SUCCEEDED: CIRCLE,
+        Run.Status.FAILED: SQUARE,
+        Run.Status.ABORTED: SQUARE,
+        Run.Status.LOST: SQUARE,
+        Run.Status.CANCELLED: RING,
+    },
+    "attempt": {
+        Attempt.Status.RUNNING: CIRCLE,
+        Attempt.Status.SUCCEEDED: CIRCLE,
+        Attempt.Status.FAILED: SQUARE,
+        Attempt.Status.ABORTED: SQUARE,
+        Attempt.Status.LOST: SQUARE,
+    },
+    "breaker": {BreakerStatus.CLOSED: CIRCLE, BreakerStatus.HALF_OPEN: DIAMOND, BreakerStatus.OPEN: SQUARE},
 }
-MODEL_KINDS: dict[type[models.Model], str] = {Gateway: "gateway", AgentSession: "session", BatchRun: "run"}
+MODEL_KINDS: dict[type[models.Model], str] = {
+    Gateway: "gateway",
+    AgentSession: "session",
+    BatchRun: "run",
+    Run: "job_run",
+    Attempt: "attempt",
+}
 LABELS = {kind: dict(choices.choices) for kind, choices in STATUS_CHOICES.items()}
 
 
@@ -203,6 +241,11 @@ SECTIONS = {
     "message-detail": "fleet",
     "batch-runs": "batches",
     "config-history": "config",
+    "queue": "queue",
+    "runs": "runs",
+    "run-detail": "runs",
+    "jobs": "jobs",
+    "job-detail": "jobs",
 }
 
 
@@ -217,6 +260,52 @@ def nav_section(context: template.Context) -> str:
 def nav_gateways() -> list[Gateway]:
     """The gateways the navigation links to (their config history)."""
     return list(Gateway.objects.enabled().only("pk", "name").order_by("name")[:12])
+
+
+@register.filter(name="as_id")
+def as_id_filter(value: Any) -> int | None:
+    """A run's gateway (a string from its params) as a gateway id for a link, or None."""
+    from dashboard.params import as_id
+
+    return as_id(str(value or ""))
+
+
+@register.filter
+def took(obj: Any) -> float | None:
+    """Seconds from ``started_at`` to ``finished_at`` of a run or attempt (None while running)."""
+    started, finished = getattr(obj, "started_at", None), getattr(obj, "finished_at", None)
+    return (finished - started).total_seconds() if started and finished else None
+
+
+@register.filter
+def json_text(value: Any) -> str:
+    """JSON parameters as an operator reads them (true, null; not Python's True, None)."""
+    import json
+
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+
+
+@register.filter
+def duration(seconds: float | None) -> str:
+    """Seconds as a short duration: 0.25 → "250 ms", 42 → "42 s", 150 → "2 min 30 s", 7300 → "2 h 1 min"."""
+    if seconds is None:
+        return "—"
+    if hasattr(seconds, "total_seconds"):
+        seconds = seconds.total_seconds()
+    value = float(seconds)
+    if value < 0:
+        return "—"  # clocks of two hosts disagree: no negative duration is shown
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    if value < 60:
+        return f"{value:.1f} s".replace(".0 s", " s")
+    minutes, secs = divmod(int(value), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{hours // 24} d {hours % 24} h"
 
 
 @register.filter
@@ -236,8 +325,7 @@ def ago(value: datetime | None) -> str:
 
 # The control plane's pages still to come (issue by issue), shown disabled so the navigation has room.
 NAV_SOON = (
-    ("Queue", "list-ordered"), ("Jobs", "briefcase"), ("Triggers", "zap"),
-    ("Flows", "workflow"), ("Alerts", "bell"), ("Audit", "scroll-text"),
+    ("Triggers", "zap"), ("Flows", "workflow"), ("Alerts", "bell"), ("Audit", "scroll-text"),
 )  # fmt: skip
 
 

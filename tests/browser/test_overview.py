@@ -94,6 +94,53 @@ def test_the_pages_fit_a_phone_and_a_desktop_in_light_and_dark(
     make_batch_run("BATCH-001", gateway, duration_ms=12, counts={"sessions": 3})
     make_batch_run("BATCH-005", gateway, status="error", error="TimeoutError: " + "x" * 200)
     make_batch_run("BATCH-004", status="skipped")
+    from scheduler.models import Attempt, Job, QueuePause, Run
+
+    job = Job.objects.create(
+        name="weekly-report", kind="noop", params={}, priority="high", tags=["reports", "weekly"]
+    )
+    now = timezone.now()
+    for i in range(40):
+        done = now - timedelta(minutes=58 - i * 1.4)
+        Run.objects.create(
+            job=job, job_name=job.name, kind="noop", status="succeeded", trigger="schedule",
+            queued_at=done - timedelta(seconds=4 + i % 7), started_at=done - timedelta(seconds=2),
+            finished_at=done,
+        )  # fmt: skip
+    for priority in ("urgent", "high", "normal", "normal", "low"):
+        Run.objects.create(kind="noop", priority=priority, job=job, job_name=job.name)
+    Run.objects.create(
+        kind="noop",
+        priority="normal",
+        status="running",
+        started_at=now - timedelta(minutes=3),
+        gateway=str(gateway.pk),
+        agent="main",
+    )
+    failed = Run.objects.create(
+        job=job, job_name=job.name, kind="noop", status="failed", gateway=str(gateway.pk), agent="main",
+        error_class="server_error", error="HTTP 500 from the provider after 3 attempts " + "y" * 80,
+        attempts=3, queued_at=now - timedelta(minutes=10), started_at=now - timedelta(minutes=9),
+        finished_at=now - timedelta(minutes=8),
+        trigger="user", triggered_by="operator",
+        usage={"input_tokens": 1200, "output_tokens": 300}, result="Partial answer " * 40,
+    )  # fmt: skip
+    for n in (1, 2, 3):
+        Attempt.objects.create(
+            run=failed, number=n, status="failed", error_class="server_error",
+            error="HTTP 500 from the provider", session_key=f"agent:main:run-{n}", worker="worker-1:4242",
+            started_at=now - timedelta(minutes=9 - n * 0.3),
+            finished_at=now - timedelta(minutes=8.9 - n * 0.3),
+        )  # fmt: skip
+    Run.objects.create(
+        kind="noop",
+        status="blocked",
+        gateway=str(gateway.pk),
+        agent="main",
+        provider="anthropic",
+        error="401: the provider session expired",
+    )
+    QueuePause.objects.create(scope="priority", value="low", who="operator", reason="maintenance window")
     configs.record_config(
         gateway, {"hash": "h1", "sourceConfig": {"agents": {"defaults": {"model": "stub"}}}}
     )
@@ -116,13 +163,18 @@ def test_the_pages_fit_a_phone_and_a_desktop_in_light_and_dark(
             "message": f"/gateways/{gateway.pk}/messages/{chat.pk}/",
             "batches": "/batches/",
             "config": f"/gateways/{gateway.pk}/config/",
+            "queue": "/queue/",
+            "runs": "/runs/",
+            "run": f"/runs/{failed.pk}/",
+            "jobs": "/jobs/",
+            "job": f"/jobs/{job.pk}/",
         }
         for name, path in pages.items():
             page.goto(live_server_url + path)
             page.wait_for_load_state("networkidle")
             assert_fits(page, name, width, scheme)
             statuses = page.locator(".status")
-            assert statuses.count() > 0 or name in ("config", "message"), name  # those show no status
+            assert statuses.count() > 0 or name in ("config", "message", "jobs"), name  # those show no status
             for i in range(statuses.count()):
                 badge = statuses.nth(i)
                 assert badge.locator(".label").inner_text().strip(), f"{name}: a status without a label"
@@ -189,10 +241,10 @@ def test_the_navigation_works_from_the_keyboard_and_the_chosen_theme_sticks(
                 )
             )
         texts = [text for text, _, _ in focused]
-        assert texts[:4] == ["AgentFlow", "Fleet", "Batches", "Config kb-gw"], texts
+        assert texts[:7] == ["AgentFlow", "Fleet", "Queue", "Runs", "Jobs", "Batches", "Config kb-gw"], texts
         assert focused[1][1] == "page"  # the overview is the current page
-        assert all(style != "none" for _, _, style in focused[:4]), focused  # a visible focus ring
-        assert not any("Queue" in t or "soon" in t for t in texts), texts  # placeholders are not stops
+        assert all(style != "none" for _, _, style in focused[:7]), focused  # a visible focus ring
+        assert not any("Triggers" in t or "soon" in t for t in texts), texts  # placeholders are not stops
         assert "Light" in texts and "Dark" in texts and any(t.startswith("Log out") for t in texts), texts
 
         dark = page.locator("[data-theme-choice=dark]")

@@ -325,3 +325,24 @@ def test_alerts_are_resolved_not_written_by_hand(staff_client, db):
     assert response.status_code == 302
     alert.refresh_from_db()
     assert alert.resolved_at is not None
+
+
+def test_blocked_provider_episodes_are_read_only_and_unblock_through_the_audited_control(
+    staff_client, redis_prefix
+):
+    from scheduler.models import AuditEntry, ProviderBlock, Run
+
+    block = ProviderBlock.objects.create(gateway="3", agent="main", provider="anthropic", reason="401")
+    run = Run.objects.create(
+        kind="agent.prompt", status="blocked", gateway="3", agent="main", provider="anthropic"
+    )
+    url = reverse("admin:scheduler_providerblock_changelist")
+    page = staff_client.get(url)
+    assert page.status_code == 200 and "anthropic" in page.content.decode()
+    assert staff_client.get(reverse("admin:scheduler_providerblock_add")).status_code == 403
+    response = staff_client.post(url, {"action": "unblock", "_selected_action": [block.pk]}, follow=True)
+    assert response.status_code == 200
+    run.refresh_from_db()
+    block.refresh_from_db()
+    assert run.status == "queued" and block.ended_at is not None
+    assert AuditEntry.objects.filter(action="provider.unblock", result="ok", source="admin").exists()

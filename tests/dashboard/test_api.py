@@ -6,6 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from dashboard.models import ApiToken
 from tests.support.factories import (
@@ -125,6 +128,19 @@ def test_a_bearer_token_records_its_last_use(client, bearer, fleet):
     assert token.last_used_at is not None
 
 
+def test_a_bearer_token_writes_its_last_use_at_most_once_a_minute(client, bearer, fleet):
+    with time_machine.travel(datetime(2026, 12, 1, 12, 0, tzinfo=UTC), tick=False) as traveller:
+        get(client, "/api/v1/gateways/", **bearer)
+        with CaptureQueriesContext(connection) as queries:
+            traveller.shift(timedelta(seconds=59))
+            assert get(client, "/api/v1/gateways/", **bearer).status_code == 200
+        assert not [q for q in queries.captured_queries if q["sql"].startswith('UPDATE "dashboard_apitoken"')]
+        assert ApiToken.objects.get().last_used_at == datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+        traveller.shift(timedelta(seconds=1))
+        get(client, "/api/v1/gateways/", **bearer)
+        assert ApiToken.objects.get().last_used_at == datetime(2026, 12, 1, 12, 1, tzinfo=UTC)
+
+
 @pytest.mark.parametrize(
     "header",
     [
@@ -162,7 +178,7 @@ def test_the_api_is_read_only(api, fleet):
 def test_an_unknown_endpoint_is_a_json_404(api):
     response = get(api, "/api/v1/nothing-here/")
     assert response.status_code == 404
-    assert response.json() == {"error": "no API endpoint at /api/v1/nothing-here/"}
+    assert response.json() == {"error": "no API endpoint at /api/v1/nothing-here/", "code": "not_found"}
 
 
 # --- endpoints ------------------------------------------------------------------------------------
@@ -262,7 +278,7 @@ def test_bad_parameters_get_a_400_with_a_clear_message(api, fleet, url, message)
 def test_an_unknown_gateway_is_a_json_404(api, fleet, url):
     response = get(api, f"{url}?gateway=nope")
     assert response.status_code == 404
-    assert response.json() == {"error": "no gateway named 'nope'"}
+    assert response.json() == {"error": "no gateway named 'nope'", "code": "not_found"}
     assert get(api, f"{url}?gateway=99999").status_code == 404
 
 

@@ -25,6 +25,7 @@ from django.db import close_old_connections
 from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from dashboard import openapi
@@ -121,7 +122,13 @@ def test_the_api_never_answers_500(fleet, wsgi_app, bearer, operation, mode):
         if mode == GenerationMode.POSITIVE and response.status_code == 200:
             case.validate_response(response, checks=[schemathesis.checks.response_schema_conformance])
 
-    run()
+    try:
+        run()
+    except Unsatisfiable:
+        # a public endpoint without parameters or body (health) has nothing to make invalid
+        if mode == GenerationMode.NEGATIVE and not list(operation.iter_parameters()) and not operation.body:
+            pytest.skip("nothing to negate")
+        raise
 
 
 # --- pages and API query strings, from hypothesis text ----------------------------------------------------
@@ -161,6 +168,7 @@ def api_query_pages() -> dict[str, list[str]]:
         op = openapi.declaration(pattern)
         assert op is not None
         path = openapi.openapi_path(route).replace("{session_key}", "agent:main:main")
+        path = path.replace("{run_id}", "1").replace("{name}", "nightly")
         pages[path] = [p.name for p in op.params if p.location == "query"]
     return pages
 

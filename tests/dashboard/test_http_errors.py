@@ -3,6 +3,7 @@ JSON, also with DEBUG on; server-built HTML (the abort reply) escapes gateway te
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -91,7 +92,8 @@ def test_a_nul_character_in_the_query_is_a_400(web, gw):
     assert web.get(f"/gateways/{gw.pk}/sessions/agent:main:main/?q=a%00b").status_code == 400
     assert web.get("/?q=%00").status_code == 400
     assert web.get("/api/v1/sessions/?agent=%00").json() == {
-        "error": "NUL characters are not allowed in the URL"
+        "error": "NUL characters are not allowed in the URL",
+        "code": "bad_request",
     }
 
 
@@ -162,14 +164,14 @@ def test_a_post_to_the_api_is_a_json_405_not_a_csrf_page(debug, operator, gw):
         assert "error" in response.json()
     response = client.post("/api/v1/gateways/")
     assert response.status_code == 405 and response["Allow"] == "GET"
-    assert response.json() == {"error": "method POST is not allowed here (allowed: GET)"}
+    assert response.json() == {"error": "method POST is not allowed here (allowed: GET)", "code": "method"}
 
 
 def test_api_404s_are_json(debug, web):
     for url in ["/api/", "/api/v2/", "/api/v1/gateway"]:
         response = web.get(url)
         assert response.status_code == 404, url
-        assert response.json() == {"error": f"no API endpoint at {url}"}
+        assert response.json() == {"error": f"no API endpoint at {url}", "code": "not_found"}
 
 
 def test_401_is_json(debug, client, gw):
@@ -192,7 +194,7 @@ def test_an_unexpected_error_is_a_logged_json_500(debug, operator, gw, monkeypat
     with caplog.at_level(logging.ERROR, logger="dashboard.api"):
         response = client.get("/api/v1/batches/", headers={"Authorization": f"Bearer {raw}"})
     assert response.status_code == 500
-    assert response.json() == {"error": "internal error: it has been logged"}
+    assert response.json() == {"error": "internal error: it has been logged", "code": "error"}
     assert "a bug" not in response.content.decode()
     assert any(r.exc_info and "a bug" in str(r.exc_info[1]) for r in caplog.records)
 
@@ -209,3 +211,47 @@ def test_too_many_query_fields_is_a_json_400_under_the_api(web):
     assert response.status_code == 400
     assert "error" in response.json()
     assert web.get(f"/?{query}").status_code == 400
+
+
+def _a_real_lock_timeout(tmp_path) -> Exception:
+    """The error SQLite gives a second writer whose lock wait ran out, as Django raises it."""
+    import sqlite3
+
+    from django.db import OperationalError
+
+    path = tmp_path / "busy.sqlite3"
+    holder = sqlite3.connect(path, timeout=0)
+    holder.execute("create table t (x)")
+    holder.execute("begin immediate")
+    holder.execute("insert into t values (1)")
+    other = sqlite3.connect(path, timeout=0)
+    try:
+        other.execute("insert into t values (2)")
+    except sqlite3.OperationalError as exc:
+        return OperationalError(str(exc))
+    finally:
+        other.close()
+        holder.close()
+    raise AssertionError("the second writer was not refused")
+
+
+@pytest.mark.django_db
+def test_a_database_too_busy_to_answer_is_a_503_with_retry_after_not_a_500(tmp_path, rf, operator):
+    from dashboard.middleware import HttpErrorsMiddleware
+
+    error = _a_real_lock_timeout(tmp_path)
+    assert "database is locked" in str(error)
+    middleware = HttpErrorsMiddleware(lambda request: None)  # type: ignore[arg-type,return-value]
+    api = rf.post("/api/v1/runs/")
+    response = middleware.process_exception(api, error)
+    assert response is not None and response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert json.loads(response.content)["code"] == "busy"
+    page = rf.get("/queue/")
+    page.user = operator
+    response = middleware.process_exception(page, error)
+    assert response is not None and response.status_code == 503 and b"Try again" in response.content
+    # Any other database error is still an error, not "busy".
+    from django.db import OperationalError
+
+    assert middleware.process_exception(page, OperationalError("no such table: x")) is None

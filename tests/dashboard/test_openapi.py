@@ -68,7 +68,7 @@ def test_the_schema_is_valid_openapi_3_1(client, bearer):
     validate(schema)  # the OpenAPI 3.1 meta-schema (openapi-spec-validator); raises if invalid
     loaded = schemathesis.openapi.from_dict(schema)
     operations = [result.ok() for result in loaded.get_all_operations()]
-    assert len(operations) == len(list(openapi.api_routes()))
+    assert len(operations) == sum(len(openapi.declarations(p)) for _, p in openapi.api_routes())
 
 
 def test_the_schema_and_index_need_authentication(client):
@@ -86,5 +86,5 @@ def test_the_index_lists_the_endpoints_with_urls_and_summaries(client, bearer):
     assert by_name["chat"]["path"] == "/api/v1/chat/{session_key}/"
     assert all(e["summary"] and "\n" not in e["summary"] for e in body["endpoints"])
     for entry in body["endpoints"]:
-        if "{" not in entry["path"]:
+        if "{" not in entry["path"] and entry["method"] == "GET":
             assert client.get(entry["url"], headers=bearer).status_code == 200, entry["url"]

@@ -134,7 +134,7 @@ def test_chat_deltas_go_to_the_sessions_chat_group(gateway, listen):
 
 def test_config_changed_queues_a_config_poll(gateway, monkeypatch):
     sent = []
-    monkeypatch.setattr(tasks.run_batch_for, "delay", lambda *args: sent.append(args))
+    monkeypatch.setattr(tasks.run_batch_for, "delay", lambda *args, **kwargs: sent.append(args))
     handle(gateway, {"event": "config.changed", "payload": {"hash": "new"}})
     assert sent == [("BATCH-002", gateway.pk)]
 

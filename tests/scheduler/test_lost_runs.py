@@ -19,7 +19,7 @@ from agentflow.lib.locks import holder, lease
 from agentflow.lib.redis import get_redis, key
 from fleet import batches
 from scheduler import runner, tasks
-from scheduler.models import BatchRun
+from scheduler.models import BatchRun, Run
 from scheduler.runner import Outcome
 from tests.support.celery import celery_env, logs, start_celery
 from tests.support.factories import make_gateway
@@ -211,6 +211,9 @@ def test_a_worker_killed_mid_run_leaves_a_lost_run_a_free_lock_and_its_task_rede
         row.refresh_from_db()
         assert row.status == "lost"
         assert row.error == f"worker {row.worker} died (its process is gone): the run did not finish"
+        # ...and so is its Run in the runs table (kind "batch"), like any other lost run.
+        lost_run = Run.objects.get(pk=row.run_id)
+        assert (lost_run.kind, lost_run.status, lost_run.error) == ("batch", "lost", row.error)
 
         # The task message was not acknowledged: a new worker gets it back and the run completes.
         second = slow_worker(redis_prefix, tmp_path / "worker-2.log", sleep_s=0.2)
@@ -223,6 +226,8 @@ def test_a_worker_killed_mid_run_leaves_a_lost_run_a_free_lock_and_its_task_rede
         except AssertionError:
             raise AssertionError(f"the task was not redelivered\n{logs(tmp_path)}") from None
         assert done.worker.endswith(f":{second.pid}")
+        assert Run.objects.get(pk=done.run_id).status == "succeeded"
+        assert Run.objects.filter(kind="batch").count() == 2
         assert not BatchRun.objects.filter(batch=SLOW, status="skipped").exists()
         assert BatchRun.objects.filter(batch=SLOW).count() == 2
     finally:

@@ -49,10 +49,21 @@ def start_celery(args: list[str], env: dict[str, str], log: Path) -> subprocess.
         )
 
 
-def start_worker(env: dict[str, str], log: Path, queue: str) -> subprocess.Popen:
-    """One solo worker consuming ``queue`` only."""
+PRIORITIES = ("urgent", "high", "normal", "low")
+
+
+def engine_queues(queue: str) -> list[str]:
+    """``queue`` and the engine's priority queues named after it (settings.CELERY_TASK_QUEUES)."""
+    return [queue, *(f"{queue}.{p}" for p in PRIORITIES)]
+
+
+def start_worker(
+    env: dict[str, str], log: Path, queue: str, pool: tuple[str, ...] = ("--pool", "solo")
+) -> subprocess.Popen:
+    """One worker (solo by default) consuming ``queue`` and the engine's priority queues."""
     name = f"aftest-{uuid.uuid4().hex[:8]}@%h"
-    args = ["worker", "--pool", "solo", "-n", name, "-Q", queue, "--without-gossip", "--without-mingle"]
+    queues = ",".join(engine_queues(queue))
+    args = ["worker", *pool, "-n", name, "-Q", queues, "--without-gossip", "--without-mingle"]
     return start_celery([*args, "-l", "INFO"], env, log)
 
 

@@ -1,0 +1,661 @@
+"""The execution queue: enqueue, claim, start, complete. The database is the queue of record;
+Celery only carries wake-ups (scheduler.tasks.dispatch), one Celery queue per priority.
+
+Selection (scheduler/README.md, "Selection policy"), inside one serialised transaction:
+
+1. ``urgent`` first, always.
+2. Otherwise a fixed wheel, the smooth weighted round-robin of high 4 : normal 2 : low 1,
+   ``H N H L H N H``, read from a position kept in Redis: the first class on the wheel from
+   there that has an eligible run is served and the position moves past it. Classes with
+   nothing to start are skipped, so high gets two picks per normal pick while both wait, and
+   low gets one pick in every seven at worst (no starvation).
+3. Within a class, the oldest queued run (by id) that no pause covers and no concurrency limit
+   (gateway, agent of a gateway, job) holds back.
+
+A claim is ``UPDATE … SET status='running' WHERE id=… AND status='queued'``: it proceeds only
+if one row changed, so a duplicate message or a second worker never starts a run twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Exists, Q
+from django.template import Context, Engine, TemplateSyntaxError
+from django.utils import timezone
+
+from agentflow.lib.logcontext import bind_run
+from agentflow.lib.redis import get_redis, key
+
+from . import actions, admission, alerts, errors, live, signals, workers
+from .actions import AttemptContext, Finished, Started
+from .models import Alert, Attempt, Job, Priority, QueuePause, Run
+
+log = logging.getLogger("agentflow.scheduler")
+
+PRIORITIES = tuple(Priority.values)  # urgent, high, normal, low
+WHEEL = ("high", "normal", "high", "low", "high", "normal", "high")  # SWRR of 4:2:1
+_TEMPLATES = Engine(autoescape=False)  # no loaders, no tags beyond the built-ins
+_PG_CLAIM_LOCK = 7_353_001  # pg_advisory_xact_lock id serialising claims (limits stay exact)
+
+
+# --- enqueue -------------------------------------------------------------------------------------
+
+
+def render_prompt(template: str, input: Any) -> str:
+    """``template`` rendered with ``{{ input }}`` (Django template language: no code runs)."""
+    if not template:
+        return ""
+    try:
+        return _TEMPLATES.from_string(template).render(Context({"input": input}))
+    except TemplateSyntaxError as exc:
+        raise ValidationError(f"the prompt template does not parse: {exc}", code="bad_template") from None
+
+
+def _concurrency_keys(params: Mapping[str, Any]) -> dict[str, str]:
+    return {name: str(params.get(name) or "")[:100] for name in ("gateway", "agent", "provider")}
+
+
+def enqueue(
+    job: Job | str | None = None,
+    *,
+    kind: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    input: Any = None,
+    prompt: str | None = None,
+    priority: str | None = None,
+    run_after: datetime | None = None,
+    dedupe_key: str = "",
+    trigger: str = Run.Trigger.SYSTEM,
+    triggered_by: str = "",
+    timeout_seconds: int | None = None,
+    max_attempts: int | None = None,
+) -> Run:
+    """Create a run (queued, scheduled when ``run_after`` is ahead, parked under a pause) and
+    dispatch it on commit. A ``dedupe_key`` already held by an unfinished run returns that run.
+    Bad input raises ``ValidationError`` with a message for the caller; nothing is written."""
+    if isinstance(job, str):
+        found = Job.objects.filter(name=job).first()
+        if found is None:
+            raise ValidationError(f"no job named {job!r}", code="unknown_job")
+        job = found
+    if job is not None:
+        if not job.enabled:
+            raise ValidationError(f"job {job.name!r} is disabled", code="job_disabled")
+        kind = job.kind
+        merged = {**(job.params or {}), **(params or {})}
+    elif kind is None:
+        raise ValidationError("a run needs a job or a kind", code="no_kind")
+    else:
+        merged = dict(params or {})
+    cleaned = actions.validate_params(kind, merged)
+    priority = priority or (job.priority if job is not None else Priority.NORMAL)
+    if priority not in PRIORITIES:
+        raise ValidationError(
+            f"unknown priority {priority!r} (one of {', '.join(PRIORITIES)})", code="bad_priority"
+        )
+    if trigger not in Run.Trigger.values:
+        raise ValidationError(f"unknown trigger {trigger!r}", code="bad_trigger")
+    timeout = timeout_seconds if timeout_seconds is not None else (job.timeout_seconds if job else 600)
+    if not isinstance(timeout, int) or timeout < 1:
+        raise ValidationError("timeout must be a whole number of seconds, at least 1", code="bad_timeout")
+    if prompt is None:
+        prompt = render_prompt(job.prompt_template if job else "", input)
+    if dedupe_key:
+        existing = Run.objects.filter(dedupe_key=dedupe_key, status__in=Run.NOT_FINAL).first()
+        if existing is not None:
+            return existing
+    now = timezone.now()
+    run = Run(
+        job=job,
+        job_name=job.name if job else "",
+        kind=kind,
+        params=cleaned,
+        input=input,
+        prompt=prompt,
+        priority=priority,
+        run_after=run_after,
+        dedupe_key=dedupe_key[:200],
+        trigger=trigger,
+        triggered_by=triggered_by[:200],
+        timeout_seconds=timeout,
+        max_attempts=max_attempts or (job.max_attempts if job else 3),
+        queued_at=now,
+        **_concurrency_keys(cleaned),
+    )
+    if covered_by_pause(run):
+        run.status = Run.Status.PARKED
+    elif run_after is not None and run_after > now:
+        run.status = Run.Status.SCHEDULED
+    try:
+        with transaction.atomic():
+            run.save()
+    except IntegrityError:
+        existing = Run.objects.filter(dedupe_key=dedupe_key, status__in=Run.NOT_FINAL).first()
+        if dedupe_key and existing is not None:
+            return existing
+        raise
+    if run.status == Run.Status.QUEUED:
+        transaction.on_commit(lambda: send_dispatch(priority))
+    return run
+
+
+# --- pauses --------------------------------------------------------------------------------------
+
+
+def pause_q(pauses: Iterable[QueuePause]) -> Q | None:
+    """The runs the pauses cover, as a filter (None: no pause)."""
+    q: Q | None = None
+    for pause in pauses:
+        part = {
+            QueuePause.Scope.ALL: Q(pk__isnull=False),
+            QueuePause.Scope.PRIORITY: Q(priority=pause.value),
+            QueuePause.Scope.GATEWAY: Q(gateway=pause.value),
+            QueuePause.Scope.AGENT: Q(agent=pause.value),
+            QueuePause.Scope.JOB: Q(job_name=pause.value),
+        }[QueuePause.Scope(pause.scope)]
+        q = part if q is None else q | part
+    return q
+
+
+def pause_covers(pause: QueuePause, run: Run) -> bool:
+    return {
+        QueuePause.Scope.ALL: True,
+        QueuePause.Scope.PRIORITY: run.priority == pause.value,
+        QueuePause.Scope.GATEWAY: run.gateway == pause.value,
+        QueuePause.Scope.AGENT: run.agent == pause.value,
+        QueuePause.Scope.JOB: run.job_name == pause.value,
+    }[QueuePause.Scope(pause.scope)]
+
+
+def covered_by_pause(run: Run) -> bool:
+    return any(pause_covers(p, run) for p in QueuePause.objects.all())
+
+
+# --- concurrency limits ----------------------------------------------------------------------------
+
+
+@dataclass
+class Usage:
+    """Runs in flight per gateway, per (gateway, agent) and per job, with the jobs' limits."""
+
+    gateway: Counter[str] = field(default_factory=Counter)
+    agent: Counter[tuple[str, str]] = field(default_factory=Counter)
+    job: Counter[int] = field(default_factory=Counter)
+    job_limit: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def now(cls) -> Usage:
+        usage = cls()
+        rows = Run.objects.in_flight().values_list("gateway", "agent", "job_id", "job__concurrency_limit")
+        for gateway, agent, job_id, limit in rows:
+            if gateway:
+                usage.gateway[gateway] += 1
+            if agent:
+                usage.agent[(gateway, agent)] += 1
+            if job_id is not None:
+                usage.job[job_id] += 1
+                if limit:
+                    usage.job_limit[job_id] = limit
+        return usage
+
+    def saturated_q(self) -> Q | None:
+        """The queued runs a limit holds back now (None: none)."""
+        parts = []
+        full_gateways = [g for g, n in self.gateway.items() if n >= settings.AGENTFLOW_GATEWAY_CONCURRENCY]
+        if full_gateways:
+            parts.append(Q(gateway__in=full_gateways))
+        for (gateway, agent), n in self.agent.items():
+            if n >= settings.AGENTFLOW_AGENT_CONCURRENCY:
+                parts.append(Q(gateway=gateway, agent=agent))
+        full_jobs = [j for j, limit in self.job_limit.items() if self.job[j] >= limit]
+        if full_jobs:
+            parts.append(Q(job_id__in=full_jobs))
+        if not parts:
+            return None
+        q = parts[0]
+        for part in parts[1:]:
+            q |= part
+        return q
+
+
+# --- claim ---------------------------------------------------------------------------------------
+
+
+def _wheel_key() -> str:
+    return key("queue", "wheel")
+
+
+def _starved_key() -> str:
+    return key("queue", "starved")
+
+
+def eligible(*, flag_starved: bool = False) -> Any:
+    """Queued runs no pause covers and no limit holds back (two small queries to build it).
+    ``flag_starved``: when a limit holds runs back, ask the next completion for a wake-up."""
+    qs = Run.objects.ready()
+    paused = pause_q(QueuePause.objects.all())
+    if paused is not None:
+        qs = qs.exclude(paused)
+    saturated = Usage.now().saturated_q()
+    if saturated is not None:
+        qs = qs.exclude(saturated)
+        if flag_starved:
+            get_redis().set(_starved_key(), "1", ex=3600)
+    held = admission.held_q()  # keys waiting for the rate limiter or a breaker (admission.py)
+    if held is not None:
+        qs = qs.exclude(held)
+    return qs
+
+
+OPTIMISTIC_TRIES = 5
+
+
+def _limited(run: Run) -> bool:
+    """Whether a concurrency limit applies to the run (then it is claimed under the lock)."""
+    return bool(run.gateway or run.agent or (run.job is not None and run.job.concurrency_limit))
+
+
+def _pick(redis: Any, *, locked: bool) -> tuple[Run | None, int | None, Any] | None:
+    """The run the policy starts next (None: it was claimed meanwhile, choose again), the wheel
+    position after it and the eligible runs' queryset; None when nothing is eligible."""
+    ready = eligible(flag_starved=True)
+    position = int(redis.get(_wheel_key()) or 0) % len(WHEEL)
+    order = [(Priority.URGENT.value, None)] + [
+        (WHEEL[(position + i) % len(WHEEL)], (position + i + 1) % len(WHEEL)) for i in range(len(WHEEL))
+    ]
+    if locked:
+        first = _first_ids(ready)
+        for priority, next_position in order:
+            if priority not in first:
+                continue
+            qs = Run.objects.select_related("job").filter(pk=first[priority], status=Run.Status.QUEUED)
+            qs = qs.select_for_update(skip_locked=True, of=("self",))
+            return qs.first(), next_position, ready
+        return None
+    heads = _heads(ready)
+    for priority, next_position in order:
+        if priority in heads:
+            return heads[priority], next_position, ready
+    return None
+
+
+def _heads(eligible: Any) -> dict[str, Run]:
+    """The oldest eligible run of each priority that has one, rows and jobs in one query (the
+    optimistic path: ``_take``'s conditional UPDATE re-checks the status)."""
+    subqueries = [eligible.filter(priority=p).order_by("id").values("id")[:1] for p in PRIORITIES]
+    q = Q(pk__in=subqueries[0])
+    for subquery in subqueries[1:]:
+        q |= Q(pk__in=subquery)
+    return {run.priority: run for run in Run.objects.select_related("job").filter(q).order_by()}
+
+
+def _first_ids(eligible: Any) -> dict[str, int]:
+    """The oldest eligible run's id of each priority that has one, in one query: a scalar
+    subquery per priority, each an index lookup (``run_ready``), whatever the backlog."""
+    parts, params = [], []
+    for priority in PRIORITIES:
+        sql, values = (
+            eligible.filter(priority=priority).order_by("id").values("id")[:1].query.sql_with_params()
+        )
+        parts.append(f"({sql})")
+        params.extend(values)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join(parts), params)
+        row = cursor.fetchone()
+    return {p: v for p, v in zip(PRIORITIES, row, strict=True) if v is not None}
+
+
+def _take(
+    candidate: Run, worker: str, next_position: int | None, ready: Any, redis: Any
+) -> tuple[Run, Attempt] | None:
+    """The conditional UPDATE and the Attempt row, in one short transaction. A run that is not
+    urgent is claimed only while no eligible urgent run waits (NOT EXISTS in the same UPDATE):
+    an urgent run committed between the choice and the claim is never overtaken."""
+    now = timezone.now()
+    claim = Run.objects.filter(pk=candidate.pk, status=Run.Status.QUEUED)
+    if candidate.started_at is None:  # never claimed, so no Attempt yet (see _attempt_number)
+        claim = claim.filter(started_at__isnull=True)
+    if candidate.priority != Priority.URGENT:
+        urgent = ready.filter(priority=Priority.URGENT).order_by().values("pk")
+        claim = claim.exclude(Exists(urgent))
+    with transaction.atomic():
+        changed = claim.update(
+            status=Run.Status.RUNNING, started_at=candidate.started_at or now, next_attempt_at=None
+        )
+        if changed != 1:
+            return None
+        refusal = admission.admit(candidate)
+        if refusal is not None:
+            _wait_for_admission(candidate, refusal, now)
+            return None
+        number = _attempt_number(candidate)
+        attempt = Attempt.objects.create(
+            id=uuid.uuid4(), run=candidate, number=number, worker=worker, started_at=now
+        )
+    if next_position is not None:
+        redis.set(_wheel_key(), next_position)
+    candidate.status = Run.Status.RUNNING
+    candidate.started_at = candidate.started_at or now
+    return candidate, attempt
+
+
+def _attempt_number(run: Run) -> int:
+    """The number of the attempt being created. A run whose first claim this is (``started_at``
+    unset: it is set by the first claim and never cleared, and the claim's UPDATE required it
+    unset) has no Attempt yet, so it is 1 without a COUNT; a retried run counts its attempts."""
+    if run.started_at is None:
+        return 1
+    return Attempt.objects.filter(run_id=run.pk).count() + 1
+
+
+def _logged(run: Run, attempt: object = None) -> Any:
+    """Every line logged inside carries the run's id, job, attempt, gateway and agent."""
+    return bind_run(
+        run_id=run.pk,
+        job=run.job_name or run.kind,
+        attempt=str(attempt) if attempt is not None else None,
+        gateway=run.gateway or None,
+        agent=run.agent or None,
+    )
+
+
+def _wait_for_admission(run: Run, refusal: admission.Refusal, now: datetime) -> None:
+    """The claimed run may not start yet (rate limit, breaker): back to scheduled for the wait,
+    no Attempt, no error (inside _take's transaction). The key is held meanwhile, and a wake-up
+    is sent for the end of the wait (on commit)."""
+    until = now + timedelta(seconds=refusal.wait_seconds)
+    Run.objects.filter(pk=run.pk).update(
+        status=Run.Status.SCHEDULED, run_after=until, next_attempt_at=until, started_at=run.started_at
+    )
+    with _logged(run):
+        log.info(
+            "run %s waits %.2fs (%s %s)", run.pk, refusal.wait_seconds, refusal.reason, refusal.hold or "-"
+        )
+    try:
+        admission.hold(refusal.hold, until.timestamp() - admission.HOLD_MARGIN)
+    except Exception:
+        log.warning("could not hold %s", refusal.hold, exc_info=True)
+    transaction.on_commit(lambda: send_wake(run.pk, refusal.wait_seconds))
+
+
+def claim_next(worker: str) -> tuple[Run, Attempt] | None:
+    """Choose and claim the next run to start (the selection policy above), or None.
+
+    1. Optimistic: choose without holding the write lock; a run no limit applies to is claimed
+       with the conditional UPDATE (+ its Attempt) in a short transaction. Lost the race (the
+       UPDATE changed nothing)? Choose again, a few times.
+    2. A run a limit applies to (gateway, agent, job limit) is chosen and claimed again inside
+       one transaction that serialises claimers (BEGIN IMMEDIATE on SQLite, the settings'
+       transaction_mode; an advisory transaction lock and SKIP LOCKED on PostgreSQL), so the
+       in-flight counts it is checked against cannot change under it: limits are exact.
+    3. When a limit held runs back, a flag in Redis asks the next completion for a dispatch.
+
+    The wheel position is read and written per claim: exact for one claimer at a time, within
+    a pick or two of it when several workers claim at the same instant.
+    """
+    redis = get_redis()
+    for _ in range(OPTIMISTIC_TRIES):
+        picked = _pick(redis, locked=False)
+        if picked is None:
+            return None
+        candidate, next_position, ready = picked
+        if candidate is None:
+            continue
+        if _limited(candidate):
+            break
+        claimed = _take(candidate, worker, next_position, ready, redis)
+        if claimed is not None:
+            return claimed
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_PG_CLAIM_LOCK])
+        # Under the lock no one else claims: _take answers None only when admission made the
+        # run wait (its key is held now), so choose again among the others, a few times.
+        for _ in range(OPTIMISTIC_TRIES):
+            picked = _pick(redis, locked=True)
+            if picked is None:
+                return None
+            candidate, next_position, ready = picked
+            if candidate is None:
+                return None
+            claimed = _take(candidate, worker, next_position, ready, redis)
+            if claimed is not None:
+                return claimed
+        return None
+
+
+def start_next(worker: str | None = None) -> Run | None:
+    """Claim the next run and start its action outside the claim's transaction.
+
+    ``Finished`` completes the attempt at once; ``Started`` leaves the run running (the worker
+    is free: the work's owner calls :func:`complete_attempt`). An exception from the action is
+    a ``system`` failure of the attempt, never of the worker."""
+    worker = worker or workers.this_worker()
+    claimed = claim_next(worker)
+    if claimed is None:
+        return None
+    run, attempt = claimed
+    with _logged(run, attempt.pk):
+        return _start(run, attempt, worker)
+
+
+def _start(run: Run, attempt: Attempt, worker: str) -> Run | None:
+    spec = actions.find_action(run.kind)
+    outcome: Finished | Started
+    if spec is None:
+        outcome = Finished(
+            "failed", errors.SYSTEM, f"no action {run.kind!r} is registered in worker {worker}"
+        )
+    else:
+        ctx = AttemptContext(run=run, attempt=attempt, prompt=run.prompt, params=run.params, input=run.input)
+        try:
+            outcome = spec.start(ctx)
+        except Exception as exc:
+            log.exception("run %s: action %s raised", run.pk, run.kind)
+            outcome = Finished("failed", errors.SYSTEM, f"{type(exc).__name__}: {exc}")
+    if isinstance(outcome, Started):
+        # No status filter: the result may already have settled the attempt (a fast agent run's
+        # terminal event can reach the listener before this line); its session key is kept anyway.
+        Attempt.objects.filter(pk=attempt.pk).update(
+            in_worker=False, session_key=outcome.session_key[:300], external_id=outcome.external_id[:200]
+        )
+        return run
+    return complete_attempt(attempt.pk, outcome) or run
+
+
+# --- completion ----------------------------------------------------------------------------------
+
+
+def complete_attempt(attempt_id: uuid.UUID | str, outcome: Finished) -> Run | None:
+    """Settle an attempt: the one entry point for whoever learns how it ended (the worker, the
+    listener, the reconciler, a cancel).
+
+    Idempotent, first terminal wins: the attempt moves from running with a conditional UPDATE;
+    an unknown id, a malformed one, or an attempt already settled returns None and changes
+    nothing. If the run left ``running`` meanwhile (cancelled), only the attempt is recorded.
+    """
+    try:
+        attempt_uuid = attempt_id if isinstance(attempt_id, uuid.UUID) else uuid.UUID(str(attempt_id))
+    except ValueError:
+        return None
+    now = timezone.now()
+    error_class = (
+        ""
+        if outcome.status == "succeeded"
+        else errors.normalise(
+            outcome.error_class or (errors.ABORTED if outcome.status == "aborted" else None)
+        )
+    )
+    with transaction.atomic():
+        changed = Attempt.objects.filter(pk=attempt_uuid, status=Attempt.Status.RUNNING).update(
+            status=outcome.status,
+            error_class=error_class,
+            error=outcome.error,
+            finished_at=now,
+            in_worker=False,
+        )
+        if changed != 1:
+            return None
+        run = (
+            Run.objects.select_for_update(of=("self",))
+            .select_related("job")
+            .get(attempt_set__pk=attempt_uuid)
+        )
+        if run.status != Run.Status.RUNNING:
+            return run
+        with _logged(run, attempt_uuid):
+            _settle(run, outcome, error_class, now)
+            # A batch run's runner logs its own one line in the design's wording (scheduler/runner.py).
+            level = logging.DEBUG if run.kind == "batch" else logging.INFO
+            log.log(
+                level, "run %s attempt %s: %s %s", run.pk, attempt_uuid, outcome.status, error_class or ""
+            )
+    with _logged(run, attempt_uuid):
+        admission.record_outcome(run, outcome, error_class)
+    return run
+
+
+# What _settle changes (the whole row would be rewritten otherwise).
+SETTLED_FIELDS = (
+    "error_class", "error", "result", "result_truncated", "usage", "attempts", "status",
+    "run_after", "next_attempt_at", "finished_at",
+)  # fmt: skip
+
+
+def _cap(text: str) -> tuple[str, bool]:
+    limit = settings.AGENTFLOW_RUN_RESULT_MAX_CHARS
+    return (text, False) if len(text) <= limit else (text[:limit], True)
+
+
+def _settle(run: Run, outcome: Finished, error_class: str, now: datetime) -> None:
+    """Apply an attempt's outcome to its running run (inside complete_attempt's transaction)."""
+    run.error_class, run.error = error_class, outcome.error
+    run.result, run.result_truncated = _cap(outcome.result or "")
+    run.usage = dict(outcome.usage or {})
+    if outcome.status == "succeeded":
+        run.attempts += 1
+        run.status = Run.Status.SUCCEEDED
+    elif outcome.status == "aborted":
+        run.attempts += 1
+        run.status = Run.Status.ABORTED
+    else:
+        action = errors.policy(error_class)
+        if action == errors.WAIT:  # rate limited: wait, not a failed attempt
+            run.status = Run.Status.SCHEDULED
+            run.run_after = run.next_attempt_at = now + timedelta(
+                seconds=errors.retry_after_for(run, outcome.error, outcome.retry_after)
+            )
+        elif action == errors.BLOCK:
+            run.attempts += 1
+            run.status = Run.Status.BLOCKED
+        elif action == errors.RETRY and run.attempts + 1 < run.max_attempts:
+            run.attempts += 1
+            run.status = Run.Status.SCHEDULED
+            run.run_after = run.next_attempt_at = now + timedelta(
+                seconds=errors.backoff_seconds(run.attempts)
+            )
+        else:
+            run.attempts += 1
+            run.status = Run.Status.FAILED
+    if run.status in Run.FINAL:
+        run.finished_at = now
+    run.save(update_fields=SETTLED_FIELDS)
+    if run.status == Run.Status.BLOCKED:
+        errors.provider_blocked(run, outcome.error)
+    if run.status in Run.FINAL:
+        finished(run)
+    if run.gateway or run.agent or (run.job_id is not None and run.job and run.job.concurrency_limit):
+        # It held a slot under a concurrency limit: offer the slot at once. The starved flag
+        # alone races (a claim can take the last free slot without flagging the runs still
+        # held back), and agent runs end in the listener, where no dispatch follows otherwise.
+        transaction.on_commit(lambda: send_dispatch(Priority.URGENT))
+    # A run no limit applies to frees no slot a held-back run waits for: no starved-flag check
+    # (it was a Redis round trip after every completion).
+
+
+def finished(run: Run) -> None:
+    """A run reached a final state: its job's on_error, the signal (on commit)."""
+    if run.status in (Run.Status.FAILED, Run.Status.LOST):
+        on_error(run)
+    alerts.on_run_final(run)
+    transaction.on_commit(lambda: signals.run_finished.send(sender=Run, run=run))
+
+
+def on_error(run: Run) -> None:
+    """The job's policy after a final failure: an alert, another job's run, or nothing. A run
+    queued by an on-error policy only alerts when it fails (no chains, no loops)."""
+    job = run.job
+    if job is None or job.on_error == Job.OnError.NOTHING:
+        return
+    message = f"job {job.name}: run {run.pk} {run.status} after {run.attempts} attempt(s)"
+    if run.error_class:
+        message += f" ({run.error_class}: {run.error[:300]})"
+    chained = run.triggered_by.startswith("on_error of run")
+    if job.on_error == Job.OnError.RUN_JOB and job.on_error_job is not None and not chained:
+        try:
+            enqueue(
+                job.on_error_job,
+                input={"run": run.pk, "job": job.name, "error_class": run.error_class, "error": run.error},
+                trigger=Run.Trigger.SYSTEM,
+                triggered_by=f"on_error of run {run.pk}",
+            )
+            return
+        except ValidationError as exc:
+            message += f"; its on-error job {job.on_error_job.name} could not be queued: {exc.messages[0]}"
+    Alert.objects.create(source=f"job:{job.name}"[:50], message=message)
+    live.ALERT_RAISED.send_on_commit()
+
+
+# --- dispatch messages ---------------------------------------------------------------------------
+
+
+def queue_name(priority: str) -> str:
+    from .tasks import dispatch
+
+    return f"{dispatch.app.conf.task_default_queue}.{priority}"
+
+
+def send_dispatch(priority: str = Priority.NORMAL, count: int = 1) -> int:
+    """Send ``count`` wake-ups to the Celery queue of ``priority``; a broker down is logged
+    (the tick re-dispatches what waits). Returns how many were sent."""
+    from .tasks import dispatch
+
+    sent = 0
+    try:
+        for _ in range(count):
+            dispatch.apply_async(queue=queue_name(priority))
+            sent += 1
+    except Exception:
+        log.warning("could not send a dispatch message (broker down?)", exc_info=True)
+    return sent
+
+
+def send_wake(run_id: int, countdown: float) -> None:
+    """A wake-up for a run waiting for admission, at the end of its wait (the tick is the
+    fallback if the broker is down)."""
+    from .tasks import wake
+
+    try:
+        wake.apply_async((run_id,), countdown=max(0.0, countdown), queue=queue_name(Priority.URGENT))
+    except Exception:
+        log.warning("could not send a wake-up for run %s (broker down?)", run_id, exc_info=True)
+
+
+def kick_if_starved() -> None:
+    """A run ended while a limit held others back: one wake-up so its slot is used now."""
+    try:
+        if get_redis().getdel(_starved_key()):
+            send_dispatch(Priority.URGENT)
+    except Exception:
+        log.warning("could not check the starved flag", exc_info=True)
