@@ -399,7 +399,9 @@ class Run(models.Model):
             models.Index(fields=["status", "priority"], name="run_status"),
             models.Index(fields=["job", "-id"], name="run_job"),
             # The ops API's windows (scheduler/stats.py): runs finished / started in the last hour.
-            models.Index(fields=["finished_at"], name="run_finished"),
+            # Covering (priority, status): SQLite's planner otherwise counts finished runs per
+            # priority x state by scanning run_state_queued in its order (75 ms at 100,000 rows).
+            models.Index(fields=["finished_at", "priority", "status"], name="run_finished_cover"),
             models.Index(fields=["started_at"], name="run_started"),
             # The queue page: counts per priority x state with the arrivals of the last 10
             # minutes from the index alone.

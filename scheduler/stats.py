@@ -20,6 +20,7 @@ from django.db.models import (
     ExpressionWrapper,
     F,
     FloatField,
+    Func,
     Min,
     Q,
     QuerySet,
@@ -34,8 +35,49 @@ from .models import Priority, QueuePause, Run
 
 MAX_MINUTES = 24 * 60
 PERCENTILES = (0.5, 0.95, 0.99)
-WAIT = ExpressionWrapper(F("started_at") - F("queued_at"), output_field=DurationField())
-RUN_TIME = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
+
+
+class Seconds(Func):
+    """``end - start`` in seconds (a float), computed by the database itself. Django's portable
+    ``F(end) - F(start)`` is a Python function call per row on SQLite (``django_timestamp_diff``):
+    100,000 rows took half a second; ``julianday`` and ``EXTRACT(EPOCH …)`` are native."""
+
+    output_field = FloatField()
+    arity = 2
+
+    def __init__(self, end: str, start: str) -> None:
+        super().__init__(F(end), F(start))
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(
+            compiler,
+            connection,
+            template="((julianday(%(expressions)s)) * 86400.0)",
+            arg_joiner=") - julianday(",
+            **extra,
+        )
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(
+            compiler,
+            connection,
+            template="EXTRACT(EPOCH FROM (%(expressions)s))::double precision",
+            arg_joiner=" - ",
+            **extra,
+        )
+
+    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> Any:  # other backends: Django's way
+        if "template" in extra:
+            return super().as_sql(compiler, connection, **extra)
+        diff = ExpressionWrapper(
+            self.source_expressions[0] - self.source_expressions[1], output_field=DurationField()
+        )
+        sql, params = compiler.compile(diff)
+        return f"({sql})", params
+
+
+WAIT = Seconds("started_at", "queued_at")
+RUN_TIME = Seconds("finished_at", "started_at")
 
 
 def _secs(value: timedelta | float | None) -> float | None:
@@ -53,7 +95,9 @@ def _since(minutes: int, now: datetime | None = None) -> datetime:
 
 
 def finished_since(since: datetime) -> QuerySet[Run]:
-    return Run.objects.filter(finished_at__gte=since)
+    # Bounded on both sides: SQLite's planner estimates a closed range as narrow and searches
+    # run_finished_cover; with ">= since" alone it scanned another index in GROUP BY order.
+    return Run.objects.filter(finished_at__gte=since, finished_at__lte=timezone.now() + timedelta(days=1))
 
 
 def queue_status(minutes: int = 60) -> dict[str, Any]:

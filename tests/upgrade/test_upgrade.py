@@ -67,6 +67,7 @@ NEW_MIGRATIONS = {
     ("scheduler", "0007_queue_page_indexes"),
     ("scheduler", "0008_batch_runs"),
     ("scheduler", "0009_provider_block"),
+    ("scheduler", "0010_run_finished_covering_index"),
     ("fleet", "0003_session_tokens"),
 }
 # Models (and so content types) the previous release did not have: the audit and django-axes'.
