@@ -101,11 +101,18 @@ def provider_blocked(run: Run, error: str) -> None:
     _hooks["provider_blocked"](run, error)
 
 
-def set_retry_after_hook(fn: Callable[[Run, str, float | None], float] | None) -> None:
+def set_retry_after_hook(fn: Callable[..., float] | None) -> Callable[..., float]:
     """Replace the limiter's answer (``fn(run, error, retry_after)``; None restores the shared
-    limiter, scheduler/admission.py ``rate_limit_wait``)."""
+    limiter, scheduler/admission.py ``rate_limit_wait``). Returns the hook it replaced, so a
+    caller that swaps it for a while puts back exactly what was there."""
+    previous = _hooks["retry_after"]
     _hooks["retry_after"] = fn or _default_retry_after
+    return previous
 
 
-def set_provider_blocked_hook(fn: Callable[[Run, str], None] | None) -> None:
+def set_provider_blocked_hook(fn: Callable[..., None] | None) -> Callable[..., None]:
+    """Replace who is told of a blocked provider (fleet's ``on_provider_blocked`` once the apps
+    are ready; None: nobody). Returns the hook it replaced, to put back afterwards."""
+    previous = _hooks["provider_blocked"]
     _hooks["provider_blocked"] = fn or _default_provider_blocked
+    return previous

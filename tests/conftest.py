@@ -28,6 +28,18 @@ def _close_shared_thread_connections(django_db_setup, django_db_blocker):
         SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
 
 
+@pytest.fixture(autouse=True)
+def _engine_hooks_left_as_found():
+    """A test that swaps one of the engine's hooks (scheduler.errors) must put back what was
+    there: a test once put back the default instead of fleet's provider-blocked hook, and every
+    later provider-auth test in a random order blocked without an alert."""
+    from scheduler import errors
+
+    before = dict(errors._hooks)
+    yield
+    assert errors._hooks == before, "this test left scheduler.errors hooks changed"
+
+
 @pytest.fixture(scope="session")
 def openclaw(tmp_path_factory) -> DemoGateway:
     """The real, pinned OpenClaw gateway on loopback with three agents and the stub model."""

@@ -294,13 +294,13 @@ def test_a_rate_limit_waits_for_the_limiter_and_is_not_a_failed_attempt(settings
     assert (run.status, run.attempts, run.error_class) == ("scheduled", 0, "rate_limit")
     assert timedelta(seconds=59) < run.run_after - now < timedelta(seconds=62)
     assert run.attempt_set.get().error_class == "rate_limit"
-    errors.set_retry_after_hook(lambda r, e, retry_after=None: 7)
+    previous = errors.set_retry_after_hook(lambda r, e, retry_after=None: 7)
     try:
         tick.promote_due(run.run_after)
         now = timezone.now()
         queue.start_next(WORKER)
     finally:
-        errors.set_retry_after_hook(None)
+        errors.set_retry_after_hook(previous)
     run.refresh_from_db()
     assert timedelta(seconds=6) < run.run_after - now < timedelta(seconds=8)
     assert (run.attempts, run.attempt_set.count()) == (0, 2)
@@ -308,12 +308,12 @@ def test_a_rate_limit_waits_for_the_limiter_and_is_not_a_failed_attempt(settings
 
 def test_provider_auth_blocks_the_run_and_calls_the_hook():
     seen = []
-    errors.set_provider_blocked_hook(lambda r, e: seen.append((r.pk, e)))
+    previous = errors.set_provider_blocked_hook(lambda r, e: seen.append((r.pk, e)))
     try:
         run = noop(fail="provider_auth", error="temporarily disabled")
         queue.start_next(WORKER)
     finally:
-        errors.set_provider_blocked_hook(None)
+        errors.set_provider_blocked_hook(previous)  # fleet's real hook: later tests need it
     assert Run.objects.get(pk=run.pk).status == "blocked"
     assert seen == [(run.pk, "temporarily disabled")]
 
