@@ -39,7 +39,15 @@ def runs(request: HttpRequest) -> HttpResponse:
         "job": request.GET.get("job", "").strip()[:100],
         "kind": _choice(request, "kind", _kinds()),
     }
+    # Successful batch runs (BATCH-003 polls every few seconds) would bury every other run: they
+    # are left out unless asked for (a kind or status filter, or "show batches"); the Batch runs
+    # page is their home.
+    show_batches = (
+        request.GET.get("batches") == "all" or filters["kind"] == "batch" or bool(filters["status"])
+    )
     qs = Run.objects.all()
+    if not show_batches:
+        qs = qs.exclude(kind="batch", status=Run.Status.SUCCEEDED)
     if filters["status"]:
         qs = qs.filter(status=filters["status"])
     if filters["priority"]:
@@ -63,6 +71,8 @@ def runs(request: HttpRequest) -> HttpResponse:
             "page": page,
             "filters": filters,
             "active": any(filters.values()),
+            "show_batches": show_batches,
+            "batches_param": request.GET.get("batches") == "all",
             "statuses": Run.Status.choices,
             "priorities": Priority.choices,
             "kinds": _kinds(),

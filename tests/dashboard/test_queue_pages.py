@@ -247,6 +247,23 @@ def test_a_filter_the_page_does_not_know_is_a_400_naming_it(web, name, value):
     assert f"'{name}'" in dom(response).text
 
 
+def test_successful_batch_runs_are_hidden_unless_asked_for(web):
+    make_run(None, kind="batch", job_name="BATCH-003", status="succeeded")
+    make_run(None, kind="batch", job_name="BATCH-003", status="failed")
+    mine = make_run(None, status="succeeded")
+
+    def listed(**query) -> list[str]:
+        page = dom(web.get("/runs/", query))
+        return [tr.attrs["id"] for tr in page.find("tbody").find_all("tr") if "id" in tr.attrs]
+
+    default = dom(web.get("/runs/"))
+    assert "Successful batch runs are hidden" in default.find(id="runs-batches-note").text
+    assert len(listed()) == 2 and f"run-{mine.pk}" in listed()  # the failed batch run stays
+    assert len(listed(batches="all")) == 3
+    assert len(listed(kind="batch")) == 2
+    assert len(listed(status="succeeded")) == 2
+
+
 def test_the_runs_list_empty(web):
     assert "No run yet." in dom(web.get("/runs/")).text
 
