@@ -18,9 +18,10 @@ import logging
 from collections.abc import Callable
 
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
-from django.db import OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+
+from agentflow.lib.dbbusy import is_busy
 
 from .params import BadParam
 
@@ -47,12 +48,6 @@ def bad_request(request: HttpRequest, message: str) -> HttpResponse:
 
 
 BUSY_RETRY_AFTER = 1  # seconds
-_BUSY_MARKERS = ("database is locked", "database table is locked", "could not serialize access")
-
-
-def is_busy(exception: Exception) -> bool:
-    """The database refused for load (a lock wait ran out), not for a bug: worth a retry."""
-    return isinstance(exception, OperationalError) and any(m in str(exception) for m in _BUSY_MARKERS)
 
 
 def busy(request: HttpRequest) -> HttpResponse:

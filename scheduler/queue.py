@@ -33,6 +33,7 @@ from django.db.models import Exists, Q
 from django.template import Context, Engine, TemplateSyntaxError
 from django.utils import timezone
 
+from agentflow.lib.dbbusy import retry_busy
 from agentflow.lib.logcontext import bind_run
 from agentflow.lib.redis import get_redis, key
 
@@ -467,8 +468,13 @@ def _start(run: Run, attempt: Attempt, worker: str) -> Run | None:
     if isinstance(outcome, Started):
         # No status filter: the result may already have settled the attempt (a fast agent run's
         # terminal event can reach the listener before this line); its session key is kept anyway.
-        Attempt.objects.filter(pk=attempt.pk).update(
-            in_worker=False, session_key=outcome.session_key[:300], external_id=outcome.external_id[:200]
+        # Retried while the database is busy: a dropped write left the attempt "inside the
+        # worker" with no session key (the reconciler then waited on a live worker for nothing).
+        left = Attempt.objects.filter(pk=attempt.pk)
+        retry_busy(
+            lambda: left.update(
+                in_worker=False, session_key=outcome.session_key[:300], external_id=outcome.external_id[:200]
+            )
         )
         return run
     return complete_attempt(attempt.pk, outcome) or run

@@ -118,13 +118,18 @@ def mark_dead_workers_lost(now: datetime) -> int:
 def time_out_running(now: datetime) -> tuple[int, int]:
     """Attempts past their run's timeout + grace that no live worker holds: reconcile or fail."""
     grace = timedelta(seconds=settings.AGENTFLOW_RUN_TIMEOUT_GRACE_SECONDS)
+    lease = timedelta(seconds=settings.AGENTFLOW_WORKER_LEASE_SECONDS)
     timed_out = reconciled = 0
     for attempt in Attempt.objects.filter(status=Attempt.Status.RUNNING).select_related("run"):
         run = attempt.run
-        if now < attempt.started_at + timedelta(seconds=run.timeout_seconds) + grace:
+        deadline = attempt.started_at + timedelta(seconds=run.timeout_seconds) + grace
+        if now < deadline:
             continue
-        if attempt.in_worker and workers.is_alive(attempt.worker):
-            continue  # the worker is still inside start(): it settles the attempt itself
+        if attempt.in_worker and workers.is_alive(attempt.worker) and now < deadline + lease:
+            # The worker is still inside start(): it settles the attempt itself. A lease past
+            # the deadline, the flag is stale (its clearing write failed, or the action ignores
+            # its timeout): settle it here; complete_attempt is first-wins, a late result is a no-op.
+            continue
         spec = actions.find_action(run.kind)
         ctx = AttemptContext(run=run, attempt=attempt, prompt=run.prompt, params=run.params, input=run.input)
         outcome: Finished | None = None

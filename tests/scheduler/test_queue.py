@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 import time_machine
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from scheduler import actions, errors, queue, tick, workers
@@ -407,6 +407,43 @@ def test_an_attempt_whose_worker_died_is_lost_and_a_live_ones_is_not(settings):
     assert "worker ghost-host:999 stopped" in dead_run.error
     assert Run.objects.get(pk=live_run.pk).status == "running"
     assert tick.mark_dead_workers_lost(timezone.now()) == 0
+
+
+def test_a_live_workers_stale_in_worker_flag_is_settled_a_lease_past_the_deadline(settings):
+    settings.AGENTFLOW_RUN_TIMEOUT_GRACE_SECONDS = 0
+    settings.AGENTFLOW_WORKER_LEASE_SECONDS = 6
+    run = queue.enqueue(kind="noop", timeout_seconds=10)
+    started = timezone.now()
+    Run.objects.filter(pk=run.pk).update(status="running", started_at=started)
+    # in_worker=True (the default): as if the worker's "left start()" write had been lost
+    Attempt.objects.create(run=run, number=1, worker=workers.this_worker(), started_at=started)
+    assert workers.is_alive(workers.this_worker())
+    assert tick.time_out_running(started + timedelta(seconds=15)) == (0, 0)  # inside start()
+    assert tick.time_out_running(started + timedelta(seconds=17)) == (1, 0)
+    run.refresh_from_db()
+    assert (run.status, run.error_class) == ("scheduled", "timeout")
+
+
+@pytest.mark.django_db(transaction=True)  # autocommit, as in a worker (not inside a test's atomic)
+def test_leaving_start_is_recorded_even_when_the_database_is_busy_at_first():
+    actions.register_action(ActionSpec("remote", "Remote", start=lambda ctx: Started(session_key="s9")))
+    refused = []
+
+    def locked_once(execute, sql, params, many, context):
+        if sql.startswith('UPDATE "scheduler_attempt"') and "in_worker" in sql and not refused:
+            refused.append(sql)
+            raise OperationalError("database is locked")
+        return execute(sql, params, many, context)
+
+    try:
+        run = queue.enqueue(kind="remote")
+        with connection.execute_wrapper(locked_once):
+            queue.start_next(WORKER)
+    finally:
+        actions.unregister_action("remote")
+    assert refused, "the busy database was not simulated"
+    attempt = Attempt.objects.get(run=run)
+    assert (attempt.in_worker, attempt.session_key, attempt.status) == (False, "s9", "running")
 
 
 def test_a_run_chosen_before_an_urgent_one_arrived_is_not_claimed_over_it():
