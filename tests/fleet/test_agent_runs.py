@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,13 +22,13 @@ from django.utils import timezone
 
 from agentflow.celery import app
 from demo.gateway import DEFAULT_AGENTS, DemoAgent, DemoGateway, ensure_installed
-from fleet import agent_runs
+from fleet import agent_runs, probes
 from fleet.listener import FleetListener
 from fleet.models import Agent
 from scheduler import actions, controls, queue, tick
 from scheduler.actions import AttemptContext
 from scheduler.audit import Actor
-from scheduler.models import Alert, Attempt, Run
+from scheduler.models import Alert, Attempt, ProviderBlock, Run
 from tests.support.celery import celery_env, engine_queues, logs, start_worker
 from tests.support.factories import make_agent, make_gateway
 from tests.support.gateway import admin_client, wait_for
@@ -40,6 +41,7 @@ AGENTS = (
     *DEFAULT_AGENTS,
     DemoAgent("faults", "Faults", "Faults", "💥", provider_max_retries=0),
     DemoAgent("authfail", "Auth Fail", "Auth Fail", "🔒", provider_max_retries=0),
+    DemoAgent("relogin", "Re-login", "Re-login", "🔑", provider_max_retries=0),
 )
 
 
@@ -314,6 +316,44 @@ def test_provider_auth_blocks_the_agents_provider_alerts_and_unblock_requeues_in
         third.pk,
     ]
     assert not Alert.objects.open().exists()
+    assert agent_runs.blocked_since(first) == ""
+
+
+def test_after_a_real_401_the_probe_unblocks_once_the_gateway_lets_the_provider_back(gw, settings):
+    """The whole episode on the real gateway: a 401 blocks the agent's provider; the gateway then
+    holds the key back itself ("temporarily disabled … Retry after about 1 minute"), so the first
+    probes fail and are recorded; the first probe the provider answers unblocks, and the runs held
+    meanwhile are queued again in their first order (about 1-2 minutes: the gateway's cooldown)."""
+    settings.AGENTFLOW_PROVIDER_PROBE_SECONDS = 5
+    with listening():
+        first = enqueue(gw, "relogin", f"[[auth]] hi {nonce()}")
+        queue.start_next()
+        settled(first, "blocked")
+        held = [enqueue(gw, "relogin", f"held {i}") for i in range(2)]
+        queue.start_next(), queue.start_next()
+        assert all(settled(run, "blocked") for run in held)
+        episode = ProviderBlock.objects.get(agent="relogin")
+        failed_probes = 0
+        deadline = time.monotonic() + 240
+        while True:
+            assert time.monotonic() < deadline, f"still blocked after {failed_probes} probe(s): {episode}"
+            sent = probes.probe_pass(timezone.now() + timedelta(seconds=6))  # every probe is due
+            for probe in sent:
+                assert queue.start_next().pk == probe.pk  # urgent, through the block to the gateway
+                settled(probe, "succeeded", "failed")
+                if probe.status == "failed":
+                    failed_probes += 1
+                    assert probe.error_class == "provider_auth", probe.error
+            episode.refresh_from_db()
+            if not episode.is_open:
+                break
+            time.sleep(5)
+    assert "succeeded: unblocked" in episode.last_probe_result and episode.runs_requeued == 3
+    assert episode.probes == failed_probes + 1
+    assert failed_probes >= 1  # the first probe met the gateway's own cooldown and was recorded
+    queued = Run.objects.filter(status="queued", agent="relogin").order_by("id")
+    assert list(queued.values_list("pk", flat=True)) == [first.pk, *(r.pk for r in held)]
+    assert not Alert.objects.open().filter(source__contains=":relogin:").exists()
     assert agent_runs.blocked_since(first) == ""
 
 
