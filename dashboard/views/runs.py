@@ -40,7 +40,7 @@ def runs(request: HttpRequest) -> HttpResponse:
         "kind": _choice(request, "kind", _kinds()),
     }
     # Successful batch runs (BATCH-003 polls every few seconds) would bury every other run: they
-    # are left out unless asked for (a kind or status filter, or "show batches"); the Batch runs
+    # are left out unless asked for (a kind, status or job filter, or "show batches"); the Batch runs
     # page is their home.
     show_batches = (
         request.GET.get("batches") == "all" or filters["kind"] == "batch" or bool(filters["status"])

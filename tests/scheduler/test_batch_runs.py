@@ -60,8 +60,9 @@ def test_a_batch_run_is_a_run_of_kind_batch_on_the_api_and_the_runs_page(redis_p
     assert listed.status_code == 200
     [shown] = listed.json()["results"]
     assert (shown["id"], shown["status"]) == (run.pk, "succeeded")
-    page = client.get("/runs/")
+    page = client.get("/runs/", {"kind": "batch"})  # successful batch runs are hidden by default
     assert page.status_code == 200 and f"/runs/{run.pk}/" in page.content.decode()
+    assert f"/runs/{run.pk}/" not in client.get("/runs/").content.decode()
     assert client.get(f"/runs/{run.pk}/").status_code == 200
 
 
