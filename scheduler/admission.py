@@ -8,15 +8,20 @@ written (scheduler/queue.py ``_take``):
 2. ``breakers.check(gateway, provider)``; open, or half-open with the probe taken → it waits.
 
 A wait is not an attempt and not an error: the run goes back to ``scheduled`` with
-``run_after = next_attempt_at = now + wait``, and two things keep the pace exact without the
-tick's 2 s granularity:
+``run_after = next_attempt_at = now + wait``. Two things keep the pace exact without the tick's
+2 s granularity, and without depending on how long a start takes:
 
 - a **hold** in Redis (``<prefix>:queue:held``, member → until) that the claim's ``eligible()``
-  reads, so the other queued runs of the same key are not claimed (and refused, and deferred)
-  one after another while the key waits: they keep their place in the queue;
-- a **wake** message (``scheduler.tasks.wake``) with a countdown of the wait: it queues the due
-  runs and starts twice, so the first start takes the slot and the second evaluates the next
-  held run (which waits for the following slot): one deferral per slot, not one per run.
+  reads, so the other queued runs of a key are not claimed (and refused, and deferred) one
+  after another while the key waits: they keep their place in the queue. An admitted run
+  whose keys are paced (``Admitted.next_seconds``: the limiter's next slot) holds its key's
+  other queued runs until that slot (scheduler/queue.py ``_pace_next``), before its action
+  starts;
+- a **wake** message (``scheduler.tasks.wake``) with a countdown of the wait, scoped to the
+  hold's runs: sent for a refused run's wait, for an admitted run's next slot and for the end
+  of a rate-limit backoff. It queues the due runs and starts the key's oldest run, whose
+  admission holds the key again and sends the next slot's wake-up: one wake-up per slot, and
+  the pace goes on while a start waits on a slow gateway or no run completes.
 
 Redis unreachable: fail closed, the run waits ``UNAVAILABLE_WAIT`` seconds (one warning until
 Redis answers again). After an attempt (``record_outcome``): success → the provider's backoff
@@ -64,6 +69,19 @@ class Refusal:
     hold: str  # the hold member ('' for none): a limiter key or "breaker:[gateway, provider]"
 
 
+@dataclass(frozen=True)
+class Admitted:
+    """The run may start now (it took its request from every budget). ``next_seconds``: when
+    the next run of its keys may start (the pacing's next slot; 0 when no budget paces them),
+    ``hold`` the key that sets that slot ('' for none)."""
+
+    next_seconds: float = 0.0
+    hold: str = ""
+
+
+ADMITTED = Admitted()
+
+
 def applies(run: Run) -> bool:
     return bool(run.gateway or run.provider)
 
@@ -82,11 +100,13 @@ def _breaker_hold(gateway: str, provider: str) -> str:
     return f"{BREAKER}:{json.dumps([gateway, provider])}"
 
 
-def admit(run: Run) -> Refusal | None:
-    """None: the run may start now (it took its request from every budget). A refusal took
-    nothing from the budgets and says how long the run waits."""
+def admit(run: Run) -> Refusal | Admitted:
+    """``Admitted``: the run may start now (it took its request from every budget) and says
+    when its keys' next slot opens. A refusal took nothing from the budgets and says how long
+    the run waits."""
     if not applies(run):
-        return None
+        return ADMITTED
+    admitted = ADMITTED
     try:
         try:
             keys = keys_of(run)
@@ -97,6 +117,8 @@ def admit(run: Run) -> Refusal | None:
             decision = limits.acquire(keys)
             if not decision.allowed:
                 return Refusal(decision.wait_seconds, decision.reason or "rpm", decision.key or "")
+            if decision.wait_seconds > 0 and decision.key:
+                admitted = Admitted(decision.wait_seconds, decision.key)
         if run.gateway:
             provider = breaker_provider(run)
             check = breakers.check(run.gateway, provider)
@@ -115,7 +137,7 @@ def admit(run: Run) -> Refusal | None:
     if _state["redis_down"]:
         log.info("admission: Redis answers again")
         _state["redis_down"] = False
-    return None
+    return admitted
 
 
 # --- holds: the other runs of a waiting key are not claimed meanwhile ----------------------------
@@ -160,7 +182,8 @@ def held() -> dict[str, float]:
     return current
 
 
-def _member_q(member: str) -> Q | None:
+def member_q(member: str) -> Q | None:
+    """The runs a hold member covers, as a filter (None: an unknown kind)."""
     kind, _, rest = member.partition(":")
     if kind == "gateway":
         return Q(gateway=rest)
@@ -184,7 +207,7 @@ def held_q() -> Q | None:
         return None
     q: Q | None = None
     for member in members:
-        part = _member_q(member)
+        part = member_q(member)
         if part is not None:
             q = part if q is None else q | part
     return q
@@ -199,6 +222,14 @@ def _backoff_key(run: Run) -> str | None:
     if run.gateway:
         return limits.gateway_key(run.gateway)
     return None
+
+
+def backoff_member(run: Run) -> str:
+    """The hold a rate-limit error puts on the run's key ('' for none): its wake-up's scope."""
+    try:
+        return _backoff_key(run) or ""
+    except limits.BudgetError:
+        return ""
 
 
 def rate_limit_wait(run: Run, error: str, retry_after: float | None = None) -> float:

@@ -84,9 +84,11 @@ class Budget:
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
-    wait_seconds: float = 0.0  # when refused: try again after this long
-    key: str | None = None  # when refused: the key that refused (the longest wait)
-    reason: str | None = None  # when refused: "rpm", "tpm" or "backoff"
+    # refused: try again after this long; allowed: the next request of these keys may pass
+    # after this long (their next slot; 0 when no budget paces them)
+    wait_seconds: float = 0.0
+    key: str | None = None  # the key that refused, or that sets the next slot (the longest wait)
+    reason: str | None = None  # "rpm", "tpm" or "backoff"
 
 
 @dataclass(frozen=True)
@@ -287,6 +289,8 @@ for i = 1, n do
   end
 end
 if when > now then return {0, f(when - now), worst, reason} end
+-- allowed: when the next request of these keys may pass (the next slot), and which key says so
+local nxt, nkey, nreason = now, '', ''
 for i = 1, n do
   local k = keys[i]
   if mode == 'acquire' and k.rpm > 0 then
@@ -296,16 +300,22 @@ for i = 1, n do
     local base = k.tat
     if now - base > interval / 2 then base = now end
     redis.call('HSET', k.h, 'tat', f(base + interval))
+    if base + interval > nxt then nxt, nkey, nreason = base + interval, k.name, 'rpm' end
   end
   if k.tpm > 0 and tokens ~= 0 then
     local ttat = math.max(k.ttat, now) + tokens * 60 / k.tpm
     redis.call('HSET', k.h, 'ttat', f(math.max(ttat, now)))
+    k.ttat = math.max(ttat, now)
+  end
+  if mode == 'acquire' then
+    if k.tpm > 0 and k.ttat > nxt then nxt, nkey, nreason = k.ttat, k.name, 'tpm' end
+    if k.blocked > nxt then nxt, nkey, nreason = k.blocked, k.name, 'backoff' end
   end
   if mode == 'acquire' then roll(k.h, 'r', 1) end
   if tokens ~= 0 then roll(k.h, 't', tokens) end
   redis.call('PEXPIRE', k.h, 86400000)
 end
-return {1, '0', '', ''}
+return {1, f(nxt - now), nkey, nreason}
 """
 )
 
@@ -352,13 +362,17 @@ def acquire(keys: Sequence[str], tokens_estimate: float = 0) -> Decision:
 
     Atomic across the keys: allowed only when every key allows it now; refused, it takes nothing
     and says how long to wait (the longest of the keys) and which key refused. A refusal is a
-    wait, not a failure: call again after ``wait_seconds``.
+    wait, not a failure: call again after ``wait_seconds``. Allowed, ``wait_seconds`` and
+    ``key`` say when the next request of these keys may pass (the next slot of the pacing), so
+    a caller with more work waiting can wake up exactly then.
     """
     if tokens_estimate < 0:
         raise ValueError("tokens_estimate must be >= 0")
     allowed, wait, refusing, reason = _run_limit("acquire", keys, tokens_estimate)
     if allowed:
-        return Decision(True)
+        if float(wait) <= 0:
+            return Decision(True)
+        return Decision(True, float(wait), _text(refusing), _text(reason))
     decision = Decision(False, float(wait), _text(refusing), _text(reason))
     _record_wait(decision)
     return decision

@@ -240,10 +240,13 @@ def _starved_key() -> str:
     return key("queue", "starved")
 
 
-def eligible(*, flag_starved: bool = False) -> Any:
+def eligible(*, flag_starved: bool = False, scope: Q | None = None) -> Any:
     """Queued runs no pause covers and no limit holds back (two small queries to build it).
-    ``flag_starved``: when a limit holds runs back, ask the next completion for a wake-up."""
+    ``flag_starved``: when a limit holds runs back, ask the next completion for a wake-up.
+    ``scope``: only these runs (a wake-up for one key's slot)."""
     qs = Run.objects.ready()
+    if scope is not None:
+        qs = qs.filter(scope)
     paused = pause_q(QueuePause.objects.all())
     if paused is not None:
         qs = qs.exclude(paused)
@@ -266,10 +269,10 @@ def _limited(run: Run) -> bool:
     return bool(run.gateway or run.agent or (run.job is not None and run.job.concurrency_limit))
 
 
-def _pick(redis: Any, *, locked: bool) -> tuple[Run | None, int | None, Any] | None:
+def _pick(redis: Any, *, locked: bool, scope: Q | None = None) -> tuple[Run | None, int | None, Any] | None:
     """The run the policy starts next (None: it was claimed meanwhile, choose again), the wheel
     position after it and the eligible runs' queryset; None when nothing is eligible."""
-    ready = eligible(flag_starved=True)
+    ready = eligible(flag_starved=True, scope=scope)
     position = int(redis.get(_wheel_key()) or 0) % len(WHEEL)
     order = [(Priority.URGENT.value, None)] + [
         (WHEEL[(position + i) % len(WHEEL)], (position + i + 1) % len(WHEEL)) for i in range(len(WHEEL))
@@ -335,10 +338,12 @@ def _take(
         )
         if changed != 1:
             return None
-        refusal = admission.admit(candidate)
-        if refusal is not None:
-            _wait_for_admission(candidate, refusal, now)
+        admitted = admission.admit(candidate)
+        if isinstance(admitted, admission.Refusal):
+            _wait_for_admission(candidate, admitted, now)
             return None
+        if admitted.hold:
+            _pace_next(candidate, admitted, now)
         number = _attempt_number(candidate)
         attempt = Attempt.objects.create(
             id=uuid.uuid4(), run=candidate, number=number, worker=worker, started_at=now
@@ -386,10 +391,27 @@ def _wait_for_admission(run: Run, refusal: admission.Refusal, now: datetime) -> 
         admission.hold(refusal.hold, until.timestamp() - admission.HOLD_MARGIN)
     except Exception:
         log.warning("could not hold %s", refusal.hold, exc_info=True)
-    transaction.on_commit(lambda: send_wake(run.pk, refusal.wait_seconds))
+    transaction.on_commit(lambda: send_wake(run.pk, refusal.wait_seconds, member=refusal.hold))
 
 
-def claim_next(worker: str) -> tuple[Run, Attempt] | None:
+def _pace_next(run: Run, admitted: admission.Admitted, now: datetime) -> None:
+    """The run took its key's slot and more runs of the key wait: hold them until the next slot
+    and send a wake-up for it (on commit), before the run's action starts. The pace then never
+    depends on how long a start takes (a ``chat.send`` to a busy gateway), nor on the next
+    completion: every slot wakes the next one (inside _take's transaction)."""
+    waiting = admission.member_q(admitted.hold)
+    if waiting is None or not Run.objects.ready().filter(waiting).exclude(pk=run.pk).exists():
+        return  # nothing waits: a run queued later is admitted, or refused and woken, by itself
+    until = now + timedelta(seconds=admitted.next_seconds)
+    try:
+        admission.hold(admitted.hold, until.timestamp() - admission.HOLD_MARGIN)
+    except Exception:
+        log.warning("could not hold %s", admitted.hold, exc_info=True)
+    at = until.timestamp()
+    transaction.on_commit(lambda: send_wake(None, admitted.next_seconds, at=at, member=admitted.hold))
+
+
+def claim_next(worker: str, scope: Q | None = None) -> tuple[Run, Attempt] | None:
     """Choose and claim the next run to start (the selection policy above), or None.
 
     1. Optimistic: choose without holding the write lock; a run no limit applies to is claimed
@@ -402,11 +424,12 @@ def claim_next(worker: str) -> tuple[Run, Attempt] | None:
     3. When a limit held runs back, a flag in Redis asks the next completion for a dispatch.
 
     The wheel position is read and written per claim: exact for one claimer at a time, within
-    a pick or two of it when several workers claim at the same instant.
+    a pick or two of it when several workers claim at the same instant. ``scope``: choose only
+    among these runs (a wake-up for one key's slot, scheduler/tasks.py ``wake``).
     """
     redis = get_redis()
     for _ in range(OPTIMISTIC_TRIES):
-        picked = _pick(redis, locked=False)
+        picked = _pick(redis, locked=False, scope=scope)
         if picked is None:
             return None
         candidate, next_position, ready = picked
@@ -424,7 +447,7 @@ def claim_next(worker: str) -> tuple[Run, Attempt] | None:
         # Under the lock no one else claims: _take answers None only when admission made the
         # run wait (its key is held now), so choose again among the others, a few times.
         for _ in range(OPTIMISTIC_TRIES):
-            picked = _pick(redis, locked=True)
+            picked = _pick(redis, locked=True, scope=scope)
             if picked is None:
                 return None
             candidate, next_position, ready = picked
@@ -436,14 +459,14 @@ def claim_next(worker: str) -> tuple[Run, Attempt] | None:
         return None
 
 
-def start_next(worker: str | None = None) -> Run | None:
+def start_next(worker: str | None = None, scope: Q | None = None) -> Run | None:
     """Claim the next run and start its action outside the claim's transaction.
 
     ``Finished`` completes the attempt at once; ``Started`` leaves the run running (the worker
     is free: the work's owner calls :func:`complete_attempt`). An exception from the action is
     a ``system`` failure of the attempt, never of the worker."""
     worker = worker or workers.this_worker()
-    claimed = claim_next(worker)
+    claimed = claim_next(worker, scope)
     if claimed is None:
         return None
     run, attempt = claimed
@@ -559,9 +582,11 @@ def _settle(run: Run, outcome: Finished, error_class: str, now: datetime) -> Non
         action = errors.policy(error_class)
         if action == errors.WAIT:  # rate limited: wait, not a failed attempt
             run.status = Run.Status.SCHEDULED
-            run.run_after = run.next_attempt_at = now + timedelta(
-                seconds=errors.retry_after_for(run, outcome.error, outcome.retry_after)
-            )
+            wait = errors.retry_after_for(run, outcome.error, outcome.retry_after)
+            run.run_after = run.next_attempt_at = now + timedelta(seconds=wait)
+            # woken at the end of the backoff (its key is held until then), not at a tick
+            member = admission.backoff_member(run)
+            transaction.on_commit(lambda: send_wake(run.pk, wait, member=member))
         elif action == errors.BLOCK:
             run.attempts += 1
             run.status = Run.Status.BLOCKED
@@ -647,13 +672,17 @@ def send_dispatch(priority: str = Priority.NORMAL, count: int = 1) -> int:
     return sent
 
 
-def send_wake(run_id: int, countdown: float) -> None:
-    """A wake-up for a run waiting for admission, at the end of its wait (the tick is the
-    fallback if the broker is down)."""
+def send_wake(run_id: int | None, countdown: float, *, at: float | None = None, member: str = "") -> None:
+    """A wake-up at the end of a wait for admission: of a run (``run_id``) or of a key's next
+    slot (``at``, epoch seconds), for the runs of the hold ``member``. The tick is the fallback
+    if the broker is down."""
     from .tasks import wake
 
+    kwargs: dict[str, Any] = {"at": at} if at is not None else {}
+    if member:
+        kwargs["member"] = member
     try:
-        wake.apply_async((run_id,), countdown=max(0.0, countdown), queue=queue_name(Priority.URGENT))
+        wake.apply_async((run_id,), kwargs, countdown=max(0.0, countdown), queue=queue_name(Priority.URGENT))
     except Exception:
         log.warning("could not send a wake-up for run %s (broker down?)", run_id, exc_info=True)
 

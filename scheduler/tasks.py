@@ -10,7 +10,7 @@ from celery import shared_task
 from django.db import OperationalError
 from django.utils import timezone
 
-from . import queue, registry, runner
+from . import admission, queue, registry, runner
 from . import tick as ticking
 from .models import Run
 
@@ -82,15 +82,22 @@ def tick() -> None:
     default_retry_delay=1,
     max_retries=10,
 )
-def wake(run_id: int) -> None:
-    """A run's wait for admission (rate limit, breaker) is over: queue the due runs and start
-    twice. The first start takes the free slot (the woken run is the oldest of its key); the
-    second asks for the next run its key held back, which then waits for the following slot,
-    so pacing goes on without the tick (scheduler/admission.py)."""
-    due = Run.objects.filter(pk=run_id, status=Run.Status.SCHEDULED).values_list("run_after", flat=True)
-    early = (due[0] - timezone.now()).total_seconds() if due and due[0] else 0.0
+def wake(run_id: int | None = None, at: float | None = None, member: str = "") -> None:
+    """A wait for admission is over: a run's (``run_id``, refused by the rate limiter or a
+    breaker) or a key's until its next slot (``at``, epoch seconds: a run of the key took the
+    slot before and more wait, scheduler/queue.py ``_pace_next``). Queue the due runs, then
+    start one run of the hold ``member`` (the oldest eligible run of the key): its admission
+    holds the key again and sends the wake-up of the following slot, so the pace goes on
+    without the tick and without a second start that would come only after this one's action
+    (a slow ``chat.send``) and take a slot late. A message without a member (older ones, a wait
+    for Redis) starts the next run the queue selects."""
+    early = 0.0
+    if at is not None:
+        early = at - time.time()
+    elif run_id is not None:
+        due = Run.objects.filter(pk=run_id, status=Run.Status.SCHEDULED).values_list("run_after", flat=True)
+        early = (due[0] - timezone.now()).total_seconds() if due and due[0] else 0.0
     if 0 < early < 1:  # a countdown a little ahead of the database's clock
         time.sleep(early)
     ticking.promote_due(timezone.now())
-    for _ in range(2):
-        queue.start_next()
+    queue.start_next(scope=admission.member_q(member) if member else None)

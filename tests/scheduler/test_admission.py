@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agentflow.lib import logcontext
 from scheduler import actions, admission, breakers, limits, queue, tick
 from scheduler.actions import ActionSpec, Finished
-from scheduler.models import Run
+from scheduler.models import Attempt, Run
 from tests.scheduler.test_dispatch_worker import broker, own_queues, worker_env  # noqa: F401
 from tests.support.celery import logs, start_worker
 from tests.support.gateway import wait_for
@@ -46,33 +46,47 @@ def samples(body: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 @pytest.mark.django_db
-def test_a_second_immediate_run_under_a_60rpm_budget_waits_a_second_and_is_not_an_attempt(redis_prefix):
+def test_under_a_60rpm_budget_the_keys_other_runs_are_held_a_second_in_their_places(redis_prefix):
     limits.set_budget("gateway:gw1", "60rpm")
     first, second, third = (noop(gateway="gw1") for _ in range(3))
     other = noop(gateway="gw2")
     assert queue.start_next(WORKER).pk == first.pk
-    now = timezone.now()
-    # the second is refused and waits; the third is held (not claimed), the other gateway's starts
+    # first took the slot: the key's other runs are held until the next one (not claimed, not
+    # deferred: no attempt, no error, still queued in their order); the other gateway's starts
+    held = admission.held()
+    assert 0.9 < held["gateway:gw1"] - time.time() <= 1.0
     assert queue.start_next(WORKER).pk == other.pk
-    second.refresh_from_db()
-    third.refresh_from_db()
-    assert (second.status, second.attempts, second.attempt_set.count(), second.error_class) == (
-        "scheduled",
-        0,
-        0,
-        "",
-    )
-    assert timedelta(seconds=0.5) < second.next_attempt_at - now <= timedelta(seconds=1.05)
-    assert second.run_after == second.next_attempt_at
-    assert third.status == "queued" and third.attempt_set.count() == 0
-    assert queue.start_next(WORKER) is None  # held: nothing is claimed, nothing is refused again
-    assert "gateway:gw1" in admission.held()
-    assert limits.status(["gateway:gw1"])[0].rate_rpm == 1  # one request taken, none by the refusal
-    time.sleep(max(0.0, (second.run_after - timezone.now()).total_seconds()) + 0.05)
-    tick.promote_due(timezone.now())
+    for run in (second, third):
+        run.refresh_from_db()
+        assert (run.status, run.attempts, run.attempt_set.count(), run.error_class) == ("queued", 0, 0, "")
+    assert queue.start_next(WORKER) is None  # held: nothing is claimed, nothing is refused
+    assert limits.status(["gateway:gw1"])[0].rate_rpm == 1  # one request taken
+    time.sleep(max(0.0, held["gateway:gw1"] - time.time()) + 0.02)
     assert queue.start_next(WORKER).pk == second.pk  # its place kept: before the third
     second.refresh_from_db()
     assert (second.status, second.attempts, second.attempt_set.count()) == ("succeeded", 1, 1)
+    assert "gateway:gw1" in admission.held()  # and the third waits for the slot after
+
+
+@pytest.mark.django_db
+def test_a_run_the_limiter_refuses_waits_scheduled_and_is_not_an_attempt(redis_prefix):
+    limits.set_budget("gateway:gw1", "60rpm")
+    assert limits.acquire(["gateway:gw1"]).allowed  # another client took the slot: no hold
+    run, later = noop(gateway="gw1"), noop(gateway="gw1")
+    now = timezone.now()
+    assert queue.start_next(WORKER) is None  # refused; the later run is held, not refused too
+    run.refresh_from_db()
+    later.refresh_from_db()
+    assert (run.status, run.attempts, run.attempt_set.count(), run.error_class) == ("scheduled", 0, 0, "")
+    assert timedelta(seconds=0.5) < run.next_attempt_at - now <= timedelta(seconds=1.05)
+    assert run.run_after == run.next_attempt_at
+    assert later.status == "queued" and later.attempt_set.count() == 0
+    assert "gateway:gw1" in admission.held()
+    time.sleep(max(0.0, (run.run_after - timezone.now()).total_seconds()) + 0.05)
+    tick.promote_due(timezone.now())
+    assert queue.start_next(WORKER).pk == run.pk  # its place kept: before the later one
+    run.refresh_from_db()
+    assert (run.status, run.attempts, run.attempt_set.count()) == ("succeeded", 1, 1)
 
 
 @pytest.mark.django_db
@@ -253,3 +267,28 @@ def test_two_workers_pace_runs_at_the_budget_from_wake_ups(own_queues, redis_pre
     # ...and the wake-ups keep the pace: no tick-sized (2 s) holes
     assert offsets[-1] < 13 * interval + 1.5, offsets
     assert Run.objects.filter(pk__in=ids, attempts=1).count() == 14
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_pace_holds_when_each_start_takes_longer_than_the_interval(own_queues, redis_prefix, tmp_path):  # noqa: F811
+    """Agent runs: ``start`` (a ``chat.send``, slow on a busy gateway) returns Started and the
+    run ends later, elsewhere (the listener): no completion in a worker asks for the next run.
+    Each slot must wake the next one before the action starts, or the pace is lost."""
+    limits.set_budget("gateway:gw", "60rpm")
+    env = worker_env(redis_prefix, AGENTFLOW_GATEWAY_CONCURRENCY="50")
+    workers = [start_worker(env, tmp_path / f"w{i}.log", redis_prefix) for i in (1, 2)]
+    params = {"gateway": "gw", "sleep_ms": 1200, "async": True}  # 1.2 s a start, 1 s a slot
+    try:
+        ids = [queue.enqueue(kind="noop", params=params).pk for _ in range(10)]
+        try:
+            wait_for(lambda: Attempt.objects.filter(run__in=ids).count() == 10, 30, what="ten starts")
+        except AssertionError:
+            raise AssertionError(logs(tmp_path)) from None
+    finally:
+        for worker in workers:
+            stop_group(worker)
+    starts = sorted(Attempt.objects.filter(run__in=ids).values_list("started_at", flat=True))
+    offsets = [(t - starts[0]).total_seconds() for t in starts]
+    for i, j in itertools.combinations(range(10), 2):  # never above the budget...
+        assert offsets[j] - offsets[i] >= (j - i - 1) * 1.0, offsets
+    assert offsets[-1] < 9 * 1.0 + 1.5, offsets  # ...and at it: 10 starts in about 9 s
