@@ -145,7 +145,7 @@ def enqueue(
             return existing
         raise
     if run.status == Run.Status.QUEUED:
-        transaction.on_commit(lambda: send_dispatch(priority))
+        transaction.on_commit(lambda: wake_up(priority))
     return run
 
 
@@ -741,6 +741,22 @@ def send_dispatch(priority: str = Priority.NORMAL, count: int = 1) -> int:
     except Exception:
         log.warning("could not send a dispatch message (broker down?)", exc_info=True)
     return sent
+
+
+def wake_up(priority: str) -> None:
+    """A run of ``priority`` was queued: its wake-up. One message per run, unless
+    AGENTFLOW_DISPATCH_PENDING_MAX is set and that many already wait in the priority's Celery
+    queue: each of them starts, when a worker takes it, every eligible run committed before
+    (the dispatch task drains), so this run is among them. Checked on the broker's list after
+    the commit; a broker that cannot say gets the message."""
+    pending_max = settings.AGENTFLOW_DISPATCH_PENDING_MAX
+    if pending_max > 0 and settings.CELERY_BROKER_URL == settings.REDIS_URL:
+        try:
+            if get_redis().llen(queue_name(priority)) >= pending_max:
+                return
+        except Exception:
+            log.debug("could not read the length of %s", queue_name(priority), exc_info=True)
+    send_dispatch(priority)
 
 
 def send_wake(run_id: int, countdown: float) -> None:
