@@ -417,7 +417,7 @@ def _fast_claim_sql() -> str:
     vendor = connection.vendor
     if vendor not in _FAST_CLAIM_SQL:
         run, job, pause = Run._meta.db_table, Job._meta.db_table, QueuePause._meta.db_table
-        columns = ", ".join(connection.ops.quote_name(f.column) for f in Run._meta.concrete_fields)
+        columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in Run._meta.concrete_fields)
         # Table and column names from the models; every value is a parameter.
         head = (
             f"(SELECT h.id FROM {run} h WHERE h.status = 'queued' AND h.priority = %s "  # noqa: S608
