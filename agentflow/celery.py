@@ -4,6 +4,7 @@ import os
 from typing import Any
 
 from celery import Celery
+from celery.signals import task_postrun, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentflow.settings")
 
@@ -20,3 +21,27 @@ def _settings_or_exit(sender: Celery, **kwargs: Any) -> None:
 
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+WORKER_CONN_MAX_AGE = 60
+
+
+@worker_init.connect
+def _keep_database_connections(**kwargs: Any) -> None:
+    """A worker reuses its database connection across tasks (CELERY_DB_REUSE_MAX) for up to
+    WORKER_CONN_MAX_AGE seconds, also on SQLite where the web process's CONN_MAX_AGE is 0
+    (ASGI: no persistent connections there). Sent before a prefork pool forks."""
+    from django.conf import settings
+
+    for database in settings.DATABASES.values():
+        if not database.get("CONN_MAX_AGE"):
+            database["CONN_MAX_AGE"] = WORKER_CONN_MAX_AGE
+
+
+@task_postrun.connect
+def _close_unusable_connections(**kwargs: Any) -> None:
+    """After each task: a connection that errored and no longer answers, or is past its age, is
+    closed (the next task opens a fresh one), as Django does around each request."""
+    from django.db import close_old_connections
+
+    close_old_connections()

@@ -143,7 +143,7 @@ def admit(run: Run) -> Refusal | Admitted:
 # --- holds: the other runs of a waiting key are not claimed meanwhile ----------------------------
 
 
-def _held_key() -> str:
+def held_key() -> str:
     return key("queue", "held")
 
 
@@ -154,21 +154,21 @@ def hold(member: str, until: float) -> None:
     if not member:
         return
     client = get_redis()
-    current = client.hget(_held_key(), member)
+    current = client.hget(held_key(), member)
     if current is not None and float(current) >= until:
         return
-    client.hset(_held_key(), member, f"{until:.6f}")
+    client.hset(held_key(), member, f"{until:.6f}")
 
 
 def release(member: str) -> None:
-    get_redis().hdel(_held_key(), member)
+    get_redis().hdel(held_key(), member)
 
 
 def held() -> dict[str, float]:
     """The holds in force now (expired ones are dropped on the way)."""
     client = get_redis()
     now = time.time()
-    raw = client.hgetall(_held_key())
+    raw = client.hgetall(held_key())
     current: dict[str, float] = {}
     expired = []
     for member, until in raw.items():
@@ -178,7 +178,7 @@ def held() -> dict[str, float]:
         else:
             expired.append(name)
     if expired:
-        client.hdel(_held_key(), *expired)
+        client.hdel(held_key(), *expired)
     return current
 
 

@@ -95,13 +95,26 @@ def job_label(run: Run) -> str:
     return run.job_name or run.kind
 
 
+def _bins_key(name: str, label: str) -> str:
+    """Per-bucket (not cumulative) counts: one HINCRBY per observation, summed up on /metrics.
+    The cumulative hash of ``key("metrics", name, label)`` (written before) is still read."""
+    return key("metrics", f"{name}_bins", label)
+
+
 def _observe(pipe: Any, name: str, label: str, value: float) -> None:
-    hist = key("metrics", name, label)
-    for bound in RUN_BUCKETS:
-        if value <= bound:
-            pipe.hincrby(hist, str(bound), 1)
-    pipe.hincrby(hist, "+Inf", 1)
+    bound = next((str(b) for b in RUN_BUCKETS if value <= b), "+Inf")
+    hist = _bins_key(name, label)
+    pipe.hincrby(hist, bound, 1)
     pipe.hincrbyfloat(hist, "sum", value)
+
+
+def _histogram(cumulative: dict[str, str], bins: dict[str, str]) -> tuple[list[tuple[str, float]], float]:
+    """Prometheus buckets and sum from the cumulative hash plus the per-bucket one."""
+    buckets, running = [], 0.0
+    for bound in [*map(str, RUN_BUCKETS), "+Inf"]:
+        running += float(bins.get(bound, 0))
+        buckets.append((bound, float(cumulative.get(bound, 0)) + running))
+    return buckets, float(cumulative.get("sum", 0)) + float(bins.get("sum", 0))
 
 
 def observe_run(run: Run) -> None:
@@ -159,10 +172,12 @@ class RunCollector(Collector):
             ("run_duration", "agentflow_run_duration_seconds", "Started to finished, per priority"),
         ):
             hist = HistogramMetricFamily(metric, help_text, labels=["priority"])
+            pipe = client.pipeline(transaction=False)
             for priority in Priority.values:
-                data = _decode(client.hgetall(key("metrics", name, priority)))
-                buckets = [(str(b), float(data.get(str(b), 0))) for b in RUN_BUCKETS] + [
-                    ("+Inf", float(data.get("+Inf", 0)))
-                ]
-                hist.add_metric([priority], buckets, float(data.get("sum", 0)))
+                pipe.hgetall(key("metrics", name, priority))
+                pipe.hgetall(_bins_key(name, priority))
+            replies = iter(pipe.execute())
+            for priority in Priority.values:
+                buckets, total = _histogram(_decode(next(replies)), _decode(next(replies)))
+                hist.add_metric([priority], buckets, total)
             yield hist

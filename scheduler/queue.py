@@ -146,7 +146,7 @@ def enqueue(
             return existing
         raise
     if run.status == Run.Status.QUEUED:
-        transaction.on_commit(lambda: send_dispatch(priority))
+        transaction.on_commit(lambda: wake_up(priority))
     return run
 
 
@@ -411,6 +411,85 @@ def _pace_next(run: Run, admitted: admission.Admitted, now: datetime) -> None:
     transaction.on_commit(lambda: send_wake(None, admitted.next_seconds, at=at, member=admitted.hold))
 
 
+def _wheel_order(position: int) -> list[str]:
+    """The priorities in the order the policy serves them from wheel ``position``."""
+    order = [Priority.URGENT.value]
+    for i in range(len(WHEEL)):
+        priority = WHEEL[(position + i) % len(WHEEL)]
+        if priority not in order:
+            order.append(priority)
+    return order
+
+
+def _next_position(position: int, priority: str) -> int | None:
+    """The wheel position after serving ``priority`` from ``position`` (urgent: unchanged)."""
+    for i in range(len(WHEEL)):
+        if WHEEL[(position + i) % len(WHEEL)] == priority:
+            return (position + i + 1) % len(WHEEL)
+    return None
+
+
+_FAST_CLAIM_SQL: dict[str, str] = {}
+
+
+def _fast_claim_sql() -> str:
+    """One statement that chooses and claims (the common case, see :func:`_fast_claim`): the
+    oldest queued run of the first priority in the policy's order that has one (a COALESCE of
+    per-priority scalar subqueries, each an index lookup on ``run_ready``, evaluated in order),
+    claimed only if no pause exists and no limit or admission applies to it. Built once."""
+    vendor = connection.vendor
+    if vendor not in _FAST_CLAIM_SQL:
+        run, job, pause = Run._meta.db_table, Job._meta.db_table, QueuePause._meta.db_table
+        columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in Run._meta.concrete_fields)
+        # Table and column names from the models; every value is a parameter.
+        head = (
+            f"(SELECT h.id FROM {run} h WHERE h.status = 'queued' AND h.priority = %s "  # noqa: S608
+            "ORDER BY h.id LIMIT 1)"
+        )
+        _FAST_CLAIM_SQL[vendor] = (
+            f"UPDATE {run} SET status = 'running', started_at = %s, next_attempt_at = NULL "  # noqa: S608
+            f"WHERE id = COALESCE({', '.join([head] * len(PRIORITIES))}) "
+            "AND status = 'queued' AND started_at IS NULL "
+            "AND gateway = '' AND agent = '' AND provider = '' "
+            f"AND (job_id IS NULL OR NOT EXISTS (SELECT 1 FROM {job} j WHERE j.id = {run}.job_id "
+            "AND j.concurrency_limit IS NOT NULL AND j.concurrency_limit <> 0)) "
+            f"AND NOT EXISTS (SELECT 1 FROM {pause}) "
+            f"RETURNING {columns}"
+        )
+    return _FAST_CLAIM_SQL[vendor]
+
+
+def _fast_claim(worker: str, redis: Any) -> tuple[Run, Attempt] | None:
+    """The common case in one statement and one Redis round trip: no pause, no hold, and the
+    run the policy chooses is a first claim that no limit and no admission applies to (a noop,
+    a job without a concurrency limit). It chooses exactly what :func:`_pick` would (no pause
+    and no hold means ``eligible`` only leaves out runs a limit applies to, which this claim
+    refuses), and the claim is the same conditional UPDATE, so a run is never started twice
+    and a queued urgent run is never overtaken. None: anything else (nothing queued, a pause,
+    a hold, a limited or retried head, a lost race): the general path decides."""
+    if not connection.features.can_return_columns_from_insert:  # no UPDATE … RETURNING
+        return None
+    pipe = redis.pipeline(transaction=False)
+    pipe.get(_wheel_key())
+    pipe.exists(admission.held_key())
+    raw_position, holds = pipe.execute()
+    if holds:
+        return None
+    position = int(raw_position or 0) % len(WHEEL)
+    now = timezone.now()
+    params: list[Any] = [connection.ops.adapt_datetimefield_value(now), *_wheel_order(position)]
+    with transaction.atomic():
+        rows = list(Run.objects.raw(_fast_claim_sql(), params))
+        if not rows:
+            return None
+        run = rows[0]
+        attempt = Attempt.objects.create(id=uuid.uuid4(), run=run, number=1, worker=worker, started_at=now)
+    next_position = _next_position(position, run.priority)
+    if next_position is not None:
+        redis.set(_wheel_key(), next_position)
+    return run, attempt
+
+
 def claim_next(worker: str, scope: Q | None = None) -> tuple[Run, Attempt] | None:
     """Choose and claim the next run to start (the selection policy above), or None.
 
@@ -428,6 +507,9 @@ def claim_next(worker: str, scope: Q | None = None) -> tuple[Run, Attempt] | Non
     among these runs (a wake-up for one key's slot, scheduler/tasks.py ``wake``).
     """
     redis = get_redis()
+    claimed = _fast_claim(worker, redis) if scope is None else None  # a scoped wake: limited runs
+    if claimed is not None:
+        return claimed
     for _ in range(OPTIMISTIC_TRIES):
         picked = _pick(redis, locked=False, scope=scope)
         if picked is None:
@@ -500,19 +582,25 @@ def _start(run: Run, attempt: Attempt, worker: str) -> Run | None:
             )
         )
         return run
-    return complete_attempt(attempt.pk, outcome) or run
+    return complete_attempt(attempt.pk, outcome, known_run=run) or run
 
 
 # --- completion ----------------------------------------------------------------------------------
 
 
-def complete_attempt(attempt_id: uuid.UUID | str, outcome: Finished) -> Run | None:
+def complete_attempt(
+    attempt_id: uuid.UUID | str, outcome: Finished, *, known_run: Run | None = None
+) -> Run | None:
     """Settle an attempt: the one entry point for whoever learns how it ended (the worker, the
     listener, the reconciler, a cancel).
 
     Idempotent, first terminal wins: the attempt moves from running with a conditional UPDATE;
     an unknown id, a malformed one, or an attempt already settled returns None and changes
     nothing. If the run left ``running`` meanwhile (cancelled), only the attempt is recorded.
+
+    ``known_run``: the attempt's run as its claim left it (``start_next``, same process): it is
+    not read again; its settlement is a conditional UPDATE (``status='running'``) instead, and
+    a run that left ``running`` meanwhile is read then (only the attempt is recorded).
     """
     try:
         attempt_uuid = attempt_id if isinstance(attempt_id, uuid.UUID) else uuid.UUID(str(attempt_id))
@@ -536,15 +624,19 @@ def complete_attempt(attempt_id: uuid.UUID | str, outcome: Finished) -> Run | No
         )
         if changed != 1:
             return None
-        run = (
-            Run.objects.select_for_update(of=("self",))
-            .select_related("job")
-            .get(attempt_set__pk=attempt_uuid)
-        )
-        if run.status != Run.Status.RUNNING:
-            return run
+        if known_run is not None:
+            run = known_run
+        else:
+            run = (
+                Run.objects.select_for_update(of=("self",))
+                .select_related("job")
+                .get(attempt_set__pk=attempt_uuid)
+            )
+            if run.status != Run.Status.RUNNING:
+                return run
         with _logged(run, attempt_uuid):
-            _settle(run, outcome, error_class, now)
+            if not _settle(run, outcome, error_class, now, conditional=known_run is not None):
+                return Run.objects.select_related("job").get(pk=run.pk)  # it left running meanwhile
             # A batch run's runner logs its own one line in the design's wording (scheduler/runner.py).
             level = logging.DEBUG if run.kind == "batch" else logging.INFO
             log.log(
@@ -567,8 +659,12 @@ def _cap(text: str) -> tuple[str, bool]:
     return (text, False) if len(text) <= limit else (text[:limit], True)
 
 
-def _settle(run: Run, outcome: Finished, error_class: str, now: datetime) -> None:
-    """Apply an attempt's outcome to its running run (inside complete_attempt's transaction)."""
+def _settle(
+    run: Run, outcome: Finished, error_class: str, now: datetime, *, conditional: bool = False
+) -> bool:
+    """Apply an attempt's outcome to its running run (inside complete_attempt's transaction).
+    ``conditional``: the run was not read under a lock, so it is written only while still
+    running; False when it was not (nothing else is done)."""
     run.error_class, run.error = error_class, outcome.error
     run.result, run.result_truncated = _cap(outcome.result or "")
     run.usage = dict(outcome.usage or {})
@@ -601,7 +697,12 @@ def _settle(run: Run, outcome: Finished, error_class: str, now: datetime) -> Non
             run.status = Run.Status.FAILED
     if run.status in Run.FINAL:
         run.finished_at = now
-    run.save(update_fields=SETTLED_FIELDS)
+    if conditional:
+        values = {name: getattr(run, name) for name in SETTLED_FIELDS}
+        if Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(**values) != 1:
+            return False
+    else:
+        run.save(update_fields=SETTLED_FIELDS)
     if run.status == Run.Status.BLOCKED:
         errors.provider_blocked(run, outcome.error)
     if run.status in Run.FINAL:
@@ -613,6 +714,7 @@ def _settle(run: Run, outcome: Finished, error_class: str, now: datetime) -> Non
         transaction.on_commit(lambda: send_dispatch(Priority.URGENT))
     # A run no limit applies to frees no slot a held-back run waits for: no starved-flag check
     # (it was a Redis round trip after every completion).
+    return True
 
 
 def finished(run: Run) -> None:
@@ -670,6 +772,22 @@ def send_dispatch(priority: str = Priority.NORMAL, count: int = 1) -> int:
     except Exception:
         log.warning("could not send a dispatch message (broker down?)", exc_info=True)
     return sent
+
+
+def wake_up(priority: str) -> None:
+    """A run of ``priority`` was queued: its wake-up. One message per run, unless
+    AGENTFLOW_DISPATCH_PENDING_MAX is set and that many already wait in the priority's Celery
+    queue: each of them starts, when a worker takes it, every eligible run committed before
+    (the dispatch task drains), so this run is among them. Checked on the broker's list after
+    the commit; a broker that cannot say gets the message."""
+    pending_max = settings.AGENTFLOW_DISPATCH_PENDING_MAX
+    if pending_max > 0 and settings.CELERY_BROKER_URL == settings.REDIS_URL:
+        try:
+            if get_redis().llen(queue_name(priority)) >= pending_max:
+                return
+        except Exception:
+            log.debug("could not read the length of %s", queue_name(priority), exc_info=True)
+    send_dispatch(priority)
 
 
 def send_wake(run_id: int | None, countdown: float, *, at: float | None = None, member: str = "") -> None:

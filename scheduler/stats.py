@@ -48,6 +48,10 @@ class Seconds(Func):
     def __init__(self, end: str, start: str) -> None:
         super().__init__(F(end), F(start))
 
+    # Standard SQL (PostgreSQL): the interval's seconds, as a double rather than a numeric.
+    template = "EXTRACT(EPOCH FROM (%(expressions)s))::double precision"
+    arg_joiner = " - "
+
     def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
         return self.as_sql(
             compiler,
@@ -56,24 +60,6 @@ class Seconds(Func):
             arg_joiner=") - julianday(",
             **extra,
         )
-
-    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        return self.as_sql(
-            compiler,
-            connection,
-            template="EXTRACT(EPOCH FROM (%(expressions)s))::double precision",
-            arg_joiner=" - ",
-            **extra,
-        )
-
-    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> Any:  # other backends: Django's way
-        if "template" in extra:
-            return super().as_sql(compiler, connection, **extra)
-        diff = ExpressionWrapper(
-            self.source_expressions[0] - self.source_expressions[1], output_field=DurationField()
-        )
-        sql, params = compiler.compile(diff)
-        return f"({sql})", params
 
 
 WAIT = Seconds("started_at", "queued_at")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from celery import shared_task
+from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 
@@ -62,10 +64,22 @@ def queue_batch(batch: str, target_id: int | None = None) -> bool:
 # --- the execution queue (scheduler/queue.py) ----------------------------------------------------
 
 
-@shared_task(name="scheduler.tasks.dispatch", ignore_result=True)
-def dispatch() -> None:
-    """A wake-up: start the next run the queue selects (not a run named by the message)."""
-    queue.start_next()
+@shared_task(name="scheduler.tasks.dispatch", ignore_result=True, bind=True)
+def dispatch(self: Any) -> None:
+    """A wake-up: start the next run the queue selects (not a run named by the message). With
+    coalesced wake-ups (AGENTFLOW_DISPATCH_PENDING_MAX), start runs until none is eligible, for
+    at most AGENTFLOW_DISPATCH_DRAIN_SECONDS: then the worker's other messages get their turn
+    and a fresh wake-up to the same queue carries on."""
+    if settings.AGENTFLOW_DISPATCH_PENDING_MAX <= 0:
+        queue.start_next()
+        return
+    deadline = time.monotonic() + settings.AGENTFLOW_DISPATCH_DRAIN_SECONDS
+    while queue.start_next() is not None:
+        if time.monotonic() >= deadline:
+            routed = (self.request.delivery_info or {}).get("routing_key") or ""
+            priority = routed.rpartition(".")[2]
+            queue.send_dispatch(priority if priority in queue.PRIORITIES else "normal")
+            return
 
 
 @shared_task(name="scheduler.tasks.tick", ignore_result=True)

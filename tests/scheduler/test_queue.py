@@ -461,3 +461,81 @@ def test_a_paused_urgent_run_does_not_hold_the_others_back():
     Run.objects.create(kind="noop", priority="urgent")  # queued under the pause (not parked yet)
     normal = noop()
     assert [r.pk for r in claim_all()] == [normal.pk]
+
+
+# --- the one-statement claim (queue._fast_claim) and the settle without a re-read --------------------
+
+
+def test_a_noop_run_is_claimed_started_and_settled_in_six_statements():
+    from django.test.utils import CaptureQueriesContext
+
+    run = noop()
+    with CaptureQueriesContext(connection) as queries:
+        assert queue.start_next(WORKER).pk == run.pk
+    statements = [q["sql"].split()[0].upper() for q in queries.captured_queries]
+    # claim: BEGIN, UPDATE … RETURNING, INSERT attempt, COMMIT; settle: BEGIN, 2 UPDATEs, COMMIT
+    assert statements.count("SELECT") == 0, statements
+    assert statements.count("UPDATE") == 3 and statements.count("INSERT") == 1, statements
+    run.refresh_from_db()
+    assert (run.status, run.attempts, run.attempt_set.get().number) == ("succeeded", 1, 1)
+
+
+def test_the_one_statement_claim_follows_the_wheel_like_the_general_path(redis_client):
+    runs = {p: [noop(p) for _ in range(4)] for p in ("high", "normal", "low")}
+    urgent = noop("urgent")
+    order = [queue._fast_claim(WORKER, queue.get_redis())[0] for _ in range(8)]
+    assert order[0].pk == urgent.pk
+    assert [r.priority for r in order[1:]] == ["high", "normal", "high", "low", "high", "normal", "high"]
+    assert [r.pk for r in order if r.priority == "high"] == [r.pk for r in runs["high"]]
+
+
+def test_the_one_statement_claim_leaves_paused_held_limited_and_retried_runs_to_the_general_path():
+    job = Job.objects.create(name="limited", kind="noop", concurrency_limit=1)
+    limited = [queue.enqueue(job, kind="noop"), noop(gateway="3"), noop(provider="p")]
+    assert queue._fast_claim(WORKER, queue.get_redis()) is None  # the head has a limit
+    assert Run.objects.filter(status="queued").count() == 3
+    Run.objects.filter(pk__in=[r.pk for r in limited]).update(status="cancelled")
+    retried = noop()
+    Run.objects.filter(pk=retried.pk).update(started_at=timezone.now())  # not a first claim
+    assert queue._fast_claim(WORKER, queue.get_redis()) is None
+    Run.objects.filter(pk=retried.pk).update(status="cancelled")
+    plain = noop()
+    pause = QueuePause.objects.create(scope="job", value="other", who="t")
+    assert queue._fast_claim(WORKER, queue.get_redis()) is None  # any pause: the general path
+    pause.delete()
+    queue.admission.hold("gateway:9", timezone.now().timestamp() + 60)
+    assert queue._fast_claim(WORKER, queue.get_redis()) is None  # any hold: the general path
+    queue.admission.release("gateway:9")
+    claimed, attempt = queue._fast_claim(WORKER, queue.get_redis())
+    assert (claimed.pk, claimed.status, attempt.number) == (plain.pk, "running", 1)
+    assert Run.objects.get(pk=plain.pk).status == "running"
+
+
+def test_a_run_cancelled_while_its_attempt_ran_is_not_settled_over():
+    run = noop()
+    claimed, attempt = queue.claim_next(WORKER)
+    Run.objects.filter(pk=run.pk).update(status="cancelled")  # e.g. an operator's cancel
+    settled = queue.complete_attempt(attempt.pk, Finished("succeeded"), known_run=claimed)
+    assert settled.status == "cancelled"
+    assert Attempt.objects.get(pk=attempt.pk).status == "succeeded"
+    run.refresh_from_db()
+    assert (run.status, run.attempts, run.finished_at) == ("cancelled", 0, None)
+
+
+def test_coalesced_wake_ups_stop_at_the_pending_maximum(
+    settings, redis_client, django_capture_on_commit_callbacks
+):
+    name = queue.queue_name("normal")
+    redis_client.delete(name)
+    try:
+        settings.AGENTFLOW_DISPATCH_PENDING_MAX = 2
+        for _ in range(5):
+            with django_capture_on_commit_callbacks(execute=True):
+                noop()
+        assert redis_client.llen(name) == 2
+        settings.AGENTFLOW_DISPATCH_PENDING_MAX = 0
+        with django_capture_on_commit_callbacks(execute=True):
+            noop()
+        assert redis_client.llen(name) == 3  # one message per run (the default)
+    finally:
+        redis_client.delete(name)
