@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 
 from . import roles
 from .models import AuditEntry
@@ -167,6 +168,7 @@ def control(
     *,
     needs: str = "operate",
     reason: str = "",
+    atomic: bool = False,
 ) -> Iterator[Control]:
     """Run a control as ``actor``, recording one row.
 
@@ -175,23 +177,40 @@ def control(
     2. The body runs with a :class:`Control`; ``ctl.fail(msg)`` ends it as ``error`` with msg.
     3. An exception from the body is recorded as ``error`` (its text) and re-raised.
     4. Otherwise the row says ``ok``.
+
+    ``atomic``: the body's writes and the ``ok`` row commit together in one transaction (for a
+    body that only writes the database, e.g. queueing a run): a database too busy for the row
+    then undoes the body too, so a caller told "error" never finds the work done anyway. The
+    ``error`` row is written after the rollback.
     """
     if not actor.can(needs):
         message = roles.refusal(actor.effective_role, needs)
         entry = record(action, actor, target, result=Result.REFUSED, reason=reason, message=message)
         raise Refused(message, entry)
     ctl = Control()
+
+    def done() -> None:
+        record(
+            action,
+            actor,
+            target,
+            result=Result.ERROR if ctl.failed else Result.OK,
+            reason=reason,
+            message=ctl.message,
+        )
+
     try:
-        yield ctl
+        if atomic:
+            with transaction.atomic():
+                yield ctl
+                done()
+        else:
+            yield ctl
     except Exception as exc:
         text = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
-        record(action, actor, target, result=Result.ERROR, reason=reason, message=ctl.message or text)
+        # atomic: the body's note describes work that was just undone; the error says why
+        message = text if atomic else ctl.message or text
+        record(action, actor, target, result=Result.ERROR, reason=reason, message=message)
         raise
-    record(
-        action,
-        actor,
-        target,
-        result=Result.ERROR if ctl.failed else Result.OK,
-        reason=reason,
-        message=ctl.message,
-    )
+    if not atomic:
+        done()

@@ -52,9 +52,12 @@ def submit(
     """Queue a run as ``actor`` (operator). Returns (run, created): ``created`` is False when
     ``dedupe_key`` is held by an unfinished run, which is returned as it is."""
     label = f"job {job}" if job else f"{kind} run"
-    with audit.control("run.enqueue", actor, Target("job" if job else "run", job or "", label)) as ctl:
+    target = Target("job" if job else "run", job or "", label)
+    # atomic: the run and its audit row commit together (a busy database refusing the row must
+    # not leave a run the caller was told failed, and would queue again)
+    with audit.control("run.enqueue", actor, target, atomic=True) as ctl:
         before = timezone.now()
-        with transaction.atomic():
+        with transaction.atomic():  # a savepoint, as before (the dedupe path)
             run = queue.enqueue(
                 job,
                 kind=None if job else kind,

@@ -16,8 +16,6 @@ from typing import Any
 from django.db.models import (
     Avg,
     Count,
-    DurationField,
-    ExpressionWrapper,
     F,
     FloatField,
     Func,

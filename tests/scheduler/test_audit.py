@@ -118,6 +118,33 @@ def test_an_error_in_the_body_is_recorded_and_raised(operator):
     assert (entry.result, entry.message) == ("error", "boom")
 
 
+@pytest.mark.django_db(transaction=True)  # autocommit, as in a request: the rollback is real
+def test_an_atomic_control_commits_its_work_with_its_row_or_neither(operator):
+    from django.db import OperationalError
+
+    from scheduler import ops
+    from scheduler.models import Run
+
+    actor = audit.Actor.of_user(operator, source="api")
+    run, created = ops.submit(actor, kind="noop", params={})
+    assert created and AuditEntry.objects.get().message == f"run {run.pk} queued"
+
+    refused = []
+
+    def busy_audit_insert(execute, sql, params, many, context):
+        if sql.startswith('INSERT INTO "scheduler_auditentry"') and not refused:
+            refused.append(sql)
+            raise OperationalError("database is locked")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(busy_audit_insert), pytest.raises(OperationalError, match="locked"):
+        ops.submit(actor, kind="noop", params={})
+    assert refused
+    assert list(Run.objects.values_list("pk", flat=True)) == [run.pk]  # the second run was undone
+    last = AuditEntry.objects.order_by("-id").first()
+    assert (last.action, last.result, last.message) == ("run.enqueue", "error", "database is locked")
+
+
 def test_an_expected_failure_is_an_error_row_without_an_exception(operator):
     with audit.control("chat.send", audit.Actor.of_user(operator), TARGET) as ctl:
         ctl.fail("The gateway is offline.")
