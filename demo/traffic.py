@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from openclaw import GatewayClient, GatewayError
+from openclaw.errors import InvalidRequestError
 
 log = logging.getLogger("demo.traffic")
 
@@ -71,8 +72,17 @@ class Traffic:
         agent = self.rng.choice(agent_ids)
         key = f"agent:{agent}:demo-{self.rng.randrange(SESSIONS_PER_AGENT) + 1}"
         prompt = self.prompt(self.rng)
+        idempotency_key = str(uuid.uuid4())
         try:
-            await self.client.chat_send(key, prompt, idempotency_key=str(uuid.uuid4()))
+            try:
+                await self.client.chat_send(key, prompt, idempotency_key=idempotency_key)
+            except GatewayError as exc:
+                if not (isinstance(exc, InvalidRequestError) and exc.asks_for_retry):
+                    raise
+                # "session changed before chat.send; retry the request": two sends raced on one
+                # demo session; the gateway ran neither, so once more (the same key) is safe
+                await asyncio.sleep(0.2)
+                await self.client.chat_send(key, prompt, idempotency_key=idempotency_key)
             self.sent += 1
             log.info("sent to %s: %s", key, prompt)
         except GatewayError as exc:

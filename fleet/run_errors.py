@@ -202,6 +202,9 @@ def _from_exception(exc: BaseException) -> ErrorInfo:
             return ErrorInfo(UNREACHABLE, message, retry_after)
         if isinstance(exc, GatewayTimeout):
             return ErrorInfo(TIMEOUT, message, retry_after)
+        if isinstance(exc, InvalidRequestError) and exc.asks_for_retry:
+            # refused before running ("session changed before chat.send; retry the request")
+            return ErrorInfo(SERVER_ERROR, message, retry_after)
         if isinstance(exc, InvalidRequestError | NotFoundError):
             return ErrorInfo(INVALID_REQUEST, message)
         if _from_message(message) == UNREACHABLE:  # "Gateway is draining…" (a restart)

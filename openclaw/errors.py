@@ -127,6 +127,14 @@ class InvalidRequestError(GatewayError):
     default_code = "INVALID_REQUEST"
 
     @property
+    def asks_for_retry(self) -> bool:
+        """The gateway refused without running anything and says to send again: "SessionMutation
+        AuthorizationChangedError: session changed before chat.send; retry the request" (two
+        sends raced on one session). 2026.9.6 gives it no ``details.code`` and no ``retryable``,
+        so the message is all there is to read (the one exception to the rule above)."""
+        return "retry the request" in self.message.lower()
+
+    @property
     def operator_message(self) -> str:
         return f"The gateway rejected the request: {self.message}."
 

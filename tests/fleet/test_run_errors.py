@@ -279,3 +279,15 @@ async def test_a_wrong_gateway_token_is_a_system_error_not_a_provider_one(fault_
         await client.connect()
     await client.close()
     assert classify(caught.value).error_class == "system"
+
+
+RACED = "SessionMutationAuthorizationChangedError: session changed before chat.send; retry the request"
+
+
+def test_a_send_the_gateway_refused_asking_for_a_retry_is_a_retryable_server_error():
+    """Seen from the real gateway (demo traffic on one session): nothing ran, so send again."""
+    raced = InvalidRequestError(RACED, method="chat.send")
+    assert raced.asks_for_retry
+    assert classify(raced).error_class == "server_error"
+    assert not InvalidRequestError("invalid chat.send params: message required").asks_for_retry
+    assert classify(InvalidRequestError("invalid params")).error_class == "invalid_request"
