@@ -40,6 +40,25 @@ def _engine_hooks_left_as_found():
     assert errors._hooks == before, "this test left scheduler.errors hooks changed"
 
 
+@pytest.fixture
+def own_queues(redis_prefix):
+    """The engine's messages this process sends go to queues of this test's own (the default
+    queue and the priority queues named after its Redis prefix), deleted afterwards."""
+    from agentflow.celery import app
+    from tests.support.celery import engine_queues
+
+    previous = app.conf.task_default_queue
+    app.conf.task_default_queue = redis_prefix
+    try:
+        yield redis_prefix
+    finally:
+        app.conf.task_default_queue = previous
+        with app.connection_for_write() as connection:
+            client = connection.default_channel.client
+            for name in engine_queues(redis_prefix):
+                client.delete(name, f"_kombu.binding.{name}")
+
+
 @pytest.fixture(scope="session")
 def openclaw(tmp_path_factory) -> DemoGateway:
     """The real, pinned OpenClaw gateway on loopback with three agents and the stub model."""

@@ -29,7 +29,7 @@ from scheduler import actions, controls, queue, tick
 from scheduler.actions import AttemptContext
 from scheduler.audit import Actor
 from scheduler.models import Alert, Attempt, ProviderBlock, Run
-from tests.support.celery import celery_env, engine_queues, logs, start_worker
+from tests.support.celery import celery_env, logs, start_worker
 from tests.support.factories import make_agent, make_gateway
 from tests.support.gateway import admin_client, wait_for
 from tests.support.ports import free_port_block
@@ -54,20 +54,6 @@ def agent_gateway(tmp_path_factory):
     gateway.start(timeout=120)
     yield gateway
     gateway.stop()
-
-
-@pytest.fixture
-def own_queues(redis_prefix):
-    previous = app.conf.task_default_queue
-    app.conf.task_default_queue = redis_prefix
-    try:
-        yield redis_prefix
-    finally:
-        app.conf.task_default_queue = previous
-        with app.connection_for_write() as connection:
-            client = connection.default_channel.client
-            for name in engine_queues(redis_prefix):
-                client.delete(name, f"_kombu.binding.{name}")
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from tests.fleet.test_agent_runs import (  # noqa: F401 - fixtures
     gw,
     listening,
     nonce,
-    own_queues,
     settled,
 )
 from tests.support.celery import celery_env, start_worker

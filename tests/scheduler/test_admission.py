@@ -20,7 +20,7 @@ from agentflow.lib import logcontext
 from scheduler import actions, admission, breakers, limits, queue, tick
 from scheduler.actions import ActionSpec, Finished
 from scheduler.models import Attempt, Run
-from tests.scheduler.test_dispatch_worker import broker, own_queues, worker_env  # noqa: F401
+from tests.scheduler.test_dispatch_worker import broker, worker_env  # noqa: F401
 from tests.support.celery import logs, start_worker
 from tests.support.gateway import wait_for
 from tests.support.processes import stop_group
@@ -243,7 +243,7 @@ def test_run_metrics_are_on_metrics_at_zero_then_count(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_workers_pace_runs_at_the_budget_from_wake_ups(own_queues, redis_prefix, tmp_path):  # noqa: F811
+def test_two_workers_pace_runs_at_the_budget_from_wake_ups(own_queues, redis_prefix, tmp_path):
     limits.set_budget("gateway:gw", "60rpm")  # in Redis: every worker's budget
     workers = [start_worker(worker_env(redis_prefix), tmp_path / f"w{i}.log", redis_prefix) for i in (1, 2)]
     try:
@@ -270,7 +270,7 @@ def test_two_workers_pace_runs_at_the_budget_from_wake_ups(own_queues, redis_pre
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_pace_holds_when_each_start_takes_longer_than_the_interval(own_queues, redis_prefix, tmp_path):  # noqa: F811
+def test_the_pace_holds_when_each_start_takes_longer_than_the_interval(own_queues, redis_prefix, tmp_path):
     """Agent runs: ``start`` (a ``chat.send``, slow on a busy gateway) returns Started and the
     run ends later, elsewhere (the listener): no completion in a worker asks for the next run.
     Each slot must wake the next one before the action starts, or the pace is lost."""

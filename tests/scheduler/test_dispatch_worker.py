@@ -21,21 +21,6 @@ from tests.support.processes import stop_group
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture
-def own_queues(redis_prefix):
-    """The dispatch messages of this test go to queues of its own (named after its prefix)."""
-    previous = app.conf.task_default_queue
-    app.conf.task_default_queue = redis_prefix
-    try:
-        yield redis_prefix
-    finally:
-        app.conf.task_default_queue = previous
-        with app.connection_for_write() as connection:
-            client = connection.default_channel.client
-            for name in engine_queues(redis_prefix):
-                client.delete(name, f"_kombu.binding.{name}")
-
-
 def broker():
     return app.connection_for_write().default_channel.client
 
