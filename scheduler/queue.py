@@ -274,9 +274,7 @@ def _pick(redis: Any, *, locked: bool, scope: Q | None = None) -> tuple[Run | No
     position after it and the eligible runs' queryset; None when nothing is eligible."""
     ready = eligible(flag_starved=True, scope=scope)
     position = int(redis.get(_wheel_key()) or 0) % len(WHEEL)
-    order = [(Priority.URGENT.value, None)] + [
-        (WHEEL[(position + i) % len(WHEEL)], (position + i + 1) % len(WHEEL)) for i in range(len(WHEEL))
-    ]
+    order = _serving_order(position)
     if locked:
         first = _first_ids(ready)
         for priority, next_position in order:
@@ -411,22 +409,16 @@ def _pace_next(run: Run, admitted: admission.Admitted, now: datetime) -> None:
     transaction.on_commit(lambda: send_wake(None, admitted.next_seconds, at=at, member=admitted.hold))
 
 
-def _wheel_order(position: int) -> list[str]:
-    """The priorities in the order the policy serves them from wheel ``position``."""
-    order = [Priority.URGENT.value]
+def _serving_order(position: int) -> list[tuple[str, int | None]]:
+    """``(priority, wheel position after serving it)`` in the order the policy serves them from
+    wheel ``position``: urgent first (it leaves the wheel where it is), then every other priority
+    at its first turn on the wheel."""
+    order: list[tuple[str, int | None]] = [(Priority.URGENT.value, None)]
     for i in range(len(WHEEL)):
         priority = WHEEL[(position + i) % len(WHEEL)]
-        if priority not in order:
-            order.append(priority)
+        if all(priority != served for served, _ in order):
+            order.append((priority, (position + i + 1) % len(WHEEL)))
     return order
-
-
-def _next_position(position: int, priority: str) -> int | None:
-    """The wheel position after serving ``priority`` from ``position`` (urgent: unchanged)."""
-    for i in range(len(WHEEL)):
-        if WHEEL[(position + i) % len(WHEEL)] == priority:
-            return (position + i + 1) % len(WHEEL)
-    return None
 
 
 _FAST_CLAIM_SQL: dict[str, str] = {}
@@ -477,14 +469,15 @@ def _fast_claim(worker: str, redis: Any) -> tuple[Run, Attempt] | None:
         return None
     position = int(raw_position or 0) % len(WHEEL)
     now = timezone.now()
-    params: list[Any] = [connection.ops.adapt_datetimefield_value(now), *_wheel_order(position)]
+    order = _serving_order(position)
+    params: list[Any] = [connection.ops.adapt_datetimefield_value(now), *(p for p, _ in order)]
     with transaction.atomic():
         rows = list(Run.objects.raw(_fast_claim_sql(), params))
         if not rows:
             return None
         run = rows[0]
         attempt = Attempt.objects.create(id=uuid.uuid4(), run=run, number=1, worker=worker, started_at=now)
-    next_position = _next_position(position, run.priority)
+    next_position = dict(order)[run.priority]
     if next_position is not None:
         redis.set(_wheel_key(), next_position)
     return run, attempt
