@@ -226,7 +226,14 @@ def test_a_worker_killed_mid_run_leaves_a_lost_run_a_free_lock_and_its_task_rede
         except AssertionError:
             raise AssertionError(f"the task was not redelivered\n{logs(tmp_path)}") from None
         assert done.worker.endswith(f":{second.pid}")
-        assert Run.objects.get(pk=done.run_id).status == "succeeded"
+        # The runner settles the Run just after it writes the BatchRun (two writes, not one):
+        # wait for it rather than read between them.
+        wait_for(
+            lambda: Run.objects.get(pk=done.run_id).status == "succeeded",
+            timeout=10,
+            interval=0.1,
+            what="the redelivered run's Run settled",
+        )
         assert Run.objects.filter(kind="batch").count() == 2
         assert not BatchRun.objects.filter(batch=SLOW, status="skipped").exists()
         assert BatchRun.objects.filter(batch=SLOW).count() == 2
