@@ -1,10 +1,3 @@
-# DRAFT, not collected by pytest: the issue 9 §7 kill -9 (50 queued, 10 running) and gateway-restart
-# scenarios, against the real gateway and workers. Status 2026-12-01 (late): both pass, alone and with
-# pytest-randomly, 3 runs each (SQLite twice, PostgreSQL once; 69-190 s for the file). Earlier failures
-# came from the test itself: it paired runs with their markers in a query's row order rather than by pk.
-# chat.send is counted on the gateway side (user turns per attempt in chat.history). Not yet part of the
-# suite because it has not passed inside a full .ci/run; move it to tests/fleet/test_agent_resilience.py
-# (tail -n +8 of this file) and run .ci/run before landing it.
 """Resilience of agent runs (issue 9 §7) with a dedicated real gateway, the real listener (in a
 thread of this process), real Redis and real Celery worker processes:
 
