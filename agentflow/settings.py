@@ -397,6 +397,9 @@ AGENTFLOW_DISPATCH_PENDING_MAX = env_int("AGENTFLOW_DISPATCH_PENDING_MAX", 0)
 AGENTFLOW_DISPATCH_DRAIN_SECONDS = env_float("AGENTFLOW_DISPATCH_DRAIN_SECONDS", 1.0)
 # A running run past its timeout plus this grace is reconciled, then timed out.
 AGENTFLOW_RUN_TIMEOUT_GRACE_SECONDS = env_int("AGENTFLOW_RUN_TIMEOUT_GRACE_SECONDS", 30)
+# The emergency stop (scheduler/stops.py): how long engaging waits for sends already past the
+# workers' check before it records the instant from which nothing in scope reaches a gateway.
+AGENTFLOW_STOP_FENCE_SECONDS = env_float("AGENTFLOW_STOP_FENCE_SECONDS", 2.0)
 # One alert after this many consecutive final failures of one job (scheduler/alerts.py).
 AGENTFLOW_JOB_FAILURE_ALERT_AFTER = env_int("AGENTFLOW_JOB_FAILURE_ALERT_AFTER", 3, minimum=1)
 # Blocked providers (fleet/probes.py): a tiny run probes each open episode this often, and the

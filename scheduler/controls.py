@@ -73,7 +73,7 @@ def resume(actor: Actor, scope: str, value: str = "", reason: str = "") -> int:
             deleted, _ = QueuePause.objects.filter(scope=scope, value=value).delete()
             if not deleted:
                 raise ValidationError(f"{_queue_target(scope, value).label} is not paused", code="not_paused")
-            parked = Run.objects.filter(status=Run.Status.PARKED)
+            parked = Run.objects.filter(status=Run.Status.PARKED, stop__isnull=True)  # not a stop's
             still = queue.pause_q(QueuePause.objects.all())
             if still is not None:
                 parked = parked.exclude(still)

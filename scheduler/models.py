@@ -386,6 +386,14 @@ class Run(models.Model):
     max_attempts = models.PositiveSmallIntegerField(default=3)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     timeout_seconds = models.PositiveIntegerField(default=600)
+    stop = models.ForeignKey(
+        "EmergencyStop",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="held_runs",
+        help_text="The emergency stop that parked or aborted it, until an operator requeues or cancels it.",
+    )
 
     objects = RunQuerySet.as_manager()
 
@@ -545,3 +553,73 @@ class ProviderBlock(models.Model):
     @property
     def is_open(self) -> bool:
         return self.ended_at is None
+
+
+class EmergencyStopQuerySet(models.QuerySet["EmergencyStop"]):
+    def engaged(self) -> EmergencyStopQuerySet:
+        return self.filter(released_at__isnull=True)
+
+    def released(self) -> EmergencyStopQuerySet:
+        return self.filter(released_at__isnull=False)
+
+
+class EmergencyStop(models.Model):
+    """An emergency stop is a row (scheduler/stops.py): while it is engaged nothing it covers starts,
+    what it covered was aborted or parked, and the gateways' own cron stays off. Mirrored to Redis
+    for the workers' check before every start; the database decides when Redis cannot answer.
+
+    ``parked_ids`` / ``aborted_ids`` / ``saved_state`` are the state saved when it engaged (which
+    runs it held, what each gateway's cron was); ``steps`` the engage's steps with their timings."""
+
+    class Scope(models.TextChoices):
+        GLOBAL = "global", "Everything"
+        GATEWAY = "gateway", "A gateway"
+        AGENT = "agent", "An agent"
+        PRIORITY = "priority", "A priority queue"
+        PROVIDER = "provider", "A provider"
+
+    scope = models.CharField(max_length=10, choices=Scope.choices, default=Scope.GLOBAL)
+    value = models.CharField(max_length=100, blank=True)
+    reason = models.TextField()
+    who = models.CharField(max_length=200)
+    automatic = models.CharField(
+        max_length=60, blank=True, help_text="The condition that engaged it (blank: a person)."
+    )
+    requested_at = models.DateTimeField(default=timezone.now, help_text="When the engage call began.")
+    engaged_at = models.DateTimeField(
+        default=timezone.now, help_text="From this instant no worker sends anything it covers."
+    )
+    completed_at = models.DateTimeField(null=True, blank=True, help_text="Every engage step done.")
+    released_at = models.DateTimeField(null=True, blank=True)
+    released_by = models.CharField(max_length=200, blank=True)
+    release_reason = models.TextField(blank=True)
+    parked_ids = models.JSONField(default=list, blank=True)
+    aborted_ids = models.JSONField(default=list, blank=True)
+    saved_state = models.JSONField(default=dict, blank=True)
+    steps = models.JSONField(default=list, blank=True)
+
+    objects = EmergencyStopQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-engaged_at"]
+        indexes = [models.Index(fields=["released_at"], name="stop_engaged")]
+
+    def __str__(self) -> str:
+        state = "engaged" if self.released_at is None else "released"
+        return f"emergency stop {self.pk} ({self.scope_label}) {state}"
+
+    @property
+    def is_engaged(self) -> bool:
+        return self.released_at is None
+
+    @property
+    def scope_label(self) -> str:
+        if self.scope == self.Scope.GLOBAL:
+            return "everything"
+        return f"{self.get_scope_display().split(' ', 1)[-1].lower()} {self.value}"
+
+    @property
+    def engage_ms(self) -> float | None:
+        if self.completed_at is None:
+            return None
+        return (self.completed_at - self.requested_at).total_seconds() * 1000

@@ -37,9 +37,9 @@ from agentflow.lib.dbbusy import retry_busy
 from agentflow.lib.logcontext import bind_run
 from agentflow.lib.redis import get_redis, key
 
-from . import actions, admission, alerts, errors, live, signals, workers
+from . import actions, admission, alerts, errors, live, scopes, signals, stops, workers
 from .actions import AttemptContext, Finished, Started
-from .models import Alert, Attempt, Job, Priority, QueuePause, Run
+from .models import Alert, Attempt, EmergencyStop, Job, Priority, QueuePause, Run
 
 log = logging.getLogger("agentflow.scheduler")
 
@@ -133,7 +133,10 @@ def enqueue(
         queued_at=now,
         **_concurrency_keys(cleaned),
     )
-    if covered_by_pause(run):
+    stop_id = stops.intake(run)
+    if stop_id is not None:
+        run.status, run.stop_id = Run.Status.PARKED, stop_id  # recorded, held by the stop
+    elif covered_by_pause(run):
         run.status = Run.Status.PARKED
     elif run_after is not None and run_after > now:
         run.status = Run.Status.SCHEDULED
@@ -160,8 +163,8 @@ def pause_q(pauses: Iterable[QueuePause]) -> Q | None:
         part = {
             QueuePause.Scope.ALL: Q(pk__isnull=False),
             QueuePause.Scope.PRIORITY: Q(priority=pause.value),
-            QueuePause.Scope.GATEWAY: Q(gateway=pause.value),
-            QueuePause.Scope.AGENT: Q(agent=pause.value),
+            QueuePause.Scope.GATEWAY: Q(gateway__in=scopes.aliases("gateway", pause.value)),
+            QueuePause.Scope.AGENT: Q(agent__in=scopes.aliases("agent", pause.value)),
             QueuePause.Scope.JOB: Q(job_name=pause.value),
         }[QueuePause.Scope(pause.scope)]
         q = part if q is None else q | part
@@ -172,8 +175,8 @@ def pause_covers(pause: QueuePause, run: Run) -> bool:
     return {
         QueuePause.Scope.ALL: True,
         QueuePause.Scope.PRIORITY: run.priority == pause.value,
-        QueuePause.Scope.GATEWAY: run.gateway == pause.value,
-        QueuePause.Scope.AGENT: run.agent == pause.value,
+        QueuePause.Scope.GATEWAY: run.gateway in scopes.aliases("gateway", pause.value),
+        QueuePause.Scope.AGENT: run.agent in scopes.aliases("agent", pause.value),
         QueuePause.Scope.JOB: run.job_name == pause.value,
     }[QueuePause.Scope(pause.scope)]
 
@@ -250,6 +253,9 @@ def eligible(*, flag_starved: bool = False, scope: Q | None = None) -> Any:
     paused = pause_q(QueuePause.objects.all())
     if paused is not None:
         qs = qs.exclude(paused)
+    stopped = stops.stop_q(stops.engaged())
+    if stopped is not None:
+        qs = qs.exclude(stopped)
     saturated = Usage.now().saturated_q()
     if saturated is not None:
         qs = qs.exclude(saturated)
@@ -432,6 +438,7 @@ def _fast_claim_sql() -> str:
     vendor = connection.vendor
     if vendor not in _FAST_CLAIM_SQL:
         run, job, pause = Run._meta.db_table, Job._meta.db_table, QueuePause._meta.db_table
+        stop = EmergencyStop._meta.db_table
         columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in Run._meta.concrete_fields)
         # Table and column names from the models; every value is a parameter.
         head = (
@@ -446,6 +453,7 @@ def _fast_claim_sql() -> str:
             f"AND (job_id IS NULL OR NOT EXISTS (SELECT 1 FROM {job} j WHERE j.id = {run}.job_id "
             "AND j.concurrency_limit IS NOT NULL AND j.concurrency_limit <> 0)) "
             f"AND NOT EXISTS (SELECT 1 FROM {pause}) "
+            f"AND NOT EXISTS (SELECT 1 FROM {stop} WHERE released_at IS NULL) "
             f"RETURNING {columns}"
         )
     return _FAST_CLAIM_SQL[vendor]
@@ -557,12 +565,24 @@ def _start(run: Run, attempt: Attempt, worker: str) -> Run | None:
             "failed", errors.SYSTEM, f"no action {run.kind!r} is registered in worker {worker}"
         )
     else:
+        member = str(attempt.pk)
+        stop_id = stops.enter(run, member)  # every start checks the emergency stop first
+        if stop_id is not None:
+            stops.park_claimed(run, attempt, stop_id)
+            log.info("run %s not started: emergency stop %s is engaged", run.pk, stop_id)
+            return None
         ctx = AttemptContext(run=run, attempt=attempt, prompt=run.prompt, params=run.params, input=run.input)
         try:
             outcome = spec.start(ctx)
         except Exception as exc:
             log.exception("run %s: action %s raised", run.pk, run.kind)
             outcome = Finished("failed", errors.SYSTEM, f"{type(exc).__name__}: {exc}")
+        late = stops.leave(run, member)
+        if late is not None and isinstance(outcome, Started):
+            # A stop engaged while this start was in progress and its fence gave up waiting.
+            attempt.session_key, attempt.external_id = outcome.session_key, outcome.external_id
+            stops.abort_started(run, attempt, late)
+            return run
     if isinstance(outcome, Started):
         # No status filter: the result may already have settled the attempt (a fast agent run's
         # terminal event can reach the listener before this line); its session key is kept anyway.

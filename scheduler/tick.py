@@ -2,6 +2,9 @@
 
 Each step is a bounded, idempotent pass, safe to run twice at once:
 
+0. waiting runs an engaged emergency stop covers that slipped past it → parked, held by it; the
+   stop's Redis mirror rewritten (a Redis that restarted empty is refilled: scheduler/stops.py);
+
 1. due scheduled runs (delayed, retry backoff, rate-limit wait) → queued (parked under a pause),
    with one dispatch message each;
 2. queued runs waiting longer than AGENTFLOW_REDISPATCH_AFTER_SECONDS (their message lost, e.g.
@@ -22,7 +25,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import actions, errors, queue, workers
+from . import actions, errors, queue, stops, workers
 from .actions import AttemptContext, Finished
 from .models import Attempt, QueuePause, Run
 
@@ -39,6 +42,7 @@ class TickReport:
     lost: int = 0
     timed_out: int = 0
     reconciled: int = 0
+    stopped: int = 0
 
 
 def promote_due(now: datetime) -> tuple[int, int]:
@@ -159,6 +163,7 @@ def time_out_running(now: datetime) -> tuple[int, int]:
 def tick(now: datetime | None = None) -> TickReport:
     now = now or timezone.now()
     report = TickReport()
+    report.stopped = stops.sweep()
     report.promoted, report.parked = promote_due(now)
     report.lost = mark_dead_workers_lost(now)
     report.timed_out, report.reconciled = time_out_running(now)
