@@ -106,7 +106,7 @@ def _answer(view: Callable[..., Any], request: HttpRequest, *args: Any, **kwargs
     return JsonResponse(body)
 
 
-NOT_FOUND_CODES = frozenset({"unknown_job", "not_found"})
+NOT_FOUND_CODES = frozenset({"unknown_job", "not_found", "not_engaged"})
 
 
 def api_view(view: Callable[..., Any]) -> Callable[..., JsonResponse]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import api, api_ops
+from . import api, api_control, api_ops
 
 app_name = "api"
 
@@ -33,5 +33,9 @@ urlpatterns = [
     path("v1/runs/<id:run_id>/retry/", api_ops.run_retry, name="run-retry"),
     path("v1/jobs/", api_ops.jobs, name="jobs"),
     path("v1/jobs/<str:name>/", api_ops.job_detail, name="job"),
+    path("v1/control/status/", api_control.control_status, name="control-status"),
+    path("v1/control/emergency-stop/", api_control.emergency_stop, name="emergency-stop"),
+    path("v1/control/emergency-release/", api_control.emergency_release, name="emergency-release"),
+    path("v1/control/requeue/", api_control.requeue, name="control-requeue"),
     path("<path:rest>", api.not_found),  # a JSON 404, not an endpoint (no name, not in the schema)
 ]

@@ -68,6 +68,7 @@ NEW_MIGRATIONS = {
     ("scheduler", "0008_batch_runs"),
     ("scheduler", "0009_provider_block"),
     ("scheduler", "0010_run_finished_covering_index"),
+    ("scheduler", "0011_emergency_stop"),
     ("fleet", "0003_session_tokens"),
 }
 # Models (and so content types) the previous release did not have: the audit and django-axes'.
@@ -79,6 +80,7 @@ NEW_CONTENT_TYPES = {
     ("scheduler", "attempt"),
     ("scheduler", "queuepause"),
     ("scheduler", "providerblock"),
+    ("scheduler", "emergencystop"),  # issue 10
     ("axes", "accessattempt"),
     ("axes", "accesslog"),
     ("axes", "accessfailurelog"),
