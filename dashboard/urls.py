@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from .views import assets, batches, config, fleet, jobs, queue, runs, sessions, status
+from .views import assets, batches, config, fleet, jobs, queue, runs, sessions, status, stops
 
 """The operator pages and fragments (namespace ``dashboard``); the JSON API is in ``api_urls``."""
 
@@ -52,6 +52,12 @@ urlpatterns = [
     path("runs/<id:run_id>/result", runs.run_result, name="run-result"),
     path("runs/<id:run_id>/cancel", runs.run_cancel, name="run-cancel"),
     path("runs/<id:run_id>/retry", runs.run_retry, name="run-retry"),
+    path("stops/", stops.stops_page, name="stops"),
+    path("stops/engage", stops.stop_engage, name="stop-engage"),
+    path("stops/<id:stop_id>/", stops.stop_detail, name="stop-detail"),
+    path("stops/<id:stop_id>/release", stops.stop_release, name="stop-release"),
+    path("stops/<id:stop_id>/requeue", stops.stop_requeue, name="stop-requeue"),
+    path("fragments/stops/banner", stops.stop_banner, name="fragment-stop-banner"),
     path("jobs/", jobs.jobs, name="jobs"),
     path("jobs/<id:job_id>/", jobs.job_detail, name="job-detail"),
     path("jobs/<id:job_id>/run", jobs.job_run_now, name="job-run-now"),

@@ -13,6 +13,7 @@ ALERT_RAISED = broadcast.declare(
 STOP_CHANGED = broadcast.declare(
     "stop.changed",
     ALERTS_GROUP,  # every page's socket joins it
-    (),
-    doc="An emergency stop was engaged or released, or what it holds changed: pages refresh the stop banner.",
+    ("stops",),
+    doc="An emergency stop was engaged or released: ``stops`` are the engaged ones' banner rows "
+    "(scheduler.stops.banner_rows), drawn by every page at once without a request.",
 )

@@ -28,11 +28,13 @@ during a stop and never prompt an agent.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -54,6 +56,7 @@ log = logging.getLogger("agentflow.stops")
 Scope = EmergencyStop.Scope
 EXEMPT_KINDS = ("batch",)
 SYNCED = "_synced"  # the mirror's sentinel field: absent = Redis lost it, ask the database
+BANNER = "_banner"  # the pages' banner rows (JSON)
 
 
 # --- what a stop covers --------------------------------------------------------------------------
@@ -136,11 +139,14 @@ def _fields_for(run: Run) -> list[str]:
     ]
 
 
-def sync_mirror() -> int:
+def sync_mirror(rows: list[EmergencyStop] | None = None) -> int:
     """Rewrite the mirror from the database (engage, release, and every tick: a Redis that
-    restarted empty is refilled). Returns the number of engaged stops."""
-    rows = engaged()
-    mapping: dict[Any, Any] = {SYNCED: str(int(time.time()))}
+    restarted empty is refilled); ``rows``: the engaged stops, when just read. Returns how many."""
+    rows = engaged() if rows is None else rows
+    mapping: dict[Any, Any] = {
+        SYNCED: str(int(time.time())),
+        BANNER: json.dumps([_banner_row(s) for s in rows]),
+    }
     for stop in rows:
         for name in _fields_of(stop):
             mapping.setdefault(name, str(stop.pk))
@@ -149,6 +155,44 @@ def sync_mirror() -> int:
     pipe.hset(mirror_key(), mapping=mapping)
     pipe.execute()
     return len(rows)
+
+
+def _banner_row(stop: EmergencyStop) -> dict[str, Any]:
+    return {
+        "id": stop.pk,
+        "label": stop.scope_label,
+        "reason": stop.reason,
+        "who": stop.who,
+        "since": stop.engaged_at.isoformat(),
+        "automatic": stop.automatic,
+    }
+
+
+def announce() -> None:
+    """Tell every open page which stops are engaged (the banner rows, drawn without a request)."""
+    try:
+        live.STOP_CHANGED.send(stops=[_banner_row(s) for s in engaged()])
+    except Exception:
+        log.warning("stop banner: the live event was not sent", exc_info=True)
+
+
+def banner() -> list[dict[str, Any]]:
+    """What every page's banner shows of the engaged stops, from the mirror (no database query in
+    the common case: pages keep their query budgets); from the database when Redis lost it."""
+    try:
+        raw = get_redis().hget(mirror_key(), BANNER)
+    except Exception:
+        raw = None
+    if raw is None:
+        found = engaged()
+        rows = [_banner_row(s) for s in found]
+        with contextlib.suppress(Exception):
+            sync_mirror(found)
+    else:
+        rows = json.loads(raw)
+    for row in rows:
+        row["since"] = datetime.fromisoformat(row["since"])
+    return rows
 
 
 # KEYS: mirror, sending. ARGV: member ("" for intake: nothing registered), now, then the run's
@@ -202,14 +246,21 @@ def enter(run: Run, member: str) -> int | None:
         log.warning("stop check: Redis did not answer, the database decides", exc_info=True)
         stop = covering(run)
         return stop.pk if stop is not None else None
-    if found < 0:
-        stop = covering(run)
-        try:
-            sync_mirror()
-        except Exception:
-            log.warning("stop mirror: could not rewrite it", exc_info=True)
-        return stop.pk if stop is not None else None
-    return found or None
+    if found == 0:
+        return None
+    if found > 0 and EmergencyStop.objects.engaged().filter(pk=found).exists():
+        return found
+    # No mirror (Redis restarted empty), or a stale one (a stop the database does not have
+    # engaged: a restored database, another install's keys): the database decides.
+    stop = covering(run)
+    try:
+        sync_mirror()
+    except Exception:
+        log.warning("stop mirror: could not rewrite it", exc_info=True)
+    if stop is None and member:
+        with contextlib.suppress(Exception):
+            get_redis().zadd(sending_key(), {member: time.time()})
+    return stop.pk if stop is not None else None
 
 
 def intake(run: Run) -> int | None:
@@ -349,6 +400,7 @@ def engage(
         since = time.time()
         try:
             sync_mirror()
+            announce()  # every open page shows the banner now, not after the steps
             steps.done("intake", "recorded and mirrored: intake parks, workers refuse new starts")
             left = _wait_for_sends(since, time.monotonic() + settings.AGENTFLOW_STOP_FENCE_SECONDS)
             steps.done("fence", f"{left} send(s) still in progress: aborted when they return" if left else "")
@@ -406,7 +458,6 @@ def engage(
                 data={"stop": stop.pk, "scope": stop.scope, "value": stop.value, "automatic": stop.automatic},
             )
         )
-        live.STOP_CHANGED.send_on_commit()
         ctl.note(
             f"stop {stop.pk}: {len(aborted_ids)} aborted, {len(parked_ids)} parked"
             + "".join(f"; {n}" for n in notes)
@@ -575,7 +626,7 @@ def release(
             sync_mirror()
         except Exception:
             notes.append("Redis did not answer: workers read the release from the database")
-        live.STOP_CHANGED.send_on_commit()
+        transaction.on_commit(announce)
         ctl.note(f"released {', '.join(str(s.pk) for s in chosen)}" + "".join(f"; {n}" for n in notes))
     for stop in chosen:
         stop.refresh_from_db()
@@ -668,7 +719,6 @@ def requeue(
                     out.skipped.append(f"run {run.pk} is {run.status}: nothing to requeue")
         for priority, n in dispatch.items():
             transaction.on_commit(partial(queue.send_dispatch, priority, n))
-        live.STOP_CHANGED.send_on_commit()
         ctl.note(
             (f"{out.cancelled} cancelled" if cancel else f"{out.requeued} requeued")
             + (f", {len(out.skipped)} skipped" if out.skipped else "")

@@ -246,6 +246,8 @@ SECTIONS = {
     "run-detail": "runs",
     "jobs": "jobs",
     "job-detail": "jobs",
+    "stops": "stops",
+    "stop-detail": "stops",
 }
 
 
@@ -327,6 +329,25 @@ def ago(value: datetime | None) -> str:
 NAV_SOON = (
     ("Triggers", "zap"), ("Flows", "workflow"), ("Alerts", "bell"), ("Audit", "scroll-text"),
 )  # fmt: skip
+
+
+@register.simple_tag
+def engaged_stops() -> list[dict[str, Any]]:
+    """The engaged emergency stops for every page's banner (from the Redis mirror: no query)."""
+    from scheduler import stops
+
+    return stops.banner()
+
+
+@register.simple_tag(takes_context=True)
+def can_stop(context: template.Context) -> bool:
+    """Whether the page's user may engage and release emergency stops (the admin role)."""
+    from dashboard import access
+
+    request = context.get("request")
+    return bool(
+        request is not None and getattr(request, "user", None) and access.actor(request).can("administer")
+    )
 
 
 @register.simple_tag

@@ -205,3 +205,12 @@ def test_status_lists_the_engaged_stops():
     body = stops.status()
     assert [s["id"] for s in body["engaged"]] == [stop.pk]
     assert body["engaged"][0]["label"] == "agent main" and body["engaged"][0]["reason"] == "loops"
+
+
+def test_a_stale_mirror_is_not_believed():
+    """A mirror naming a stop the database does not have engaged (a restored database, keys left
+    by another install) neither parks new runs nor holds them by a missing row."""
+    get_redis().hset(stops.mirror_key(), mapping={stops.SYNCED: "1", "global:": "424242"})
+    run = noop()
+    assert (run.status, run.stop_id) == ("queued", None)
+    assert get_redis().hget(stops.mirror_key(), "global:") is None  # rewritten from the database
