@@ -545,3 +545,8 @@ class ProviderBlock(models.Model):
     @property
     def is_open(self) -> bool:
         return self.ended_at is None
+
+
+# --- notifications (issue 10 §5): their own module, part of this app -----------------------------
+
+from .notifications.models import Channel, ChannelThread, Delivery, Notification  # noqa: E402, F401
