@@ -99,8 +99,7 @@ class ChannelAdmin(admin.ModelAdmin):
 
     @admin.display(description="Events")
     def events_text(self, obj: Channel) -> str:
-        events = obj.events or []
-        return "all" if set(events) >= set(notify.EVENTS) else ", ".join(events) or "none"
+        return obj.events_label
 
     @admin.display(description="Sends to")
     def target(self, obj: Channel) -> str:

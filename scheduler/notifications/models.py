@@ -30,6 +30,17 @@ def every_event() -> list[str]:
     return list(notify.EVENTS)
 
 
+class ChannelQuerySet(models.QuerySet["Channel"]):
+    def with_last_delivery(self) -> ChannelQuerySet:
+        """Each channel with its newest delivery's status and time (``last_status``, ``last_at``)."""
+        newest = Delivery.objects.filter(channel=models.OuterRef("pk")).order_by("-created_at")
+        return self.annotate(
+            last_status=models.Subquery(newest.values("status")[:1]),
+            last_at=models.Subquery(newest.values("created_at")[:1]),
+            last_error=models.Subquery(newest.values("error")[:1]),
+        )
+
+
 class Channel(models.Model):
     """Where notifications go: an email list, a Slack incoming webhook, a signed webhook or a
     GitHub repository's issues. The ``secret`` (the Slack URL, the ``whsec_`` signing secret, the
@@ -64,6 +75,8 @@ class Channel(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = ChannelQuerySet.as_manager()
+
     class Meta:
         ordering = ["name"]
 
@@ -77,6 +90,13 @@ class Channel(models.Model):
         if not self.enabled or event.kind not in (self.events or []):
             return False
         return notify.LEVELS.index(event.level) >= notify.LEVELS.index(self.min_level)
+
+    @property
+    def events_label(self) -> str:
+        events = self.events or []
+        if set(events) >= set(notify.EVENTS):
+            return "all events"
+        return ", ".join(notify.EVENTS.get(e, e) for e in events) or "none"
 
     @property
     def recipient_list(self) -> list[str]:
@@ -171,6 +191,17 @@ class Notification(models.Model):
 class DeliveryQuerySet(models.QuerySet["Delivery"]):
     def due(self, now: datetime) -> DeliveryQuerySet:
         return self.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now)
+
+    def log(self, channel: int | None = None, status: str = "", kind: str = "") -> DeliveryQuerySet:
+        """The delivery log, newest first, optionally of one channel, status and event kind."""
+        rows = self.select_related("channel", "notification").order_by("-created_at")
+        if channel is not None:
+            rows = rows.filter(channel_id=channel)
+        if status:
+            rows = rows.filter(status=status)
+        if kind:
+            rows = rows.filter(notification__kind=kind)
+        return rows
 
 
 class Delivery(models.Model):
