@@ -48,8 +48,8 @@ class Channel(models.Model):
 
     class Kind(models.TextChoices):
         EMAIL = "email", "Email"
-        SLACK = "slack", "Slack incoming webhook"
-        WEBHOOK = "webhook", "Webhook (Standard Webhooks signature)"
+        SLACK = "slack", "Slack"
+        WEBHOOK = "webhook", "Signed webhook"
         GITHUB = "github", "GitHub issues"
 
     name = models.CharField(max_length=100, unique=True)
@@ -116,7 +116,7 @@ class Channel(models.Model):
             return redact(self.url)
         if self.kind == self.Kind.GITHUB:
             return self.repository
-        return "Slack"
+        return "incoming webhook"
 
     def clean(self) -> None:
         errors: dict[str, str] = {}

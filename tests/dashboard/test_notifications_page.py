@@ -59,7 +59,7 @@ def test_channels_show_kind_events_and_their_last_delivery(web):
     logged(stops, "stop.engaged", "failed", error="POST http://127.0.0.1:9/…: HTTP 500")
     page = dom(web.get("/notifications/"))
     row = page.find("tr", id=f"channel-{stops.pk}")
-    assert "Webhook (Standard Webhooks signature)" in row.text
+    assert "Signed webhook" in row.text
     assert "Emergency stop engaged" in row.text and "http://127.0.0.1:9/…" in row.text
     assert "token=abc" not in page.text  # the URL's query is not shown
     assert row.find("span", cls="status").attrs["data-status"] == "failed"
