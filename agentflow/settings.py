@@ -414,6 +414,13 @@ AGENTFLOW_GITHUB_REPO = env_str("AGENTFLOW_GITHUB_REPO")  # "owner/name"
 AGENTFLOW_GITHUB_TOKEN = env_str("AGENTFLOW_GITHUB_TOKEN")
 AGENTFLOW_GITHUB_API_URL = env_str("AGENTFLOW_GITHUB_API_URL", "https://api.github.com")
 AGENTFLOW_GITHUB_TIMEOUT_SECONDS = env_float("AGENTFLOW_GITHUB_TIMEOUT_SECONDS", 10.0)
+# Notifications (scheduler/notifications/): each HTTP call's timeout; a delivery that fails is
+# retried after full-jitter backoff (uniform in [0, min(CAP, BASE * 2^(n-1))] s), failed after
+# MAX_ATTEMPTS attempts.
+AGENTFLOW_NOTIFY_TIMEOUT_SECONDS = env_float("AGENTFLOW_NOTIFY_TIMEOUT_SECONDS", 10.0)
+AGENTFLOW_NOTIFY_RETRY_BASE_SECONDS = env_float("AGENTFLOW_NOTIFY_RETRY_BASE_SECONDS", 10.0)
+AGENTFLOW_NOTIFY_RETRY_CAP_SECONDS = env_float("AGENTFLOW_NOTIFY_RETRY_CAP_SECONDS", 600.0)
+AGENTFLOW_NOTIFY_MAX_ATTEMPTS = env_int("AGENTFLOW_NOTIFY_MAX_ATTEMPTS", 8, minimum=1)
 # Where operators reach this install (links in notifications); empty: the links are paths.
 AGENTFLOW_PUBLIC_URL = env_str("AGENTFLOW_PUBLIC_URL")
 # A worker's liveness key lives this long past its last renewal (renewed every third of it).

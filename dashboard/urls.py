@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from .views import assets, batches, config, fleet, jobs, queue, runs, sessions, status, stops
+from .views import assets, batches, config, fleet, jobs, notifications, queue, runs, sessions, status, stops
 
 """The operator pages and fragments (namespace ``dashboard``); the JSON API is in ``api_urls``."""
 
@@ -61,4 +61,10 @@ urlpatterns = [
     path("jobs/", jobs.jobs, name="jobs"),
     path("jobs/<id:job_id>/", jobs.job_detail, name="job-detail"),
     path("jobs/<id:job_id>/run", jobs.job_run_now, name="job-run-now"),
+    path("notifications/", notifications.notifications, name="notifications"),
+    path(
+        "notifications/channels/<id:channel_id>/test",
+        notifications.notification_test,
+        name="notification-test",
+    ),
 ]

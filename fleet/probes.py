@@ -36,8 +36,9 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from scheduler import queue
+from scheduler import notify, queue
 from scheduler.models import Priority, ProviderBlock, Run
+from scheduler.notifications import delivery
 
 log = logging.getLogger("agentflow.probes")
 
@@ -61,6 +62,18 @@ def open_episode(run: Run, reason: str, runs_blocked: int) -> ProviderBlock:
         gateway=run.gateway, agent=run.agent, provider=run.provider, reason=reason, runs_blocked=runs_blocked
     )
     transaction.on_commit(lambda: _later("notify_blocked", episode.pk))
+    title, body = issue_text(episode)
+    notify.send(
+        notify.Event(
+            kind="provider.blocked",
+            subject=title.removeprefix("AgentFlow: "),
+            text=body,
+            level="error",
+            thread=thread(episode),
+            link="/queue/",
+            data=_event_data(episode),
+        )
+    )
     return episode
 
 
@@ -82,7 +95,37 @@ def close_episode(gateway: str, agent: str, provider: str, by: str, requeued: in
     episode.save(update_fields=["ended_at", "ended_by", "runs_requeued"])
     if episode.github_issue_url:
         transaction.on_commit(lambda: _later("notify_unblocked", episode.pk))
+    provider_name = episode.provider or "(unnamed provider)"
+    notify.send(
+        notify.Event(
+            kind="provider.restored",
+            subject=f"provider {provider_name} of agent {episode.agent} is unblocked "
+            f"(gateway {episode.gateway})",
+            text=f"Unblocked by {episode.ended_by or 'AgentFlow'} after {episode.probes} probe(s); "
+            f"{requeued} blocked run(s) requeued in their original order.",
+            thread=thread(episode),
+            link="/queue/",
+            data={**_event_data(episode), "runs_requeued": requeued, "ended_by": episode.ended_by},
+        )
+    )
     return episode
+
+
+def thread(episode: ProviderBlock) -> str:
+    """The notification thread of an episode: its GitHub-channel issue is opened once, commented
+    on and closed by the restore."""
+    return f"provider-block:{episode.pk}"
+
+
+def _event_data(episode: ProviderBlock) -> dict[str, Any]:
+    return {
+        "episode": episode.pk,
+        "gateway": episode.gateway,
+        "agent": episode.agent,
+        "provider": episode.provider,
+        "reason": episode.reason[:500],
+        "runs_blocked": episode.runs_blocked,
+    }
 
 
 def _later(name: str, episode_id: int) -> None:
@@ -154,6 +197,8 @@ def probe_pass(now: Any = None) -> list[Run]:
                 notify_blocked(episode.pk)
             elif refresh_issue_state(episode) == "closed":
                 why = "the GitHub issue was closed"
+        if not why and delivery.thread_issue_closed(thread(episode)):
+            why = "the GitHub issue of a notification channel was closed"
         if not why and (episode.last_probe_at is None or episode.last_probe_at <= due_before):
             why = "due"
         if why:

@@ -269,3 +269,6 @@ class QueuePauseAdmin(ReadOnlyAdmin, admin.ModelAdmin):
                 self.message_user(request, "; ".join(exc.messages), messages.WARNING)
                 continue
             self.message_user(request, f"{pause}: lifted, {released} run(s) released", messages.SUCCESS)
+
+
+from .notifications import admin as notifications_admin  # noqa: E402, F401 - registers its models

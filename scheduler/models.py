@@ -623,3 +623,8 @@ class EmergencyStop(models.Model):
         if self.completed_at is None:
             return None
         return (self.completed_at - self.requested_at).total_seconds() * 1000
+
+
+# --- notifications (issue 10 §5): their own module, part of this app -----------------------------
+
+from .notifications.models import Channel, ChannelThread, Delivery, Notification  # noqa: E402, F401

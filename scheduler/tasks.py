@@ -15,6 +15,7 @@ from django.utils import timezone
 from . import admission, queue, registry, runner
 from . import tick as ticking
 from .models import Run
+from .notifications import delivery
 
 log = logging.getLogger("agentflow.scheduler")
 
@@ -115,3 +116,13 @@ def wake(run_id: int | None = None, at: float | None = None, member: str = "") -
         time.sleep(early)
     ticking.promote_due(timezone.now())
     queue.start_next(scope=admission.member_q(member) if member else None)
+
+
+# --- notifications (scheduler/notifications/delivery.py) -----------------------------------------
+
+
+@shared_task(name="scheduler.tasks.deliver_notification", ignore_result=True)
+def deliver_notification(delivery_id: str) -> None:
+    """One attempt of one delivery (a duplicate or early message is a no-op: the attempt claims
+    the row); a failure schedules the retry and its countdown message."""
+    delivery.deliver(delivery_id)

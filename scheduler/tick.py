@@ -11,7 +11,9 @@ Each step is a bounded, idempotent pass, safe to run twice at once:
    a broker restart) get a fresh message, at most AGENTFLOW_REDISPATCH_MAX per tick;
 3. attempts whose worker died inside start() (its liveness key expired) → the run is lost;
 4. runs past their timeout plus a grace, no worker holding them: the action may reconcile
-   (say how it ended), else the attempt fails with ``timeout`` (retried by the policy).
+   (say how it ended), else the attempt fails with ``timeout`` (retried by the policy);
+5. notification deliveries due for a while (their message lost, a retry's countdown lost with
+   a Redis restart, a worker killed mid-send) get a fresh message.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from django.utils import timezone
 from . import actions, errors, queue, stops, workers
 from .actions import AttemptContext, Finished
 from .models import Attempt, QueuePause, Run
+from .notifications import delivery
 
 log = logging.getLogger("agentflow.scheduler")
 
@@ -43,6 +46,7 @@ class TickReport:
     timed_out: int = 0
     reconciled: int = 0
     stopped: int = 0
+    notifications: int = 0
 
 
 def promote_due(now: datetime) -> tuple[int, int]:
@@ -168,4 +172,5 @@ def tick(now: datetime | None = None) -> TickReport:
     report.lost = mark_dead_workers_lost(now)
     report.timed_out, report.reconciled = time_out_running(now)
     report.redispatched = redispatch_stale(now)
+    report.notifications = delivery.redispatch_due(now)
     return report

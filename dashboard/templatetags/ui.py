@@ -27,7 +27,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from dashboard.routing import WEBSOCKET_PATH
 from fleet.models import AgentSession, Gateway
-from scheduler.models import Attempt, BatchRun, Run
+from scheduler.models import Attempt, BatchRun, Delivery, Run
 
 register = template.Library()
 
@@ -53,6 +53,7 @@ STATUS_CHOICES: dict[str, type[models.TextChoices]] = {
     "job_run": Run.Status,
     "attempt": Attempt.Status,
     "breaker": BreakerStatus,
+    "delivery": Delivery.Status,
 }
 SHAPES: dict[str, dict[str, str]] = {
     "gateway": {
@@ -96,6 +97,12 @@ SHAPES: dict[str, dict[str, str]] = {
         Attempt.Status.LOST: SQUARE,
     },
     "breaker": {BreakerStatus.CLOSED: CIRCLE, BreakerStatus.HALF_OPEN: DIAMOND, BreakerStatus.OPEN: SQUARE},
+    "delivery": {
+        Delivery.Status.PENDING: DIAMOND,  # retrying
+        Delivery.Status.SENT: CIRCLE,
+        Delivery.Status.FAILED: SQUARE,
+        Delivery.Status.SKIPPED: RING,
+    },
 }
 MODEL_KINDS: dict[type[models.Model], str] = {
     Gateway: "gateway",
@@ -248,6 +255,7 @@ SECTIONS = {
     "job-detail": "jobs",
     "stops": "stops",
     "stop-detail": "stops",
+    "notifications": "notifications",
 }
 
 

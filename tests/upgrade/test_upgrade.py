@@ -69,6 +69,7 @@ NEW_MIGRATIONS = {
     ("scheduler", "0009_provider_block"),
     ("scheduler", "0010_run_finished_covering_index"),
     ("scheduler", "0011_emergency_stop"),
+    ("scheduler", "0012_notifications"),
     ("fleet", "0003_session_tokens"),
 }
 # Models (and so content types) the previous release did not have: the audit and django-axes'.
@@ -81,6 +82,10 @@ NEW_CONTENT_TYPES = {
     ("scheduler", "queuepause"),
     ("scheduler", "providerblock"),
     ("scheduler", "emergencystop"),  # issue 10
+    ("scheduler", "channel"),
+    ("scheduler", "channelthread"),
+    ("scheduler", "notification"),
+    ("scheduler", "delivery"),
     ("axes", "accessattempt"),
     ("axes", "accesslog"),
     ("axes", "accessfailurelog"),
