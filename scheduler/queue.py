@@ -281,7 +281,9 @@ def _pick(redis: Any, *, locked: bool, scope: Q | None = None) -> tuple[Run | No
             if priority not in first:
                 continue
             qs = Run.objects.select_related("job").filter(pk=first[priority], status=Run.Status.QUEUED)
-            qs = qs.select_for_update(skip_locked=True, of=("self",))
+            # Not SKIP LOCKED: a fast claim (outside the advisory lock) may be taking this row; wait
+            # for it (one short transaction), then the status is read again: None, choose again.
+            qs = qs.select_for_update(of=("self",))
             return qs.first(), next_position, ready
         return None
     heads = _heads(ready)
@@ -433,14 +435,23 @@ def _fast_claim_sql() -> str:
     if vendor not in _FAST_CLAIM_SQL:
         run, job, pause = Run._meta.db_table, Job._meta.db_table, QueuePause._meta.db_table
         columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in Run._meta.concrete_fields)
+        # PostgreSQL: a head another claimer is taking (row locked) is skipped for the next run of
+        # its class, as parallel queue workers do: without it both choose the same head, one
+        # UPDATE changes nothing and that claimer falls to the general path. Not for urgent: an
+        # urgent head is never skipped for a lower class (the UPDATE then waits for the row and
+        # changes nothing if it was taken: the general path). Skipping a head of another class
+        # only reorders picks made at the same instant (see claim_next). SQLite's claim runs
+        # under BEGIN IMMEDIATE (one writer): its heads are never being taken meanwhile.
+        skip = " FOR UPDATE SKIP LOCKED" if vendor == "postgresql" else ""
         # Table and column names from the models; every value is a parameter.
-        head = (
+        heads = [
             f"(SELECT h.id FROM {run} h WHERE h.status = 'queued' AND h.priority = %s "  # noqa: S608
-            "ORDER BY h.id LIMIT 1)"
-        )
+            f"ORDER BY h.id LIMIT 1{skip if i else ''})"
+            for i in range(len(PRIORITIES))  # in serving order: the first is always urgent's
+        ]
         _FAST_CLAIM_SQL[vendor] = (
             f"UPDATE {run} SET status = 'running', started_at = %s, next_attempt_at = NULL "  # noqa: S608
-            f"WHERE id = COALESCE({', '.join([head] * len(PRIORITIES))}) "
+            f"WHERE id = COALESCE({', '.join(heads)}) "
             "AND status = 'queued' AND started_at IS NULL "
             "AND gateway = '' AND agent = '' AND provider = '' "
             f"AND (job_id IS NULL OR NOT EXISTS (SELECT 1 FROM {job} j WHERE j.id = {run}.job_id "
@@ -491,7 +502,7 @@ def claim_next(worker: str, scope: Q | None = None) -> tuple[Run, Attempt] | Non
        UPDATE changed nothing)? Choose again, a few times.
     2. A run a limit applies to (gateway, agent, job limit) is chosen and claimed again inside
        one transaction that serialises claimers (BEGIN IMMEDIATE on SQLite, the settings'
-       transaction_mode; an advisory transaction lock and SKIP LOCKED on PostgreSQL), so the
+       transaction_mode; an advisory transaction lock and row locks on PostgreSQL), so the
        in-flight counts it is checked against cannot change under it: limits are exact.
     3. When a limit held runs back, a flag in Redis asks the next completion for a dispatch.
 
@@ -519,15 +530,17 @@ def claim_next(worker: str, scope: Q | None = None) -> tuple[Run, Attempt] | Non
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_PG_CLAIM_LOCK])
-        # Under the lock no one else claims: _take answers None only when admission made the
-        # run wait (its key is held now), so choose again among the others, a few times.
+        # Under the lock no other general-path claim runs, but a fast claim can take the chosen
+        # head meanwhile (candidate None), and _take answers None when admission made the run
+        # wait (its key is held now): choose again among the others, a few times. Returning None
+        # while a run is eligible would leave it to the tick (its wake-up is spent).
         for _ in range(OPTIMISTIC_TRIES):
             picked = _pick(redis, locked=True, scope=scope)
             if picked is None:
                 return None
             candidate, next_position, ready = picked
             if candidate is None:
-                return None
+                continue
             claimed = _take(candidate, worker, next_position, ready, redis)
             if claimed is not None:
                 return claimed
