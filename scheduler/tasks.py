@@ -82,13 +82,11 @@ def dispatch(self: Any) -> None:
     if settings.AGENTFLOW_DISPATCH_PENDING_MAX <= 0:
         queue.start_next()
         return
-    deadline = time.monotonic() + settings.AGENTFLOW_DISPATCH_DRAIN_SECONDS
-    while queue.start_next() is not None:
-        if time.monotonic() >= deadline:
-            routed = (self.request.delivery_info or {}).get("routing_key") or ""
-            priority = routed.rpartition(".")[2]
-            queue.send_dispatch(priority if priority in queue.PRIORITIES else "normal")
-            return
+    _started, more = queue.start_runs(time.monotonic() + settings.AGENTFLOW_DISPATCH_DRAIN_SECONDS)
+    if more:
+        routed = (self.request.delivery_info or {}).get("routing_key") or ""
+        priority = routed.rpartition(".")[2]
+        queue.send_dispatch(priority if priority in queue.PRIORITIES else "normal")
 
 
 @shared_task(name="scheduler.tasks.tick", ignore_result=True)
