@@ -720,7 +720,7 @@ def _complete(
                 log.warning(
                     "the claim after run %s failed (the general claim follows)", run.pk, exc_info=True
                 )
-    if claimed is not None:
+    if claimed is not None and order is not None:
         _advance_wheel(redis, order, claimed)
     with _logged(run, attempt_uuid):
         admission.record_outcome(run, outcome, error_class)
