@@ -185,9 +185,8 @@ def run() -> dict:
         drain_broker()
     ratio = engine / bare
     print(f"  bare Celery {bare:.0f} tasks/s, engine {engine:.0f} runs/s (ratio {ratio:.2f}), n={N}")
-    print(
-        f"  enqueue loops: bare {ENQUEUE_S['bare']:.1f} s, engine {ENQUEUE_S['engine']:.1f} s (of {N / engine:.1f} s)"
-    )
+    loops = f"bare {ENQUEUE_S['bare']:.1f} s, engine {ENQUEUE_S['engine']:.1f} s"
+    print(f"  enqueue loops: {loops} (of {N / engine:.1f} s)")
     print(f"  urgent latency: {urgent}")
     return {
         "n": N,
