@@ -389,11 +389,12 @@ AGENTFLOW_RATE_LIMIT_WAIT_SECONDS = env_float("AGENTFLOW_RATE_LIMIT_WAIT_SECONDS
 # A queued run this old with no worker on it gets a fresh dispatch message from the tick.
 AGENTFLOW_REDISPATCH_AFTER_SECONDS = env_float("AGENTFLOW_REDISPATCH_AFTER_SECONDS", 5.0)
 AGENTFLOW_REDISPATCH_MAX = env_int("AGENTFLOW_REDISPATCH_MAX", 20)
-# Coalesced wake-ups (scheduler/queue.py ``wake_up``): 0 (default) sends one dispatch message per
-# queued run. N > 0: a run's wake-up is sent only while fewer than N messages wait in its
-# priority's Celery queue, and each dispatch task starts runs until none is eligible (for at most
-# AGENTFLOW_DISPATCH_DRAIN_SECONDS, then it sends itself again), so a burst costs a few messages.
-AGENTFLOW_DISPATCH_PENDING_MAX = env_int("AGENTFLOW_DISPATCH_PENDING_MAX", 0)
+# Coalesced wake-ups (scheduler/queue.py ``wake_up``), on by default: a run's wake-up is sent only
+# while fewer than N (2) messages wait in its priority's Celery queue, and each dispatch task
+# starts runs until none is eligible (for at most AGENTFLOW_DISPATCH_DRAIN_SECONDS, then it sends
+# itself again), so a burst costs a few messages. 0: one dispatch message per queued run, each
+# starting one run.
+AGENTFLOW_DISPATCH_PENDING_MAX = env_int("AGENTFLOW_DISPATCH_PENDING_MAX", 2)
 AGENTFLOW_DISPATCH_DRAIN_SECONDS = env_float("AGENTFLOW_DISPATCH_DRAIN_SECONDS", 1.0)
 # A running run past its timeout plus this grace is reconciled, then timed out.
 AGENTFLOW_RUN_TIMEOUT_GRACE_SECONDS = env_int("AGENTFLOW_RUN_TIMEOUT_GRACE_SECONDS", 30)

@@ -92,9 +92,13 @@ def bench_bare(n: int) -> float:
     started = time.perf_counter()
     for _ in range(n):
         bare_noop.apply_async(queue=queues()[-1])
+    ENQUEUE_S["bare"] = time.perf_counter() - started
     while int(client.get(key("bench", "bare")) or 0) < n:
         time.sleep(0.01)
     return n / (time.perf_counter() - started)
+
+
+ENQUEUE_S: dict[str, float] = {}  # how long the enqueue loops took (the rest: workers catching up)
 
 
 def bench_engine(n: int) -> float:
@@ -105,6 +109,7 @@ def bench_engine(n: int) -> float:
     started = time.perf_counter()
     for _ in range(n):
         queue.enqueue(kind="noop")
+    ENQUEUE_S["engine"] = time.perf_counter() - started
     while Run.objects.filter(status="succeeded").count() < n:
         time.sleep(0.05)
     elapsed = time.perf_counter() - started
@@ -180,12 +185,15 @@ def run() -> dict:
         drain_broker()
     ratio = engine / bare
     print(f"  bare Celery {bare:.0f} tasks/s, engine {engine:.0f} runs/s (ratio {ratio:.2f}), n={N}")
+    loops = f"bare {ENQUEUE_S['bare']:.1f} s, engine {ENQUEUE_S['engine']:.1f} s"
+    print(f"  enqueue loops: {loops} (of {N / engine:.1f} s)")
     print(f"  urgent latency: {urgent}")
     return {
         "n": N,
         "bare_tasks_per_s": round(bare, 1),
         "engine_runs_per_s": round(engine, 1),
         "ratio": round(ratio, 3),
+        "enqueue_s": {k: round(v, 2) for k, v in ENQUEUE_S.items()},
         "urgent": urgent,
         "targets": [
             {

@@ -19,6 +19,7 @@ if one row changed, so a duplicate message or a second worker never starts a run
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -28,7 +29,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Exists, Q
 from django.template import Context, Engine, TemplateSyntaxError
 from django.utils import timezone
@@ -287,7 +288,9 @@ def _pick(redis: Any, *, locked: bool, scope: Q | None = None) -> tuple[Run | No
             if priority not in first:
                 continue
             qs = Run.objects.select_related("job").filter(pk=first[priority], status=Run.Status.QUEUED)
-            qs = qs.select_for_update(skip_locked=True, of=("self",))
+            # Not SKIP LOCKED: a fast claim (outside the advisory lock) may be taking this row; wait
+            # for it (one short transaction), then the status is read again: None, choose again.
+            qs = qs.select_for_update(of=("self",))
             return qs.first(), next_position, ready
         return None
     heads = _heads(ready)
@@ -440,14 +443,23 @@ def _fast_claim_sql() -> str:
         run, job, pause = Run._meta.db_table, Job._meta.db_table, QueuePause._meta.db_table
         stop = EmergencyStop._meta.db_table
         columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in Run._meta.concrete_fields)
+        # PostgreSQL: a head another claimer is taking (row locked) is skipped for the next run of
+        # its class, as parallel queue workers do: without it both choose the same head, one
+        # UPDATE changes nothing and that claimer falls to the general path. Not for urgent: an
+        # urgent head is never skipped for a lower class (the UPDATE then waits for the row and
+        # changes nothing if it was taken: the general path). Skipping a head of another class
+        # only reorders picks made at the same instant (see claim_next). SQLite's claim runs
+        # under BEGIN IMMEDIATE (one writer): its heads are never being taken meanwhile.
+        skip = " FOR UPDATE SKIP LOCKED" if vendor == "postgresql" else ""
         # Table and column names from the models; every value is a parameter.
-        head = (
+        heads = [
             f"(SELECT h.id FROM {run} h WHERE h.status = 'queued' AND h.priority = %s "  # noqa: S608
-            "ORDER BY h.id LIMIT 1)"
-        )
+            f"ORDER BY h.id LIMIT 1{skip if i else ''})"
+            for i in range(len(PRIORITIES))  # in serving order: the first is always urgent's
+        ]
         _FAST_CLAIM_SQL[vendor] = (
             f"UPDATE {run} SET status = 'running', started_at = %s, next_attempt_at = NULL "  # noqa: S608
-            f"WHERE id = COALESCE({', '.join([head] * len(PRIORITIES))}) "
+            f"WHERE id = COALESCE({', '.join(heads)}) "
             "AND status = 'queued' AND started_at IS NULL "
             "AND gateway = '' AND agent = '' AND provider = '' "
             f"AND (job_id IS NULL OR NOT EXISTS (SELECT 1 FROM {job} j WHERE j.id = {run}.job_id "
@@ -467,6 +479,18 @@ def _fast_claim(worker: str, redis: Any) -> tuple[Run, Attempt] | None:
     refuses), and the claim is the same conditional UPDATE, so a run is never started twice
     and a queued urgent run is never overtaken. None: anything else (nothing queued, a pause,
     a hold, a limited or retried head, a lost race): the general path decides."""
+    order = _fast_order(redis)
+    if order is None:
+        return None
+    with transaction.atomic():
+        claimed = _fast_take(worker, order)
+    _advance_wheel(redis, order, claimed)
+    return claimed
+
+
+def _fast_order(redis: Any) -> list[tuple[str, int | None]] | None:
+    """The serving order a one-statement claim follows (the wheel position read from Redis), or
+    None when it may not be used (a hold exists, or the database has no UPDATE … RETURNING)."""
     if not connection.features.can_return_columns_from_insert:  # no UPDATE … RETURNING
         return None
     pipe = redis.pipeline(transaction=False)
@@ -475,20 +499,30 @@ def _fast_claim(worker: str, redis: Any) -> tuple[Run, Attempt] | None:
     raw_position, holds = pipe.execute()
     if holds:
         return None
-    position = int(raw_position or 0) % len(WHEEL)
+    return _serving_order(int(raw_position or 0) % len(WHEEL))
+
+
+def _fast_take(worker: str, order: list[tuple[str, int | None]]) -> tuple[Run, Attempt] | None:
+    """The one-statement claim and its Attempt, inside the caller's transaction."""
     now = timezone.now()
-    order = _serving_order(position)
     params: list[Any] = [connection.ops.adapt_datetimefield_value(now), *(p for p, _ in order)]
-    with transaction.atomic():
-        rows = list(Run.objects.raw(_fast_claim_sql(), params))
-        if not rows:
-            return None
-        run = rows[0]
-        attempt = Attempt.objects.create(id=uuid.uuid4(), run=run, number=1, worker=worker, started_at=now)
-    next_position = dict(order)[run.priority]
+    rows = list(Run.objects.raw(_fast_claim_sql(), params))
+    if not rows:
+        return None
+    run = rows[0]
+    attempt = Attempt.objects.create(id=uuid.uuid4(), run=run, number=1, worker=worker, started_at=now)
+    return run, attempt
+
+
+def _advance_wheel(
+    redis: Any, order: list[tuple[str, int | None]], claimed: tuple[Run, Attempt] | None
+) -> None:
+    """After a committed claim: the wheel moves past the class served (not after urgent)."""
+    if claimed is None:
+        return
+    next_position = dict(order)[claimed[0].priority]
     if next_position is not None:
         redis.set(_wheel_key(), next_position)
-    return run, attempt
 
 
 def claim_next(worker: str, scope: Q | None = None) -> tuple[Run, Attempt] | None:
@@ -499,7 +533,7 @@ def claim_next(worker: str, scope: Q | None = None) -> tuple[Run, Attempt] | Non
        UPDATE changed nothing)? Choose again, a few times.
     2. A run a limit applies to (gateway, agent, job limit) is chosen and claimed again inside
        one transaction that serialises claimers (BEGIN IMMEDIATE on SQLite, the settings'
-       transaction_mode; an advisory transaction lock and SKIP LOCKED on PostgreSQL), so the
+       transaction_mode; an advisory transaction lock and row locks on PostgreSQL), so the
        in-flight counts it is checked against cannot change under it: limits are exact.
     3. When a limit held runs back, a flag in Redis asks the next completion for a dispatch.
 
@@ -527,15 +561,17 @@ def claim_next(worker: str, scope: Q | None = None) -> tuple[Run, Attempt] | Non
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_PG_CLAIM_LOCK])
-        # Under the lock no one else claims: _take answers None only when admission made the
-        # run wait (its key is held now), so choose again among the others, a few times.
+        # Under the lock no other general-path claim runs, but a fast claim can take the chosen
+        # head meanwhile (candidate None), and _take answers None when admission made the run
+        # wait (its key is held now): choose again among the others, a few times. Returning None
+        # while a run is eligible would leave it to the tick (its wake-up is spent).
         for _ in range(OPTIMISTIC_TRIES):
             picked = _pick(redis, locked=True, scope=scope)
             if picked is None:
                 return None
             candidate, next_position, ready = picked
             if candidate is None:
-                return None
+                continue
             claimed = _take(candidate, worker, next_position, ready, redis)
             if claimed is not None:
                 return claimed
@@ -554,10 +590,38 @@ def start_next(worker: str | None = None, scope: Q | None = None) -> Run | None:
         return None
     run, attempt = claimed
     with _logged(run, attempt.pk):
-        return _start(run, attempt, worker)
+        return _start(run, attempt, worker)[0]
 
 
-def _start(run: Run, attempt: Attempt, worker: str) -> Run | None:
+def start_runs(deadline: float, worker: str | None = None) -> tuple[int, bool]:
+    """Start runs one after another (as :func:`start_next` does, each claim through the policy)
+    until none is eligible or ``time.monotonic()`` passes ``deadline``. Returns how many started
+    and whether the deadline ended it (runs may be left: the caller sends a fresh wake-up).
+
+    A run whose action finishes at once is completed in the same transaction as the next run's
+    one-statement claim (:func:`_fast_take`, while the deadline is ahead): one commit per run
+    instead of two (on PostgreSQL a commit waits for the WAL flush). When that claim does not
+    apply (nothing it may take: a pause, a hold, a limited head) the general claim follows."""
+    worker = worker or workers.this_worker()
+    started = 0
+    claimed = claim_next(worker)
+    while claimed is not None:
+        run, attempt = claimed
+        started += 1
+        with _logged(run, attempt.pk):
+            _, claimed = _start(run, attempt, worker, chain=time.monotonic() < deadline)
+        if claimed is None:
+            if time.monotonic() >= deadline:
+                return started, True
+            claimed = claim_next(worker)
+    return started, False
+
+
+def _start(
+    run: Run, attempt: Attempt, worker: str, *, chain: bool = False
+) -> tuple[Run | None, tuple[Run, Attempt] | None]:
+    """The action, then its completion (``Finished``); ``chain``: also claim the next run in the
+    completion's transaction (see :func:`start_runs`). Returns the run and that claim."""
     spec = actions.find_action(run.kind)
     outcome: Finished | Started
     if spec is None:
@@ -570,7 +634,7 @@ def _start(run: Run, attempt: Attempt, worker: str) -> Run | None:
         if stop_id is not None:
             stops.park_claimed(run, attempt, stop_id)
             log.info("run %s not started: emergency stop %s is engaged", run.pk, stop_id)
-            return None
+            return None, None
         ctx = AttemptContext(run=run, attempt=attempt, prompt=run.prompt, params=run.params, input=run.input)
         try:
             outcome = spec.start(ctx)
@@ -582,7 +646,7 @@ def _start(run: Run, attempt: Attempt, worker: str) -> Run | None:
             # A stop engaged while this start was in progress and its fence gave up waiting.
             attempt.session_key, attempt.external_id = outcome.session_key, outcome.external_id
             stops.abort_started(run, attempt, late)
-            return run
+            return run, None
     if isinstance(outcome, Started):
         # No status filter: the result may already have settled the attempt (a fast agent run's
         # terminal event can reach the listener before this line); its session key is kept anyway.
@@ -594,8 +658,9 @@ def _start(run: Run, attempt: Attempt, worker: str) -> Run | None:
                 in_worker=False, session_key=outcome.session_key[:300], external_id=outcome.external_id[:200]
             )
         )
-        return run
-    return complete_attempt(attempt.pk, outcome, known_run=run) or run
+        return run, None
+    settled, claimed = _complete(attempt.pk, outcome, run, claim_for=worker if chain else None)
+    return settled or run, claimed
 
 
 # --- completion ----------------------------------------------------------------------------------
@@ -619,6 +684,18 @@ def complete_attempt(
         attempt_uuid = attempt_id if isinstance(attempt_id, uuid.UUID) else uuid.UUID(str(attempt_id))
     except ValueError:
         return None
+    return _complete(attempt_uuid, outcome, known_run)[0]
+
+
+def _complete(
+    attempt_uuid: uuid.UUID, outcome: Finished, known_run: Run | None, *, claim_for: str | None = None
+) -> tuple[Run | None, tuple[Run, Attempt] | None]:
+    """:func:`complete_attempt`; ``claim_for`` (a worker): once the run is settled, the next
+    run's one-statement claim for that worker in the same transaction, in a savepoint (a claim
+    that fails is rolled back alone: the settlement commits). Returns the run and that claim."""
+    redis = get_redis() if claim_for else None
+    order = _fast_order(redis) if claim_for else None
+    claimed: tuple[Run, Attempt] | None = None
     now = timezone.now()
     error_class = (
         ""
@@ -636,7 +713,7 @@ def complete_attempt(
             in_worker=False,
         )
         if changed != 1:
-            return None
+            return None, None
         if known_run is not None:
             run = known_run
         else:
@@ -646,18 +723,28 @@ def complete_attempt(
                 .get(attempt_set__pk=attempt_uuid)
             )
             if run.status != Run.Status.RUNNING:
-                return run
+                return run, None
         with _logged(run, attempt_uuid):
             if not _settle(run, outcome, error_class, now, conditional=known_run is not None):
-                return Run.objects.select_related("job").get(pk=run.pk)  # it left running meanwhile
+                return Run.objects.select_related("job").get(pk=run.pk), None  # it left running meanwhile
             # A batch run's runner logs its own one line in the design's wording (scheduler/runner.py).
             level = logging.DEBUG if run.kind == "batch" else logging.INFO
             log.log(
                 level, "run %s attempt %s: %s %s", run.pk, attempt_uuid, outcome.status, error_class or ""
             )
+        if claim_for and order is not None:
+            try:
+                with transaction.atomic():
+                    claimed = _fast_take(claim_for, order)
+            except DatabaseError:
+                log.warning(
+                    "the claim after run %s failed (the general claim follows)", run.pk, exc_info=True
+                )
+    if claimed is not None and order is not None:
+        _advance_wheel(redis, order, claimed)
     with _logged(run, attempt_uuid):
         admission.record_outcome(run, outcome, error_class)
-    return run
+    return run, claimed
 
 
 # What _settle changes (the whole row would be rewritten otherwise).

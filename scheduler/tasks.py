@@ -65,22 +65,29 @@ def queue_batch(batch: str, target_id: int | None = None) -> bool:
 # --- the execution queue (scheduler/queue.py) ----------------------------------------------------
 
 
-@shared_task(name="scheduler.tasks.dispatch", ignore_result=True, bind=True)
+@shared_task(
+    name="scheduler.tasks.dispatch",
+    ignore_result=True,
+    bind=True,
+    autoretry_for=(OperationalError,),  # a busy database: a coalesced wake-up stands for many runs
+    default_retry_delay=1,
+    max_retries=10,
+)
 def dispatch(self: Any) -> None:
     """A wake-up: start the next run the queue selects (not a run named by the message). With
-    coalesced wake-ups (AGENTFLOW_DISPATCH_PENDING_MAX), start runs until none is eligible, for
-    at most AGENTFLOW_DISPATCH_DRAIN_SECONDS: then the worker's other messages get their turn
-    and a fresh wake-up to the same queue carries on."""
+    coalesced wake-ups (AGENTFLOW_DISPATCH_PENDING_MAX, on by default), start runs until none
+    is eligible, for at most AGENTFLOW_DISPATCH_DRAIN_SECONDS: then the worker's other messages
+    get their turn and a fresh wake-up to the same queue carries on. Every start is its own
+    claim through the selection policy, so a run queued meanwhile (an urgent one) is chosen by
+    the next claim as it would be by a fresh message."""
     if settings.AGENTFLOW_DISPATCH_PENDING_MAX <= 0:
         queue.start_next()
         return
-    deadline = time.monotonic() + settings.AGENTFLOW_DISPATCH_DRAIN_SECONDS
-    while queue.start_next() is not None:
-        if time.monotonic() >= deadline:
-            routed = (self.request.delivery_info or {}).get("routing_key") or ""
-            priority = routed.rpartition(".")[2]
-            queue.send_dispatch(priority if priority in queue.PRIORITIES else "normal")
-            return
+    _started, more = queue.start_runs(time.monotonic() + settings.AGENTFLOW_DISPATCH_DRAIN_SECONDS)
+    if more:
+        routed = (self.request.delivery_info or {}).get("routing_key") or ""
+        priority = routed.rpartition(".")[2]
+        queue.send_dispatch(priority if priority in queue.PRIORITIES else "normal")
 
 
 @shared_task(name="scheduler.tasks.tick", ignore_result=True)

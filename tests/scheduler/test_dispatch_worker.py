@@ -34,11 +34,14 @@ def all_done(ids, status="succeeded"):
 
 
 def test_runs_start_from_their_messages_and_duplicates_start_nothing_twice(
-    own_queues, redis_prefix, tmp_path
+    own_queues, redis_prefix, tmp_path, settings
 ):
     runs = [queue.enqueue(kind="noop", priority=p) for p in ("low", "normal", "high", "urgent", "normal")]
     runs += [queue.enqueue(kind="noop", params={"sleep_ms": 20}) for _ in range(15)]
-    assert broker().llen(f"{redis_prefix}.urgent") == 1 and broker().llen(f"{redis_prefix}.normal") == 17
+    # Coalesced wake-ups (the default): the urgent run's message, and at most the pending maximum
+    # for the 19 normal, high and low runs (each message starts runs until none is eligible).
+    assert broker().llen(f"{redis_prefix}.urgent") == 1
+    assert 1 <= broker().llen(f"{redis_prefix}.normal") <= settings.AGENTFLOW_DISPATCH_PENDING_MAX
     queue.send_dispatch("normal", 20)  # duplicates: wake-ups with nothing left to claim
     workers = []  # two worker processes race for the same rows
     try:
@@ -56,6 +59,37 @@ def test_runs_start_from_their_messages_and_duplicates_start_nothing_twice(
     assert Attempt.objects.count() == 20
     assert {r.attempt_set.count() for r in Run.objects.all()} == {1}
     assert {a.worker.split(":")[-1] for a in Attempt.objects.all()} <= {str(w.pid) for w in workers}
+
+
+@pytest.mark.parametrize("pending_max", [2, 0], ids=["coalesced", "one-message-per-run"])
+def test_runs_queued_while_workers_drain_all_start_once_without_the_tick(
+    own_queues, redis_prefix, tmp_path, settings, pending_max
+):
+    """Coalesced wake-ups lose no run: runs are queued one by one while two workers drain (a run
+    committed just as a drain finds nothing is the case to get right), no tick runs, and every
+    run starts exactly once. The same with one message per run."""
+    settings.AGENTFLOW_DISPATCH_PENDING_MAX = pending_max
+    env = worker_env(redis_prefix, AGENTFLOW_DISPATCH_PENDING_MAX=str(pending_max))
+    workers = [start_worker(env, tmp_path / f"worker-{i}.log", redis_prefix) for i in (1, 2)]
+    try:
+        ready = lambda: all("ready" in (tmp_path / f"worker-{i}.log").read_text() for i in (1, 2))  # noqa: E731
+        wait_for(ready, 60, what="both workers to consume")
+        ids = []
+        for i in range(150):
+            priority = ("normal", "high", "low")[i % 3]
+            # 5 ms runs: the queue grows faster than two workers start runs, so wake-ups coalesce
+            ids.append(queue.enqueue(kind="noop", priority=priority, params={"sleep_ms": 5}).pk)
+            if i % 25 == 24:
+                time.sleep(0.3)  # and the drains run dry now and then
+        try:
+            wait_for(lambda: all_done(ids), timeout=60, what="every run to succeed")
+        except AssertionError:
+            raise AssertionError(logs(tmp_path)) from None
+    finally:
+        for worker in workers:
+            stop_group(worker)
+    assert Attempt.objects.filter(run_id__in=ids).count() == 150
+    assert {r.attempt_set.count() for r in Run.objects.filter(pk__in=ids)} == {1}
 
 
 def test_a_worker_killed_mid_run_leaves_a_lost_run_that_never_runs_again(

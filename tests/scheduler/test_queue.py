@@ -5,6 +5,7 @@ class, completion, the tick's timeouts and dead workers."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -509,6 +510,43 @@ def test_the_one_statement_claim_leaves_paused_held_limited_and_retried_runs_to_
     claimed, attempt = queue._fast_claim(WORKER, queue.get_redis())
     assert (claimed.pk, claimed.status, attempt.number) == (plain.pk, "running", 1)
     assert Run.objects.get(pk=plain.pk).status == "running"
+
+
+def test_a_drain_starts_runs_in_the_policys_order_one_commit_per_run(redis_client):
+    from django.test.utils import CaptureQueriesContext
+
+    for p in ["low"] + ["normal"] * 2 + ["high"] * 8 + ["urgent"] * 3:
+        noop(p)
+    with CaptureQueriesContext(connection) as queries:
+        started, more = queue.start_runs(time.monotonic() + 60, WORKER)
+    assert (started, more) == (14, False)
+    order = Attempt.objects.order_by("started_at", "run_id").values_list("run__priority", flat=True)
+    assert "".join(p[0].upper() for p in order) == "UUU" + "HNHLHNH" + "HHHH"  # as claim_all's
+    assert set(Run.objects.values_list("status", flat=True)) == {"succeeded"}
+    assert {r.attempt_set.count() for r in Run.objects.all()} == {1}
+    # each completion carries the next run's claim: 14 settlements, 13 of them with a claim, and
+    # the first claim and the last (finding nothing) on their own
+    commits = [q["sql"] for q in queries.captured_queries if q["sql"].upper().startswith("COMMIT")]
+    assert len(commits) <= 14 + 2, len(commits)
+
+
+def test_a_drain_past_its_deadline_stops_after_the_run_it_started():
+    runs = [noop() for _ in range(3)]
+    assert queue.start_runs(time.monotonic() - 1, WORKER) == (1, True)
+    assert Run.objects.get(pk=runs[0].pk).status == "succeeded"
+    assert Run.objects.filter(status="queued").count() == 2  # left for the fresh wake-up
+    assert queue.start_runs(time.monotonic() + 60, WORKER) == (2, False)
+
+
+def test_a_drain_leaves_a_limited_run_to_the_general_claim_and_a_parked_run_parked(settings):
+    settings.AGENTFLOW_GATEWAY_CONCURRENCY = 1
+    plain, limited, last = noop(), noop(gateway="g"), noop()
+    pause = QueuePause.objects.create(scope="priority", value="low", who="t")
+    low = noop("low")
+    assert queue.start_runs(time.monotonic() + 60, WORKER) == (3, False)
+    assert {r.pk for r in Run.objects.filter(status="succeeded")} == {plain.pk, limited.pk, last.pk}
+    assert Run.objects.get(pk=low.pk).status == "parked"
+    pause.delete()
 
 
 def test_a_run_cancelled_while_its_attempt_ran_is_not_settled_over():

@@ -82,7 +82,10 @@ def outage(settings, redis_prefix: str, tmp_path: Path) -> tuple[float, float, l
     with private_redis(settings, tmp_path) as server, broker_at(server.url):
         ids = [queue.enqueue(kind="noop").pk for _ in range(20)]
         client = app.connection_for_write().default_channel.client
-        assert client.llen(f"{redis_prefix}.normal") == 20  # the messages are on the private Redis
+        # wake-ups are on the private Redis (how many: coalescing reads the length on REDIS_URL's
+        # server, the shared one here, so it does not apply; what matters is below: every run
+        # starts once after the outage)
+        assert client.llen(f"{redis_prefix}.normal") >= 1
         server.kill()  # no persistence: the messages die with it
         env = {**celery_env(redis_prefix, server.url), "REDIS_URL": server.url}
         worker = start_worker(env, tmp_path / "worker.log", redis_prefix)

@@ -102,7 +102,7 @@ def test_a_run_claimed_before_the_stop_is_parked_by_the_start_not_sent():
     # whose attempt a worker holds: the engine's check before the start is what stops it).
     EmergencyStop.objects.create(scope="global", reason="between", who="t")
     stops.sync_mirror()
-    assert queue._start(claimed[0], claimed[1], WORKER) is None
+    assert queue._start(claimed[0], claimed[1], WORKER) == (None, None)
     run.refresh_from_db()
     assert (run.status, run.attempts) == ("parked", 0)
     attempt = Attempt.objects.get(run=run)
