@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from agentflow.lib.admin import ReadOnlyAdmin, milliseconds
 
-from . import actions, audit, controls, queue
-from .models import Alert, Attempt, AuditEntry, BatchRun, Job, QueuePause, Run
+from . import actions, audit, controls, queue, stops
+from .models import Alert, Attempt, AuditEntry, BatchRun, EmergencyStop, Job, QueuePause, Run, StopCondition
 
 
 @admin.register(BatchRun)
@@ -269,6 +269,108 @@ class QueuePauseAdmin(ReadOnlyAdmin, admin.ModelAdmin):
                 self.message_user(request, "; ".join(exc.messages), messages.WARNING)
                 continue
             self.message_user(request, f"{pause}: lifted, {released} run(s) released", messages.SUCCESS)
+
+
+class EmergencyStopForm(forms.ModelForm):
+    """Engaging is the form's validation: a refusal or a bad scope is shown on the form."""
+
+    request: HttpRequest | None = None
+    engaged: EmergencyStop | None = None
+
+    class Meta:
+        model = EmergencyStop
+        fields = ["scope", "value", "reason"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if self.errors or self.request is None:
+            return data
+        try:
+            self.engaged = stops.engage(
+                _admin_actor(self.request),
+                data.get("scope") or "global",
+                data.get("value") or "",
+                data.get("reason") or "",
+            )
+        except audit.Refused as exc:
+            raise ValidationError(exc.message) from None
+        return data
+
+
+def _admin_actor(request: HttpRequest) -> audit.Actor:
+    return audit.Actor.of_user(request.user, source="admin", ip_address=request.META.get("REMOTE_ADDR"))
+
+
+@admin.register(EmergencyStop)
+class EmergencyStopAdmin(admin.ModelAdmin):
+    """Engage a stop ("Add": scope, value, reason; it goes through ``stops.engage``, the same audited
+    control as the header button, the command and the API) and release the selected ones; every
+    other field is the record the stop wrote."""
+
+    form = EmergencyStopForm
+    list_display = [
+        "id",
+        "scope",
+        "value",
+        "reason",
+        "who",
+        "automatic",
+        "engaged_at",
+        "released_at",
+        "released_by",
+    ]
+    list_filter = ["scope", "automatic"]
+    search_fields = ["reason", "who", "value", "release_reason"]
+    actions = ["release_selected"]
+
+    def has_change_permission(self, request: HttpRequest, obj: EmergencyStop | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: EmergencyStop | None = None) -> bool:
+        return False
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        return type("EngageForm", (form,), {"request": request})
+
+    def save_model(self, request: HttpRequest, obj: EmergencyStop, form: Any, change: bool) -> None:
+        assert form.engaged is not None  # engaged by the form's validation
+        obj.pk = form.engaged.pk
+        obj.refresh_from_db()
+
+    def log_addition(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        return None  # the control audit has the engage (with who, why and how it went)
+
+    @admin.action(description="Release the selected stops (nothing is replayed)")
+    def release_selected(self, request: HttpRequest, queryset: QuerySet[EmergencyStop]) -> None:
+        for stop in queryset.filter(released_at__isnull=True):
+            try:
+                stops.release(
+                    _admin_actor(request), stop_id=stop.pk, reason=f"released in the admin by {request.user}"
+                )
+            except audit.Refused as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+                return
+            except ValidationError as exc:
+                self.message_user(request, "; ".join(exc.messages), messages.WARNING)
+                continue
+            held = stops.held_runs(stop).count()
+            self.message_user(request, f"{stop}: released; {held} run(s) wait on its page", messages.SUCCESS)
+
+
+@admin.register(StopCondition)
+class StopConditionAdmin(admin.ModelAdmin):
+    """The automatic conditions (scheduler/conditions.py): thresholds, windows and actions."""
+
+    list_display = ["key", "label", "threshold", "window_seconds", "action", "scope", "value", "enabled"]
+    list_editable = ["threshold", "window_seconds", "action", "enabled"]
+    readonly_fields = ["key"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: StopCondition | None = None) -> bool:
+        return False
 
 
 from .notifications import admin as notifications_admin  # noqa: E402, F401 - registers its models

@@ -20,6 +20,12 @@ class SchedulerConfig(AppConfig):
         signals.run_finished.connect(on_run_finished, dispatch_uid="scheduler-run-metrics")
         metrics.register(RateLimitCollector())
         metrics.register(BreakerCollector())
+        from agentflow.lib import redis as redis_lib
+
+        from . import conditions
+
+        if conditions.on_redis_failure not in redis_lib.FAILURE_HOOKS:
+            redis_lib.FAILURE_HOOKS.append(conditions.on_redis_failure)  # the stop's Redis condition
         actions.register_action(actions.NOOP_ACTION)
         actions.register_action(batch_runs.BATCH_ACTION)
         batch_runs.connect()

@@ -625,6 +625,59 @@ class EmergencyStop(models.Model):
         return (self.completed_at - self.requested_at).total_seconds() * 1000
 
 
+class StopCondition(models.Model):
+    """An automatic condition (scheduler/conditions.py): ``threshold`` hits within ``window_seconds``
+    (or one hit whose measure passes ``threshold``, for a rate-limit wait) either raise an alert
+    or engage an emergency stop of ``scope``. ``value`` "*" means the value the hits name (the
+    failing provider). An automatic stop stays engaged until a person releases it."""
+
+    class Action(models.TextChoices):
+        ALERT = "alert", "Alert only"
+        STOP = "stop", "Engage an emergency stop"
+
+    key = models.SlugField(max_length=40, unique=True)
+    label = models.CharField(max_length=200)
+    pattern = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="A regular expression the failure's text must match (blank: any).",
+    )
+    threshold = models.FloatField(
+        default=1, help_text="Hits within the window (for the rate-limit wait: seconds waited)."
+    )
+    window_seconds = models.PositiveIntegerField(default=300)
+    action = models.CharField(max_length=10, choices=Action.choices, default=Action.ALERT)
+    scope = models.CharField(
+        max_length=10, choices=EmergencyStop.Scope.choices, default=EmergencyStop.Scope.GLOBAL
+    )
+    value = models.CharField(max_length=100, blank=True, help_text='"*": the value the hits name.')
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return f"condition {self.key} ({self.get_action_display().lower()})"
+
+
+class ConditionHit(models.Model):
+    """One occurrence of a condition (a row, not a Redis counter: Redis failing is a condition)."""
+
+    condition = models.ForeignKey(StopCondition, on_delete=models.CASCADE, related_name="hits")
+    at = models.DateTimeField(default=timezone.now)
+    subject = models.CharField(max_length=100, blank=True, help_text="What it names (a provider).")
+    detail = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-at"]
+        indexes = [models.Index(fields=["condition", "at"], name="conditionhit_window")]
+
+    def __str__(self) -> str:
+        return f"{self.condition_id} hit at {self.at:%Y-%m-%d %H:%M:%S}" + (
+            f" ({self.subject})" if self.subject else ""
+        )
+
+
 # --- notifications (issue 10 §5): their own module, part of this app -----------------------------
 
 from .notifications.models import Channel, ChannelThread, Delivery, Notification  # noqa: E402, F401

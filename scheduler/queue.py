@@ -38,7 +38,7 @@ from agentflow.lib.dbbusy import retry_busy
 from agentflow.lib.logcontext import bind_run
 from agentflow.lib.redis import get_redis, key
 
-from . import actions, admission, alerts, errors, live, scopes, signals, stops, workers
+from . import actions, admission, alerts, conditions, errors, live, scopes, signals, stops, workers
 from .actions import AttemptContext, Finished, Started
 from .models import Alert, Attempt, EmergencyStop, Job, Priority, QueuePause, Run
 
@@ -399,6 +399,7 @@ def _wait_for_admission(run: Run, refusal: admission.Refusal, now: datetime) -> 
     except Exception:
         log.warning("could not hold %s", refusal.hold, exc_info=True)
     transaction.on_commit(lambda: send_wake(run.pk, refusal.wait_seconds, member=refusal.hold))
+    transaction.on_commit(lambda: conditions.on_rate_limit_wait(run, refusal.wait_seconds, refusal.reason))
 
 
 def _pace_next(run: Run, admitted: admission.Admitted, now: datetime) -> None:
@@ -744,6 +745,7 @@ def _complete(
         _advance_wheel(redis, order, claimed)
     with _logged(run, attempt_uuid):
         admission.record_outcome(run, outcome, error_class)
+        conditions.on_outcome(run, outcome, error_class)
     return run, claimed
 
 

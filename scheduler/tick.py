@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import actions, errors, queue, stops, workers
+from . import actions, conditions, errors, queue, stops, workers
 from .actions import AttemptContext, Finished
 from .models import Attempt, QueuePause, Run
 from .notifications import delivery
@@ -168,6 +168,7 @@ def tick(now: datetime | None = None) -> TickReport:
     now = now or timezone.now()
     report = TickReport()
     report.stopped = stops.sweep()
+    conditions.sweep()
     report.promoted, report.parked = promote_due(now)
     report.lost = mark_dead_workers_lost(now)
     report.timed_out, report.reconciled = time_out_running(now)

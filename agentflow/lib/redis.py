@@ -3,6 +3,8 @@ and how pages tell that Redis is away."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from functools import cache
 from urllib.parse import urlsplit, urlunsplit
 
@@ -47,6 +49,18 @@ def redacted_url(url: str | None = None) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+FAILURE_HOOKS: list[Callable[[str], None]] = []  # told when Redis does not answer (the stop's condition)
+
+
+def report_failure(problem: str) -> None:
+    """Tell the registered hooks that Redis did not answer (never raises)."""
+    for hook in FAILURE_HOOKS:
+        try:
+            hook(problem)
+        except Exception:  # a hook's failure is its own
+            logging.getLogger("agentflow.redis").exception("a Redis failure hook failed")
+
+
 def redis_problem() -> str | None:
     """None when Redis answers a PING, else why not (``ConnectionError: ...``), with no secret in it."""
     try:
@@ -54,5 +68,7 @@ def redis_problem() -> str | None:
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
         password = urlsplit(settings.REDIS_URL).password
-        return reason.replace(password, "***") if password else reason
+        reason = reason.replace(password, "***") if password else reason
+        report_failure(reason)
+        return reason
     return None

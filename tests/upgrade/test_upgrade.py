@@ -70,6 +70,7 @@ NEW_MIGRATIONS = {
     ("scheduler", "0010_run_finished_covering_index"),
     ("scheduler", "0011_emergency_stop"),
     ("scheduler", "0012_notifications"),
+    ("scheduler", "0013_stop_conditions"),
     ("fleet", "0003_session_tokens"),
 }
 # Models (and so content types) the previous release did not have: the audit and django-axes'.
@@ -86,6 +87,8 @@ NEW_CONTENT_TYPES = {
     ("scheduler", "channelthread"),
     ("scheduler", "notification"),
     ("scheduler", "delivery"),
+    ("scheduler", "stopcondition"),
+    ("scheduler", "conditionhit"),
     ("axes", "accessattempt"),
     ("axes", "accesslog"),
     ("axes", "accessfailurelog"),
