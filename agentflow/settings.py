@@ -239,12 +239,20 @@ CELERY_TASK_QUEUES = [
     Queue(name)
     for name in (REDIS_PREFIX, *(f"{REDIS_PREFIX}.{p}" for p in ("urgent", "high", "normal", "low")))
 ]
+# How often the alert rules are evaluated (scheduler.alert_rules, beat's scheduler-alerts entry).
+AGENTFLOW_ALERT_INTERVAL_SECONDS = env_float("AGENTFLOW_ALERT_INTERVAL_SECONDS", 10.0, minimum=1.0)
 # The engine's tick (scheduler.tasks.tick): due scheduled runs, lost messages, timeouts, dead workers.
 CELERY_BEAT_SCHEDULE = {
     "scheduler-tick": {
         "task": "scheduler.tasks.tick",
         "schedule": env_float("AGENTFLOW_TICK_SECONDS", 2.0),
         "options": {"queue": f"{REDIS_PREFIX}.urgent", "expires": 10},
+    },
+    # The alert rules (scheduler.alert_rules.evaluate): every few seconds, expiring before the next.
+    "scheduler-alerts": {
+        "task": "scheduler.tasks.evaluate_alerts",
+        "schedule": AGENTFLOW_ALERT_INTERVAL_SECONDS,
+        "options": {"queue": f"{REDIS_PREFIX}.urgent", "expires": AGENTFLOW_ALERT_INTERVAL_SECONDS},
     },
     "fleet-provider-probe": {
         "task": "fleet.tasks.probe_providers",
@@ -397,7 +405,8 @@ AGENTFLOW_DISPATCH_PENDING_MAX = env_int("AGENTFLOW_DISPATCH_PENDING_MAX", 0)
 AGENTFLOW_DISPATCH_DRAIN_SECONDS = env_float("AGENTFLOW_DISPATCH_DRAIN_SECONDS", 1.0)
 # A running run past its timeout plus this grace is reconciled, then timed out.
 AGENTFLOW_RUN_TIMEOUT_GRACE_SECONDS = env_int("AGENTFLOW_RUN_TIMEOUT_GRACE_SECONDS", 30)
-# One alert after this many consecutive final failures of one job (scheduler/alerts.py).
+# The default threshold of the job-failing alert rule (scheduler/alerts.py; the rule's row, edited
+# in the admin, decides once it exists): one alert after this many consecutive final failures.
 AGENTFLOW_JOB_FAILURE_ALERT_AFTER = env_int("AGENTFLOW_JOB_FAILURE_ALERT_AFTER", 3, minimum=1)
 # Blocked providers (fleet/probes.py): a tiny run probes each open episode this often, and the
 # GitHub issue opened for it is polled on the same beat (closed: probe now).

@@ -17,12 +17,13 @@ class FleetConfig(AppConfig):
 
         from agentflow.lib import metrics
 
-        from . import agent_runs, batches, live  # noqa: F401 - live declares the fleet's live events
+        from . import agent_runs, alerts, batches, live  # noqa: F401 - live declares the fleet's live events
         from .metrics import FleetCollector
         from .models import Gateway
 
         batches.register()
         agent_runs.register()
+        alerts.register()
         metrics.register(FleetCollector())
         post_delete.connect(_forget_batch_runs, sender=Gateway, dispatch_uid="fleet-gateway-runs")
 

@@ -9,3 +9,6 @@ ALERTS_GROUP = "alerts"
 ALERT_RAISED = broadcast.declare(
     "alert.raised", ALERTS_GROUP, (), doc="A new Alert: pages offer a reload rather than reloading."
 )
+ALERT_RESOLVED = broadcast.declare(
+    "alert.resolved", ALERTS_GROUP, (), doc="An Alert resolved: pages showing it offer a reload."
+)
