@@ -127,6 +127,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "dashboard.context_processors.live_updates",
+                "dashboard.context_processors.open_alerts",
             ],
         },
     },

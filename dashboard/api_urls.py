@@ -33,5 +33,6 @@ urlpatterns = [
     path("v1/runs/<id:run_id>/retry/", api_ops.run_retry, name="run-retry"),
     path("v1/jobs/", api_ops.jobs, name="jobs"),
     path("v1/jobs/<str:name>/", api_ops.job_detail, name="job"),
+    path("v1/alerts/", api_ops.alerts_list, name="alerts"),
     path("<path:rest>", api.not_found),  # a JSON 404, not an endpoint (no name, not in the schema)
 ]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from .views import assets, batches, config, fleet, jobs, queue, runs, sessions, status
+from .views import alerts, assets, batches, config, fleet, jobs, queue, runs, sessions, status
 
 """The operator pages and fragments (namespace ``dashboard``); the JSON API is in ``api_urls``."""
 
@@ -55,4 +55,5 @@ urlpatterns = [
     path("jobs/", jobs.jobs, name="jobs"),
     path("jobs/<id:job_id>/", jobs.job_detail, name="job-detail"),
     path("jobs/<id:job_id>/run", jobs.job_run_now, name="job-run-now"),
+    path("alerts/", alerts.alerts, name="alerts"),
 ]

@@ -25,7 +25,7 @@ from datetime import timedelta
 
 import psutil
 from django.conf import settings
-from django.db.models import Count
+from django.db.models import Count, OuterRef, Subquery
 from redis.exceptions import RedisError
 
 from . import breakers, limits, stats
@@ -163,22 +163,23 @@ def job_threshold(rule: AlertRule | None) -> int:
 
 
 def job_failing(rule: AlertRule, ctx: Context) -> Iterable[Finding]:
-    """Re-checks the open alerts only (raised by scheduler.alerts.on_run_final): each still holds
-    while its job's last N counted runs all failed; a deleted job's alert resolves."""
+    """Re-checks the open alerts only (raised by scheduler.alerts.on_run_final the moment a
+    streak reaches N, and resolved there by the next success): each still holds while its
+    job's latest counted run failed; a deleted job's alert resolves. One query (a correlated
+    subquery per open job on ``run_job``), however many jobs there are."""
     open_alerts = ctx.open.get(rule.key, {})
     if not open_alerts:
         return []
-    threshold = job_threshold(rule)
-    jobs = {j.name: j for j in Job.objects.filter(name__in=list(open_alerts))}
-    found = []
-    for name, alert in open_alerts.items():
-        job = jobs.get(name)
-        if job is None:
-            continue
-        last = failure_streak(job, threshold)
-        if len(last) >= threshold and all(s in FAILED for s in last):
-            found.append(Finding(name, alert.message, alert.value))
-    return found
+    latest = Run.objects.filter(job=OuterRef("pk"), status__in=COUNTED).order_by("-finished_at", "-id")
+    failing = set(
+        Job.objects.filter(name__in=list(open_alerts))
+        .annotate(last=Subquery(latest.values("status")[:1]))
+        .filter(last__in=FAILED)
+        .values_list("name", flat=True)
+    )
+    return [
+        Finding(name, alert.message, alert.value) for name, alert in open_alerts.items() if name in failing
+    ]
 
 
 def register() -> None:
