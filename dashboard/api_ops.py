@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET
 from fleet import health
 from fleet.models import Gateway
 from scheduler import controls, ops, stats
-from scheduler.models import Alert, Job, Priority, QueuePause, Run
+from scheduler.models import Alert, Job, Priority, QueuePause, Run, severity_rank
 from scheduler.runjson import alert_json, job_json, run_json
 
 from . import access, openapi, params
@@ -712,5 +712,5 @@ def alerts_list(request: HttpRequest) -> dict[str, Any]:
     if rule := request.GET.get("rule"):
         qs = qs.filter(rule=rule)
     # Open first (severest first), then the resolved ones, newest first.
-    qs = qs.by_severity().order_by(F("resolved_at").desc(nulls_first=True), "_rank", "-created_at", "-id")
+    qs = qs.order_by(F("resolved_at").desc(nulls_first=True), severity_rank(), "-created_at", "-id")
     return paginate(request, qs, alert_json)

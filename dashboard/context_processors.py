@@ -1,5 +1,5 @@
-"""What every page needs: whether Redis answers (base.html's banner) and the open alerts (their
-banners and the count in the navigation), each computed at most once, only if a template asks."""
+"""What pages need: whether Redis answers (base.html's banner) and the open alerts (the overview's
+banners), each computed at most once per request, only if a template asks."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def live_updates(request: HttpRequest) -> dict[str, Any]:
 
 
 BANNERS_SHOWN = 3  # the severest open alerts get a banner each; the rest are counted on one
-COUNT_CAP = 99  # the navigation says "99+" past this (one bounded query, never a count(*))
+COUNT_CAP = 99  # "99+ more" past this (one bounded query, never a count(*))
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,9 @@ class OpenAlerts:
         return max(0, self.count - len(self.shown))
 
     @property
-    def count_label(self) -> str:
-        return f"{COUNT_CAP}+" if self.count > COUNT_CAP else str(self.count)
+    def more_label(self) -> str:
+        more = f"{COUNT_CAP - len(self.shown)}+" if self.count > COUNT_CAP else str(self.more)
+        return f"{more} more open alert{'s' if self.more != 1 else ''}."
 
 
 def open_alerts(request: HttpRequest) -> dict[str, Any]:

@@ -179,11 +179,15 @@ class AlertQuerySet(models.QuerySet["Alert"]):
 
     def by_severity(self) -> AlertQuerySet:
         """Critical first, then error, warning, info; newest first within a level."""
-        rank = models.Case(
-            *(models.When(level=v, then=models.Value(i)) for i, v in enumerate(Alert.SEVERITY)),
-            default=models.Value(len(Alert.SEVERITY)),
-        )
-        return self.annotate(_rank=rank).order_by("_rank", "-created_at", "-id")
+        return self.order_by(severity_rank(), "-created_at", "-id")
+
+
+def severity_rank() -> models.Case:
+    """0 for critical … 3 for info, as an ORDER BY expression."""
+    return models.Case(
+        *(models.When(level=v, then=models.Value(i)) for i, v in enumerate(Alert.SEVERITY)),
+        default=models.Value(len(Alert.SEVERITY)),
+    )
 
 
 class Alert(models.Model):

@@ -36,7 +36,6 @@ def alerts(request: HttpRequest) -> HttpResponse:
         {
             "current": open_alerts[:OPEN_SHOWN],
             "current_more": len(open_alerts) > OPEN_SHOWN,
-            "hide_alert_banners": True,  # this page lists them
             "page": history,
             "rules": rules,
             "levels": Alert.Level.choices,
