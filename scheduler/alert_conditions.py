@@ -213,7 +213,7 @@ def register() -> None:
         ),
         Condition(
             "rate-limited",
-            "A limiter key rate limited for longer than",
+            "Time a limiter key has been rate limited",
             "s",
             rate_limited,
             threshold=900,
@@ -223,6 +223,7 @@ def register() -> None:
             "Final failures of one job in a row",
             "runs",
             job_failing,
+            holds_at="≥",
             level=AlertRule.Level.ERROR,
             threshold=float(settings.AGENTFLOW_JOB_FAILURE_ALERT_AFTER),  # the default (3)
             cooldown_seconds=0,

@@ -85,6 +85,7 @@ class Condition:
     min_samples: int = 0
     cooldown_seconds: int = 300
     doc: str = ""
+    holds_at: str = ">"  # how the figure compares with the threshold, in words (">", "≥")
 
     def defaults(self) -> dict:
         return {
@@ -332,10 +333,12 @@ def describe(rule: AlertRule) -> str:
         return f"{rule.key} (no such condition registered)"
     text = condition.label
     if rule.threshold is not None:
-        text += f" > {rule.threshold:g}{' ' + condition.unit if condition.unit else ''}"
+        text += f" {condition.holds_at} {rule.threshold:,g}{' ' + condition.unit if condition.unit else ''}"
     if rule.window_seconds:
         minutes, seconds = divmod(rule.window_seconds, 60)
         text += f" over {minutes} min" if not seconds else f" over {rule.window_seconds} s"
+    elif condition.unit == "" and rule.threshold is None:
+        text += ", at once"
     if rule.min_samples:
         text += f" (at least {rule.min_samples} observations)"
     return text
