@@ -56,13 +56,14 @@ def error_rate(rule: AlertRule, ctx: Context) -> Iterable[Finding]:
     if total == 0 or total < rule.min_samples:
         return []
     rate = 100.0 * failed / total
-    if rate <= (rule.threshold if rule.threshold is not None else 1.0):
+    threshold = rule.threshold if rule.threshold is not None else 1.0
+    if rate <= threshold:
         return []
     return [
         Finding(
             "",
             f"error rate {rate:.1f} % over the last {_duration(window)}: {failed} of {total} finished runs "
-            f"failed or were lost (threshold {rule.threshold:g} %)",
+            f"failed or were lost (threshold {threshold:g} %)",
             round(rate, 3),
         )
     ]

@@ -168,3 +168,28 @@ def test_the_schema_describes_the_alerts_endpoint(client, token):
     assert {p["name"] for p in op["parameters"]} >= {"open", "level", "rule", "limit", "offset"}
     item = op["responses"]["200"]["content"]["application/json"]["schema"]["properties"]["results"]["items"]
     assert {"level", "first_seen", "last_seen", "count", "open", "resolved_at"} <= set(item["properties"])
+
+
+# --- the admin ---------------------------------------------------------------------------------------
+
+
+def test_a_rule_is_edited_in_the_admin_and_cannot_be_added_or_deleted(client, admin_user):
+    from scheduler.models import AlertRule
+
+    alert_rules.ensure_rules()
+    client.force_login(admin_user)
+    rule = AlertRule.objects.get(key="queue-length")
+    url = f"/admin/scheduler/alertrule/{rule.pk}/change/"
+    page = client.get(url)
+    assert page.status_code == 200 and "Queued runs of one priority &gt; 1,000 runs" in page.content.decode()
+    form = {"enabled": "on", "level": "error", "threshold": "250", "window_seconds": "0", "min_samples": "0",
+            "cooldown_seconds": "60"}  # fmt: skip
+    assert client.post(url, form).status_code == 302
+    rule.refresh_from_db()
+    assert (rule.threshold, rule.level, rule.cooldown_seconds) == (250, "error", 60)
+    assert client.get("/admin/scheduler/alertrule/add/").status_code == 403
+    assert client.get(f"/admin/scheduler/alertrule/{rule.pk}/delete/").status_code == 403
+    listing = client.get("/admin/scheduler/alertrule/")
+    assert listing.status_code == 200 and "error-rate" in listing.content.decode()
+    history = client.get("/admin/scheduler/alert/?rule=queue-length")
+    assert history.status_code == 200

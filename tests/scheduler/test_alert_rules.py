@@ -417,3 +417,10 @@ def test_the_evaluation_keeps_to_a_fixed_number_of_queries(django_assert_max_num
     evaluate()  # raises
     with django_assert_max_num_queries(16):
         evaluate()  # steady state: every open alert seen again, one UPDATE for all
+
+
+def test_an_emptied_threshold_falls_back_to_the_conditions_default():
+    set_rule("error-rate", threshold=None)
+    finished_runs(30, failed=3)
+    evaluate()
+    assert "(threshold 1 %)" in of("error-rate").get().message
