@@ -127,6 +127,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "dashboard.context_processors.live_updates",
+                "dashboard.context_processors.open_alerts",
             ],
         },
     },
@@ -239,12 +240,20 @@ CELERY_TASK_QUEUES = [
     Queue(name)
     for name in (REDIS_PREFIX, *(f"{REDIS_PREFIX}.{p}" for p in ("urgent", "high", "normal", "low")))
 ]
+# How often the alert rules are evaluated (scheduler.alert_rules, beat's scheduler-alerts entry).
+AGENTFLOW_ALERT_INTERVAL_SECONDS = env_float("AGENTFLOW_ALERT_INTERVAL_SECONDS", 10.0, minimum=1.0)
 # The engine's tick (scheduler.tasks.tick): due scheduled runs, lost messages, timeouts, dead workers.
 CELERY_BEAT_SCHEDULE = {
     "scheduler-tick": {
         "task": "scheduler.tasks.tick",
         "schedule": env_float("AGENTFLOW_TICK_SECONDS", 2.0),
         "options": {"queue": f"{REDIS_PREFIX}.urgent", "expires": 10},
+    },
+    # The alert rules (scheduler.alert_rules.evaluate): every few seconds, expiring before the next.
+    "scheduler-alerts": {
+        "task": "scheduler.tasks.evaluate_alerts",
+        "schedule": AGENTFLOW_ALERT_INTERVAL_SECONDS,
+        "options": {"queue": f"{REDIS_PREFIX}.urgent", "expires": AGENTFLOW_ALERT_INTERVAL_SECONDS},
     },
     "fleet-provider-probe": {
         "task": "fleet.tasks.probe_providers",
@@ -401,7 +410,8 @@ AGENTFLOW_RUN_TIMEOUT_GRACE_SECONDS = env_int("AGENTFLOW_RUN_TIMEOUT_GRACE_SECON
 # The emergency stop (scheduler/stops.py): how long engaging waits for sends already past the
 # workers' check before it records the instant from which nothing in scope reaches a gateway.
 AGENTFLOW_STOP_FENCE_SECONDS = env_float("AGENTFLOW_STOP_FENCE_SECONDS", 2.0)
-# One alert after this many consecutive final failures of one job (scheduler/alerts.py).
+# The default threshold of the job-failing alert rule (scheduler/alerts.py; the rule's row, edited
+# in the admin, decides once it exists): one alert after this many consecutive final failures.
 AGENTFLOW_JOB_FAILURE_ALERT_AFTER = env_int("AGENTFLOW_JOB_FAILURE_ALERT_AFTER", 3, minimum=1)
 # Blocked providers (fleet/probes.py): a tiny run probes each open episode this often, and the
 # GitHub issue opened for it is polled on the same beat (closed: probe now).

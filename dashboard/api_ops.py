@@ -1,5 +1,5 @@
 """The ops API of the execution queue (``/api/v1/``): health, queue status and pause / resume,
-stats, session status, runs and jobs. Thin views: they parse the input strictly, call one
+stats, session status, runs, jobs and alerts. Thin views: they parse the input strictly, call one
 function of ``scheduler`` (stats, ops, controls) and answer its JSON. Every write goes through a
 control that checks the operator role and writes an audit row (a refusal is a 403).
 
@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
+from django.db.models import F
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
@@ -22,8 +23,8 @@ from django.views.decorators.http import require_GET
 from fleet import health
 from fleet.models import Gateway
 from scheduler import controls, ops, stats
-from scheduler.models import Job, Priority, QueuePause, Run
-from scheduler.runjson import job_json, run_json
+from scheduler.models import Alert, Job, Priority, QueuePause, Run, severity_rank
+from scheduler.runjson import alert_json, job_json, run_json
 
 from . import access, openapi, params
 from .api import (
@@ -660,3 +661,56 @@ def job_detail(request: HttpRequest, name: str) -> dict[str, Any]:
     if job is None:
         raise ApiError(404, f"no job named {name!r}")
     return job_json(job)
+
+
+# --- alerts -----------------------------------------------------------------------------------------
+
+
+@openapi.operation(
+    Operation(
+        "Alerts, open ones first (by level), then the history, newest first; filter by open, level, rule.",
+        obj(
+            id={"type": "integer"},
+            level={"type": "string", "enum": list(Alert.Level.values)},
+            rule=nullable("string"),
+            subject={"type": "string"},
+            source={"type": "string"},
+            message={"type": "string"},
+            value=NUM,
+            open={"type": "boolean"},
+            first_seen=TS,
+            last_seen=TS,
+            count={"type": "integer"},
+            reopened={"type": "integer"},
+            resolved_at=TS,
+        ),
+        params=(
+            Param(
+                "open", "1: only open alerts; 0: only resolved ones.", {"type": "string", "enum": ["0", "1"]}
+            ),
+            Param(
+                "level", "Only alerts of this level.", {"type": "string", "enum": list(Alert.Level.values)}
+            ),
+            Param("rule", "Only alerts of this rule (its key, e.g. error-rate).", {"type": "string"}),
+            LIMIT,
+            OFFSET,
+        ),
+        tags=OPS,
+    )
+)
+@api_view
+def alerts_list(request: HttpRequest) -> dict[str, Any]:
+    qs = Alert.objects.all()
+    if (flag := request.GET.get("open")) is not None:
+        if flag not in ("0", "1"):
+            raise ApiError(400, "'open' must be 1 (open alerts) or 0 (resolved ones)", "bad_param")
+        qs = qs.filter(resolved_at__isnull=flag == "1")
+    if level := request.GET.get("level"):
+        if level not in Alert.Level.values:
+            raise ApiError(400, f"'level' must be one of {', '.join(Alert.Level.values)}", "bad_param")
+        qs = qs.filter(level=level)
+    if rule := request.GET.get("rule"):
+        qs = qs.filter(rule=rule)
+    # Open first (severest first), then the resolved ones, newest first.
+    qs = qs.order_by(F("resolved_at").desc(nulls_first=True), severity_rank(), "-created_at", "-id")
+    return paginate(request, qs, alert_json)

@@ -37,5 +37,6 @@ urlpatterns = [
     path("v1/control/emergency-stop/", api_control.emergency_stop, name="emergency-stop"),
     path("v1/control/emergency-release/", api_control.emergency_release, name="emergency-release"),
     path("v1/control/requeue/", api_control.requeue, name="control-requeue"),
+    path("v1/alerts/", api_ops.alerts_list, name="alerts"),
     path("<path:rest>", api.not_found),  # a JSON 404, not an endpoint (no name, not in the schema)
 ]

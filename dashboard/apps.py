@@ -20,3 +20,7 @@ class DashboardConfig(AppConfig):
         from .consumers import DroppedCollector
 
         metrics.register(DroppedCollector())
+
+        from . import queue_page
+
+        queue_page.register_alert_conditions()

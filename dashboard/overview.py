@@ -17,7 +17,6 @@ from django.utils.encoding import iri_to_uri
 from dashboard.sparkline import Sparkline
 from dashboard.sparkline import build as build_sparkline
 from fleet.models import Agent, AgentSession, Gateway, HealthSample, context_percent
-from scheduler.models import Alert
 
 STATUS_ORDER: dict[str, int] = {
     AgentSession.Status.ACTIVE: 0,
@@ -348,7 +347,3 @@ class HealthView:
 def health(gateway: Gateway) -> HealthView:
     """The health card alone (badge, latency, last hour's sparkline): two small queries."""
     return HealthView(gateway, build_sparkline(latency_history([gateway.pk])[gateway.pk]))
-
-
-def open_alerts() -> list[Alert]:
-    return list(Alert.objects.open()[:5])

@@ -548,3 +548,47 @@ def build() -> QueuePage:
         + [memory_prediction(system, history, settings.AGENTFLOW_MEMORY_ALERT_MB)]
     )
     return page
+
+
+# --- the memory-process alert rule (scheduler.alert_rules; registered in DashboardConfig.ready) ------
+
+
+def _process_label(process: Process) -> str:
+    role = process.role
+    if process.this:  # "this (web)" is the page's view; the evaluator runs in a worker
+        try:
+            role = _role(psutil.Process(process.pid).cmdline()) or "this process"
+        except (psutil.Error, OSError):
+            role = "this process"
+    return f"{role} (pid {process.pid})"
+
+
+def process_memory(rule: Any, ctx: Any) -> list[Any]:
+    """AgentFlow processes on this host whose RSS is over ``threshold`` % of
+    AGENTFLOW_MEMORY_ALERT_MB (the memory budget the page's memory trend is measured against)."""
+    from scheduler.alert_rules import Finding
+
+    budget = settings.AGENTFLOW_MEMORY_ALERT_MB
+    threshold = rule.threshold if rule.threshold is not None else 80.0
+    found = []
+    for process in _processes():
+        percent = 100.0 * process.rss_mb / budget
+        if percent > threshold:
+            label = _process_label(process)
+            found.append(
+                Finding(
+                    label,
+                    f"{label} uses {process.rss_mb:,.0f} MB, {percent:.0f} % of AGENTFLOW_MEMORY_ALERT_MB "
+                    f"({budget:,} MB; threshold {threshold:g} %)",
+                    round(percent, 1),
+                )
+            )
+    return found
+
+
+def register_alert_conditions() -> None:
+    from scheduler.alert_rules import Condition, register_condition
+
+    register_condition(
+        Condition("memory-process", "Memory of one AgentFlow process", "%", process_memory, threshold=80)
+    )

@@ -2,7 +2,20 @@ from __future__ import annotations
 
 from django.urls import path
 
-from .views import assets, batches, config, fleet, jobs, notifications, queue, runs, sessions, status, stops
+from .views import (
+    alerts,
+    assets,
+    batches,
+    config,
+    fleet,
+    jobs,
+    notifications,
+    queue,
+    runs,
+    sessions,
+    status,
+    stops,
+)
 
 """The operator pages and fragments (namespace ``dashboard``); the JSON API is in ``api_urls``."""
 
@@ -67,4 +80,5 @@ urlpatterns = [
         notifications.notification_test,
         name="notification-test",
     ),
+    path("alerts/", alerts.alerts, name="alerts"),
 ]

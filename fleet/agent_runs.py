@@ -45,7 +45,7 @@ from django.utils import timezone
 
 from agentflow.lib.redis import get_redis, key
 from openclaw import GatewayError
-from scheduler import admission, audit, errors, live, queue, signals
+from scheduler import admission, alert_rules, audit, errors, queue, signals
 from scheduler.actions import ActionSpec, AttemptContext, Finished, Started
 from scheduler.audit import Actor, Target
 from scheduler.models import Alert, Attempt, ProviderBlock, Run
@@ -411,15 +411,18 @@ def on_provider_blocked(run: Run, error: str) -> None:
         status=Run.Status.QUEUED, kind=KIND, gateway=run.gateway, agent=run.agent, provider=run.provider
     ).update(status=Run.Status.BLOCKED)
     probes.open_episode(run, reason, runs_blocked=blocked + 1)
-    Alert.objects.create(
-        source=_alert_source(run.gateway, run.agent, run.provider),
-        message=(
+    # The provider-blocked alert rule's event side: raised at once (the evaluator keeps it open
+    # while the episode is, scheduler/alert_conditions.py).
+    alert_rules.fire(
+        "provider-blocked",
+        f"{run.gateway}:{run.agent}:{run.provider or '-'}",
+        (
             f"provider {run.provider or '?'} of agent {run.agent} (gateway {run.gateway}) is blocked: "
             f"{error[:300]}. "
             f"Run {run.pk} and {blocked} queued run(s) wait blocked; re-authenticate, then unblock."
         ),
+        source=_alert_source(run.gateway, run.agent, run.provider),
     )
-    live.ALERT_RAISED.send_on_commit()
     log.warning("provider %s of agent %s blocked (run %s): %s", run.provider, run.agent, run.pk, error[:300])
 
 
@@ -437,7 +440,9 @@ def unblock(actor: Actor, gateway: str, agent: str, provider: str, reason: str =
             for priority in runs.values_list("priority", flat=True):
                 by_priority[priority] = by_priority.get(priority, 0) + 1
             requeued = runs.update(status=Run.Status.QUEUED)
-            Alert.objects.open().filter(source=_alert_source(gateway, agent, provider)).update(
+            alert_rules.clear("provider-blocked", f"{gateway}:{agent}:{provider or '-'}")
+            # An alert raised before the rules (no rule key) resolves by its source.
+            Alert.objects.open().filter(source=_alert_source(gateway, agent, provider), rule="").update(
                 resolved_at=timezone.now()
             )
             for priority, n in by_priority.items():

@@ -11,8 +11,19 @@ from django.utils import timezone
 
 from agentflow.lib.admin import ReadOnlyAdmin, milliseconds
 
-from . import actions, audit, controls, queue, stops
-from .models import Alert, Attempt, AuditEntry, BatchRun, EmergencyStop, Job, QueuePause, Run, StopCondition
+from . import actions, alert_rules, audit, controls, queue, stops
+from .models import (
+    Alert,
+    AlertRule,
+    Attempt,
+    AuditEntry,
+    BatchRun,
+    EmergencyStop,
+    Job,
+    QueuePause,
+    Run,
+    StopCondition,
+)
 
 
 @admin.register(BatchRun)
@@ -49,14 +60,38 @@ class BatchRunAdmin(ReadOnlyAdmin, admin.ModelAdmin):
 
 @admin.register(Alert)
 class AlertAdmin(admin.ModelAdmin):
-    """Alerts are raised by the engine; an operator only resolves them (the action, or the form)."""
+    """The alerts' history. Alerts are raised by the engine and its rules; an operator only
+    resolves them (the action). A rule's alert that still holds opens again at the next
+    evaluation: change the rule (or fix the cause) instead."""
 
-    list_display = ["created_at", "level", "source", "short_message", "resolved_at"]
-    list_filter = ["level", "source", ("resolved_at", admin.EmptyFieldListFilter)]
-    search_fields = ["message", "source"]
+    list_display = [
+        "created_at",
+        "level",
+        "rule",
+        "subject",
+        "short_message",
+        "last_seen",
+        "count",
+        "reopened",
+        "resolved_at",
+    ]
+    list_filter = ["level", "rule", ("resolved_at", admin.EmptyFieldListFilter), "source"]
+    search_fields = ["message", "source", "subject"]
     date_hierarchy = "created_at"
-    readonly_fields = ["level", "source", "message", "created_at"]
+    readonly_fields = [
+        "level",
+        "rule",
+        "subject",
+        "source",
+        "message",
+        "value",
+        "created_at",
+        "last_seen",
+        "count",
+        "reopened",
+    ]
     actions = ["resolve"]
+    show_full_result_count = False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -76,6 +111,56 @@ class AlertAdmin(admin.ModelAdmin):
                 ctl.note(f"{count} resolved")
         except audit.Refused as exc:
             self.message_user(request, exc.message, messages.ERROR)
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(admin.ModelAdmin):
+    """One row per registered condition (scheduler.alert_rules): edit its threshold, window,
+    level, cooldown, or switch it off. Rows are created with the condition's defaults; a rule
+    whose condition is no longer registered is listed as such and evaluates nothing."""
+
+    list_display = [
+        "key",
+        "condition",
+        "level",
+        "threshold",
+        "window_seconds",
+        "min_samples",
+        "cooldown_seconds",
+        "enabled",
+    ]
+    list_editable = ["level", "threshold", "window_seconds", "min_samples", "cooldown_seconds", "enabled"]
+    list_filter = ["enabled", "level"]
+    readonly_fields = ["key", "condition", "unit", "updated_at"]
+    fields = [
+        "key",
+        "condition",
+        "unit",
+        "enabled",
+        "level",
+        "threshold",
+        "window_seconds",
+        "min_samples",
+        "cooldown_seconds",
+        "updated_at",
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # one row per registered condition, created with its defaults
+
+    def has_delete_permission(self, request: HttpRequest, obj: AlertRule | None = None) -> bool:
+        return False  # disable it instead (a deleted row is created again with the defaults)
+
+    @admin.display(description="Condition")
+    def condition(self, obj: AlertRule) -> str:
+        return alert_rules.describe(obj)
+
+    @admin.display(description="Threshold unit")
+    def unit(self, obj: AlertRule) -> str:
+        condition = alert_rules.find_condition(obj.key)
+        if condition is None:
+            return "?"
+        return condition.unit or "none (holds at once)"
 
 
 @admin.register(AuditEntry)
@@ -282,7 +367,7 @@ class EmergencyStopForm(forms.ModelForm):
         fields = ["scope", "value", "reason"]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         if self.errors or self.request is None:
             return data
         try:

@@ -1,25 +1,25 @@
-"""Alerts the engine raises on its own: consecutive final failures of one job.
+"""The ``job-failing`` alert rule's event side: consecutive final failures of one job.
 
-A job whose last ``AGENTFLOW_JOB_FAILURE_ALERT_AFTER`` (3) final runs all failed (failed or
-lost) gets ONE open alert, not one per failure (the job's own ``on_error=notify`` alerts per
-run; this one says "it keeps failing"). The job's next success resolves it. Cancelled and
-aborted runs are an operator's doing: they neither count nor break the streak.
+A job whose last N final runs all failed (failed or lost; N is the rule's threshold, by
+default ``AGENTFLOW_JOB_FAILURE_ALERT_AFTER``, 3) gets ONE open alert, not one per failure (the
+job's own ``on_error=notify`` alerts per run; this one says "it keeps failing"). It is raised the
+moment the N-th failure ends, through :func:`scheduler.alert_rules.fire` (de-duplicated,
+notified), and the job's next success resolves it; the evaluator re-checks the open ones
+(scheduler/alert_conditions.py). Cancelled and aborted runs are an operator's doing: they
+neither count nor break the streak.
 """
 
 from __future__ import annotations
 
-from django.conf import settings
-from django.utils import timezone
+from . import alert_rules
+from .alert_conditions import COUNTED, FAILED, failure_streak, job_threshold
+from .models import Alert, AlertRule, Job, Run
 
-from . import live
-from .models import Alert, Job, Run
-
-FAILED = (Run.Status.FAILED, Run.Status.LOST)
-COUNTED = (Run.Status.SUCCEEDED, *FAILED)
+RULE = "job-failing"
 
 
 def source_for(job: Job) -> str:
-    return f"job-failing:{job.name}"[:50]
+    return f"{RULE}:{job.name}"[:50]
 
 
 def on_run_final(run: Run) -> Alert | None:
@@ -31,27 +31,21 @@ def on_run_final(run: Run) -> Alert | None:
     job = Job.objects.select_for_update().filter(pk=run.job_id).first()
     if job is None:
         return None
-    source = source_for(job)
     if run.status == Run.Status.SUCCEEDED:
-        Alert.objects.open().filter(source=source).update(resolved_at=timezone.now())
+        alert_rules.clear(RULE, job.name)
         return None
-    threshold = settings.AGENTFLOW_JOB_FAILURE_ALERT_AFTER
-    last = list(
-        Run.objects.filter(job=job, status__in=COUNTED)
-        .order_by("-finished_at", "-id")
-        .values_list("status", flat=True)[:threshold]
-    )
+    threshold = job_threshold(AlertRule.objects.filter(key=RULE).first())
+    last = failure_streak(job, threshold)
     if len(last) < threshold or any(status not in FAILED for status in last):
         return None
-    if Alert.objects.open().filter(source=source).exists():
-        return None  # already raised for this streak
-    alert = Alert.objects.create(
-        source=source,
-        message=(
+    return alert_rules.fire(
+        RULE,
+        job.name,
+        (
             f"job {job.name} failed {threshold} times in a row (last: run {run.pk}"
             + (f", {run.error_class}: {run.error[:300]}" if run.error_class else "")
             + "); resolved by its next success"
         ),
+        value=float(threshold),
+        source=source_for(job),
     )
-    live.ALERT_RAISED.send_on_commit()
-    return alert

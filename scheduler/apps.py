@@ -8,9 +8,11 @@ class SchedulerConfig(AppConfig):
     verbose_name = "Batch jobs"
 
     def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
         from agentflow.lib import metrics
 
-        from . import actions, batch_runs, live, signals  # noqa: F401 - live declares the engine's live events
+        from . import actions, alert_conditions, alert_rules, batch_runs, live, signals  # noqa: F401 - live declares the engine's live events
         from .breakers import BreakerCollector
         from .limits import RateLimitCollector
         from .metrics import BatchCollector, RunCollector, on_run_finished
@@ -29,3 +31,5 @@ class SchedulerConfig(AppConfig):
         actions.register_action(actions.NOOP_ACTION)
         actions.register_action(batch_runs.BATCH_ACTION)
         batch_runs.connect()
+        alert_conditions.register()
+        post_migrate.connect(alert_rules.create_after_migrate, dispatch_uid="scheduler-alert-rules")

@@ -32,7 +32,7 @@ from typing import Any
 from django.db.models import Max
 from django.utils import timezone
 
-from . import audit, errors, live, stops
+from . import audit, errors, live, notify, stops
 from .actions import Finished
 from .models import Alert, ConditionHit, EmergencyStop, Run, StopCondition
 
@@ -141,6 +141,11 @@ def _hit(key: str, text: str, subject: str, measure: float | None) -> EmergencyS
         if not Alert.objects.open().filter(source=source).exists():
             Alert.objects.create(source=source, level=Alert.Level.ERROR, message=reason)
             live.ALERT_RAISED.send_on_commit()
+            notify.send(
+                notify.Event(
+                    kind="alert.raised", subject=f"Alert: {condition.label}", text=reason, level="error"
+                )
+            )
         return None
     scope = condition.scope
     if scope != EmergencyStop.Scope.GLOBAL and not value:

@@ -100,6 +100,9 @@ class KeyStatus:
     rate_tpm: float  # tokens in the last minute (sliding estimate)
     blocked_seconds: float  # until a backoff ends (0 when not blocked)
     errors: int  # consecutive rate-limit errors since the last success
+    # how long the key has been rate limited: since the first error of the streak, while a
+    # block is in force or the streak goes on (no success yet); 0 when not rate limited
+    limited_seconds: float = 0.0
 
 
 # --- keys and budgets ---------------------------------------------------------------------------
@@ -324,6 +327,10 @@ _BACKOFF = (
     _COMMON
     + """
 local errors = redis.call('HINCRBY', KEYS[1], 'errors', 1)
+-- the first error of a streak: since when the key is rate limited (the alert rule's duration)
+if errors == 1 or not redis.call('HGET', KEYS[1], 'since') then
+  redis.call('HSET', KEYS[1], 'since', f(now))
+end
 local cap = tonumber(ARGV[3])
 local wait
 if ARGV[4] ~= '' then
@@ -418,12 +425,12 @@ def backoff(provider_key: str, retry_after: float | None = None) -> float:
 def clear_backoff(name: str) -> None:
     """After a success: the next rate-limit error starts from the base wait again. A block in
     force is left to run out (runs started before the error may still succeed during it)."""
-    get_redis().hdel(_state_key(check_key(name)), "errors")
+    get_redis().hdel(_state_key(check_key(name)), "errors", "since")
 
 
 def lift(name: str) -> None:
     """End a backoff now and forget its errors (an operator's "unblock")."""
-    get_redis().hdel(_state_key(check_key(name)), "errors", "blocked")
+    get_redis().hdel(_state_key(check_key(name)), "errors", "blocked", "since")
 
 
 # --- status and metrics -------------------------------------------------------------------------
@@ -473,9 +480,17 @@ def status(names: Iterable[str] | None = None) -> list[KeyStatus]:
                 rate_tpm=round(_sliding(fields, "t", now), 2),
                 blocked_seconds=round(max(0.0, float(fields.get("blocked", 0)) - now), 3),
                 errors=int(fields.get("errors", 0)),
+                limited_seconds=_limited_seconds(fields, now),
             )
         )
     return result
+
+
+def _limited_seconds(fields: dict[str, str], now: float) -> float:
+    since = float(fields.get("since", 0) or 0)
+    if not since or (int(fields.get("errors", 0)) <= 0 and float(fields.get("blocked", 0)) <= now):
+        return 0.0
+    return round(max(0.0, now - since), 3)
 
 
 def _record_wait(decision: Decision, backoff: bool = False) -> None:

@@ -15,5 +15,9 @@ STOP_CHANGED = broadcast.declare(
     ALERTS_GROUP,  # every page's socket joins it
     ("stops",),
     doc="An emergency stop was engaged or released: ``stops`` are the engaged ones' banner rows "
-    "(scheduler.stops.banner_rows), drawn by every page at once without a request.",
+    "(scheduler.stops.banner), drawn by every page at once without a request.",
+)
+
+ALERT_RESOLVED = broadcast.declare(
+    "alert.resolved", ALERTS_GROUP, (), doc="An Alert resolved: pages showing it offer a reload."
 )

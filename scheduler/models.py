@@ -7,6 +7,7 @@ what it ran for as a scope name, an id and the name it had then (``gateway``, 3,
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from django.db import models
@@ -133,32 +134,127 @@ class BatchRun(models.Model):
         return spec.label if spec else self.batch
 
 
+class AlertRule(models.Model):
+    """One alert condition with its editable settings (admin): one row per registered condition
+    (scheduler/alert_rules.py), created with the condition's defaults after migrate.
+
+    ``threshold`` is in the condition's unit (a percent, seconds, runs; see ``unit``), ``window``
+    the period its figure is computed over, ``min_samples`` the fewest observations before a
+    ratio counts (an error rate of 1 failure in 3 runs at night is not a signal), ``cooldown``
+    how long after a resolve the same alert (rule and subject) stays quiet if it comes back."""
+
+    class Level(models.TextChoices):
+        INFO = "info", "Info"
+        WARNING = "warning", "Warning"
+        ERROR = "error", "Error"
+        CRITICAL = "critical", "Critical"
+
+    # A registry key (scheduler.alert_rules), not a choice: a new condition needs no migration.
+    key = models.SlugField(max_length=60, unique=True)
+    enabled = models.BooleanField(default=True)
+    level = models.CharField(max_length=10, choices=Level.choices, default=Level.WARNING)
+    threshold = models.FloatField(null=True, blank=True, help_text="In the condition's unit (see the list).")
+    window_seconds = models.PositiveIntegerField(
+        default=0, help_text="The period the figure is computed over (0: the state now)."
+    )
+    min_samples = models.PositiveIntegerField(
+        default=0, help_text="The fewest observations in the window before a ratio counts (0: any)."
+    )
+    cooldown_seconds = models.PositiveIntegerField(
+        default=300,
+        help_text="After a resolve, a return within this long re-opens it without a notification.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.key
+
+
 class AlertQuerySet(models.QuerySet["Alert"]):
     def open(self) -> AlertQuerySet:
         return self.filter(resolved_at__isnull=True)
 
+    def by_severity(self) -> AlertQuerySet:
+        """Critical first, then error, warning, info; newest first within a level."""
+        return self.order_by(severity_rank(), "-created_at", "-id")
+
+
+def severity_rank() -> models.Case:
+    """0 for critical … 3 for info, as an ORDER BY expression."""
+    return models.Case(
+        *(models.When(level=v, then=models.Value(i)) for i, v in enumerate(Alert.SEVERITY)),
+        default=models.Value(len(Alert.SEVERITY)),
+    )
+
 
 class Alert(models.Model):
-    """Something an operator must see on the dashboard (e.g. a failed history cleanup)."""
+    """Something an operator must see on the dashboard (e.g. a failed history cleanup).
+
+    An alert of a rule (``rule`` set) is one episode of its condition for one ``subject`` (a
+    job, a gateway, a provider key; "" for the whole install): raised when the condition first
+    holds (``created_at``: first seen), touched on each evaluation that still sees it
+    (``last_seen``, ``count``), resolved when it clears. At most one is open per rule and
+    subject (the constraint). Alerts without a rule (a batch failure, a job's on-error) are
+    resolved by an operator or by their source."""
 
     class Level(models.TextChoices):
+        INFO = "info", "Info"
         WARNING = "warning", "Warning"
         ERROR = "error", "Error"
+        CRITICAL = "critical", "Critical"
+
+    SEVERITY = ("critical", "error", "warning", "info")
 
     level = models.CharField(max_length=10, choices=Level.choices, default=Level.ERROR)
     source = models.CharField(max_length=50)
     message = models.TextField()
-    created_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(default=timezone.now, help_text="First seen.")
     resolved_at = models.DateTimeField(null=True, blank=True)
+    rule = models.CharField(
+        max_length=60, blank=True, help_text="The rule's key ('' when no rule raised it)."
+    )
+    subject = models.CharField(max_length=200, blank=True, help_text="What it is about, within its rule.")
+    last_seen = models.DateTimeField(null=True, blank=True)
+    count = models.PositiveIntegerField(default=1, help_text="Evaluations that saw the condition.")
+    value = models.FloatField(null=True, blank=True, help_text="The figure when last seen.")
+    reopened = models.PositiveIntegerField(
+        default=0, help_text="Times the condition came back within the cooldown (re-opened quietly)."
+    )
 
     objects = AlertQuerySet.as_manager()
 
     class Meta:
         db_table = "dashboard_alert"  # moved from the dashboard app, table kept (scheduler 0002)
         ordering = ["-created_at"]
+        indexes = [
+            # Every page's banner and the evaluator read the open alerts (a few rows).
+            models.Index(fields=["created_at"], name="alert_open", condition=Q(resolved_at__isnull=True)),
+            # The cooldown: the latest resolved alert of a rule and subject.
+            models.Index(fields=["rule", "subject", "resolved_at"], name="alert_rule_subject"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["rule", "subject"],
+                condition=Q(resolved_at__isnull=True) & ~Q(rule=""),
+                name="alert_one_open_per_rule_subject",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"[{self.source}] {self.message[:80]}"
+
+    @property
+    def seen_at(self) -> datetime:
+        """Last seen (first seen for an alert seen once)."""
+        return self.last_seen or self.created_at
+
+    @property
+    def banner_level(self) -> str:
+        """The banner component's levels: critical shows as error (its title says critical)."""
+        return "error" if self.level == self.Level.CRITICAL else self.level
 
 
 class AuditEntryQuerySet(models.QuerySet["AuditEntry"]):

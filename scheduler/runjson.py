@@ -1,4 +1,4 @@
-"""A run as JSON, in one place: the ops API (``/api/v1/runs/``) and ``manage.py enqueue_run``
+"""A run (and an alert) as JSON, in one place: the ops API (``/api/v1/runs/``) and ``manage.py enqueue_run``
 print the same shape."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .models import Job, Run
+from .models import Alert, Job, Run
 
 RESULT_CHARS = 4000  # the reply shown inline; the whole stored reply is at result_url
 
@@ -88,4 +88,23 @@ def job_json(job: Job) -> dict[str, Any]:
         "system": job.system,
         "created_at": _ts(job.created_at),
         "updated_at": _ts(job.updated_at),
+    }
+
+
+def alert_json(alert: Alert) -> dict[str, Any]:
+    """An alert as the ops API (``/api/v1/alerts/``) answers it."""
+    return {
+        "id": alert.pk,
+        "level": alert.level,
+        "rule": alert.rule or None,
+        "subject": alert.subject,
+        "source": alert.source,
+        "message": alert.message,
+        "value": alert.value,
+        "open": alert.resolved_at is None,
+        "first_seen": _ts(alert.created_at),
+        "last_seen": _ts(alert.seen_at),
+        "count": alert.count,
+        "reopened": alert.reopened,
+        "resolved_at": _ts(alert.resolved_at),
     }

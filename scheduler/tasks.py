@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 
-from . import admission, queue, registry, runner
+from . import admission, alert_rules, queue, registry, runner
 from . import tick as ticking
 from .models import Run
 from .notifications import delivery
@@ -95,6 +95,21 @@ def tick() -> None:
     report = ticking.tick()
     if any(vars(report).values()):
         log.info("tick: %s", ", ".join(f"{k} {v}" for k, v in vars(report).items() if v))
+
+
+@shared_task(name="scheduler.tasks.evaluate_alerts", ignore_result=True)
+def evaluate_alerts() -> None:
+    """Beat's ``scheduler-alerts`` entry (AGENTFLOW_ALERT_INTERVAL_SECONDS): one pass of the rules."""
+    report = alert_rules.evaluate()
+    if report.raised or report.reopened or report.resolved or report.skipped:
+        log.info(
+            "alerts: %s raised, %s re-opened, %s resolved, %s open seen again%s",
+            report.raised,
+            report.reopened,
+            report.resolved,
+            report.touched,
+            f"; could not evaluate {', '.join(report.skipped)}" if report.skipped else "",
+        )
 
 
 @shared_task(

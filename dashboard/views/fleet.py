@@ -26,7 +26,6 @@ def overview_page(request: HtmxHttpRequest) -> HttpResponse:
     context.update(
         statuses=AgentSession.Status.choices,
         agent_ids=sorted({a.agent_id for gv in gateways for a in gv.agent_choices}),
-        alerts=overview.open_alerts(),
     )
     return render(request, "dashboard/overview.html", context)
 

@@ -72,6 +72,7 @@ NEW_MIGRATIONS = {
     ("scheduler", "0012_notifications"),
     ("scheduler", "0013_stop_conditions"),
     ("fleet", "0003_session_tokens"),
+    ("scheduler", "0014_alert_rules"),
 }
 # Models (and so content types) the previous release did not have: the audit and django-axes'.
 NEW_CONTENT_TYPES = {
@@ -89,6 +90,7 @@ NEW_CONTENT_TYPES = {
     ("scheduler", "delivery"),
     ("scheduler", "stopcondition"),
     ("scheduler", "conditionhit"),
+    ("scheduler", "alertrule"),  # issue 10 §4
     ("axes", "accessattempt"),
     ("axes", "accesslog"),
     ("axes", "accessfailurelog"),
@@ -102,6 +104,8 @@ TARGET_COLUMNS = ("scope", "target_id", "target_name")
 LIVENESS_COLUMNS = {"heartbeat_at": None, "worker": "", "lock_token": ""}
 # What fleet 0003 adds to a session (the overview's context window and preview; filled by the next poll).
 SESSION_COLUMNS = {"context_tokens": 0, "last_message_preview": ""}
+# scheduler 0012: an alert of the previous release is one without a rule, seen once.
+ALERT_COLUMNS = {"rule": "", "subject": "", "last_seen": None, "count": 1, "value": None, "reopened": 0}
 
 
 @dataclass
@@ -248,6 +252,11 @@ def test_every_row_of_every_table_is_kept_with_its_values(upgrade):
                 {k: v for k, v in row.items() if k != "role"} for row in snapshot[table]
             ] == upgrade.before[table]
             assert {row["role"] for row in snapshot[table]} == {"viewer"}
+        elif table == "dashboard_alert":  # new columns with their defaults
+            assert [{k: v for k, v in row.items() if k not in ALERT_COLUMNS} for row in snapshot[table]] == (
+                upgrade.before[table]
+            )
+            assert all({k: row[k] for k in ALERT_COLUMNS} == ALERT_COLUMNS for row in snapshot[table])
         elif table == "dashboard_agentsession":  # new columns with their defaults
             assert [
                 {k: v for k, v in row.items() if k not in SESSION_COLUMNS} for row in snapshot[table]

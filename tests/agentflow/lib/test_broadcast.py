@@ -24,6 +24,7 @@ def test_the_apps_declare_every_event_the_pages_use():
         "chat.messages",
         "alert.raised",
         "stop.changed",
+        "alert.resolved",
     }
     assert broadcast.EVENTS["gateway.status"].fields == ("gateway_id", "status", "label")
     assert broadcast.EVENTS["sessions.changed"].handler == "sessions_changed"
