@@ -153,12 +153,18 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
             },
+            # Kept between requests by each of the web process's AGENTFLOW_WEB_THREADS threads
+            # (agentflow/lib/webthreads.py): a new connection cost ~0.8 ms of CPU per request.
+            "CONN_MAX_AGE": 60,
         }
     }
 if ENVIRONMENT == "test" and DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not :memory:, so the browser tests' Daphne subprocess sees the same data.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# The web process's request threads (agentflow/lib/webthreads.py): each serves one request at a
+# time and keeps its database connection, so a web process holds at most this many connections.
+AGENTFLOW_WEB_THREADS = env_int("AGENTFLOW_WEB_THREADS", 8, minimum=1)
 
 # --- Redis: Celery broker, channel layer, cache (open chat panels, locks, counters) ---
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
