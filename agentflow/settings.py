@@ -280,6 +280,10 @@ AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
+# How long a web process (or worker) trusts a user's role read from their permissions
+# (scheduler/roles.py RoleCache): a change made in this process applies at once, one made in another
+# process within this many seconds. 0: read on every check.
+AGENTFLOW_ROLE_CACHE_SECONDS = env_float("AGENTFLOW_ROLE_CACHE_SECONDS", 5.0)
 # Per username and, separately, per address: either one reaching the limit locks it out.
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_FAILURE_LIMIT = env_int("AGENTFLOW_LOGIN_FAILURE_LIMIT", 5)

@@ -23,3 +23,6 @@ class SchedulerConfig(AppConfig):
         actions.register_action(actions.NOOP_ACTION)
         actions.register_action(batch_runs.BATCH_ACTION)
         batch_runs.connect()
+        from . import roles
+
+        roles.connect_signals()
