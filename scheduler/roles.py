@@ -23,6 +23,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser, Group, Permission
 from django.contrib.contenttypes.models import ContentType
+from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
 from .models import AuditEntry
@@ -96,8 +97,8 @@ class RoleCache:
     user's groups or permissions, a group's permissions, a user saved or deleted, a group deleted,
     a permission saved or deleted) drops what it may have changed at once; a change made in
     another process (another web instance, the admin served elsewhere) or by raw SQL is seen
-    within ``seconds``.
-    ``seconds`` 0 turns the cache off. A value computed while an invalidation ran is not kept.
+    within ``seconds``. Each change drops it again when its transaction commits, and a value
+    read while an invalidation ran is not kept. ``seconds`` 0 turns the cache off.
     """
 
     def __init__(self) -> None:
@@ -133,8 +134,15 @@ class RoleCache:
 CACHE = RoleCache()
 
 
+def _forget(user_pk: Any = None) -> None:
+    """Now, and again when the change commits: a request of this process that read the old
+    rows between the two (the change not yet committed) must not keep them."""
+    CACHE.forget(user_pk)
+    transaction.on_commit(lambda: CACHE.forget(user_pk))
+
+
 def _user_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
-    CACHE.forget(instance.pk)
+    _forget(instance.pk)
 
 
 def _memberships_changed(
@@ -144,16 +152,16 @@ def _memberships_changed(
         return
     user_model = get_user_model()
     if isinstance(instance, user_model) and not reverse:
-        CACHE.forget(instance.pk)  # user.groups / user.user_permissions
+        _forget(instance.pk)  # user.groups / user.user_permissions
     elif model is user_model and pk_set:
         for pk in pk_set:  # group.user_set / permission.user_set
-            CACHE.forget(pk)
+            _forget(pk)
     else:
-        CACHE.forget()  # a group's permissions (or a clear from the other side): anyone's role
+        _forget()  # a group's permissions (or a clear from the other side): anyone's role
 
 
 def _everyone_changed(sender: Any, **kwargs: Any) -> None:
-    CACHE.forget()
+    _forget()
 
 
 def connect_signals() -> None:

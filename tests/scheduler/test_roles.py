@@ -104,3 +104,12 @@ def test_a_role_read_while_a_change_ran_is_not_kept(operator):
     assert operator.pk not in roles.CACHE._roles  # not kept: the next check reads again
     assert roles.role_of(fresh(operator)) is Role.OPERATOR
     assert operator.pk in roles.CACHE._roles
+
+
+def test_a_role_read_before_the_change_commits_is_dropped_at_the_commit(
+    operator, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        roles.assign(fresh(operator), Role.VIEWER)  # in a transaction not yet committed
+        roles.CACHE._roles[operator.pk] = (Role.OPERATOR, time.monotonic() + 60)  # another request read it
+    assert roles.role_of(fresh(operator)) is Role.VIEWER
