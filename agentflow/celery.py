@@ -29,8 +29,8 @@ WORKER_CONN_MAX_AGE = 60
 @worker_init.connect
 def _keep_database_connections(**kwargs: Any) -> None:
     """A worker reuses its database connection across tasks (CELERY_DB_REUSE_MAX) for up to
-    WORKER_CONN_MAX_AGE seconds, also on SQLite where the web process's CONN_MAX_AGE is 0
-    (ASGI: no persistent connections there). Sent before a prefork pool forks."""
+    WORKER_CONN_MAX_AGE seconds, also where a DATABASES entry sets no CONN_MAX_AGE of its own.
+    Sent before a prefork pool forks."""
     from django.conf import settings
 
     for database in settings.DATABASES.values():

@@ -154,12 +154,18 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
             },
+            # Kept between requests by each of the web process's AGENTFLOW_WEB_THREADS threads
+            # (agentflow/lib/webthreads.py): a new connection cost ~0.8 ms of CPU per request.
+            "CONN_MAX_AGE": 60,
         }
     }
 if ENVIRONMENT == "test" and DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not :memory:, so the browser tests' Daphne subprocess sees the same data.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# The web process's request threads (agentflow/lib/webthreads.py): each serves one request at a
+# time and keeps its database connection, so a web process holds at most this many connections.
+AGENTFLOW_WEB_THREADS = env_int("AGENTFLOW_WEB_THREADS", 8, minimum=1)
 
 # --- Redis: Celery broker, channel layer, cache (open chat panels, locks, counters) ---
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -283,6 +289,10 @@ AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
+# How long a web process (or worker) trusts a user's role read from their permissions
+# (scheduler/roles.py RoleCache): a change made in this process applies at once, one made in another
+# process within this many seconds. 0: read on every check.
+AGENTFLOW_ROLE_CACHE_SECONDS = env_float("AGENTFLOW_ROLE_CACHE_SECONDS", 5.0)
 # Per username and, separately, per address: either one reaching the limit locks it out.
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_FAILURE_LIMIT = env_int("AGENTFLOW_LOGIN_FAILURE_LIMIT", 5)

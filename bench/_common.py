@@ -147,6 +147,57 @@ def daphne(
             stop(proc)
 
 
+@contextlib.contextmanager
+def daphnes(
+    env: dict[str, str], processes: int, name: str = "daphne", timeout: float = 30.0
+) -> Iterator[tuple[list[subprocess.Popen], str]]:
+    """``processes`` Daphne processes accepting on one listening socket on a free loopback port
+    (``daphne --fd``: each adopts the socket this process bound, as under supervisord's
+    ``fcgi-program`` or systemd socket activation); the kernel spreads the connections. One
+    process is :func:`daphne` itself. Yields (processes, base URL)."""
+    if processes <= 1:
+        with daphne(env, name, timeout) as (proc, url):
+            yield [proc], url
+        return
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1024)
+    port, fd = listener.getsockname()[1], listener.fileno()
+    procs: list[subprocess.Popen] = []
+    logs = []
+    try:
+        for i in range(processes):
+            log = log_path(f"{name}-{i}").open("wb")
+            logs.append(log)
+            command = [sys.executable, "-m", "daphne", "--fd", str(fd), "agentflow.asgi:application"]
+            procs.append(
+                subprocess.Popen(
+                    command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, pass_fds=(fd,)
+                )
+            )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                http_get(f"{url}/healthz", timeout=2)
+                break
+            except OSError:
+                if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"daphne --fd did not start: {log_path(f'{name}-0').read_text()[-2000:]}"
+                    ) from None
+                time.sleep(0.2)
+        time.sleep(1.0)  # the others finish starting (the first answered /healthz)
+        yield procs, url
+    finally:
+        for proc in procs:
+            stop(proc)
+        for log in logs:
+            log.close()
+        listener.close()
+
+
 def app_exceptions(name: str) -> dict[str, int]:
     """Daphne's "Exception inside application: ..." lines in a subprocess log, counted by message."""
     counts: dict[str, int] = {}

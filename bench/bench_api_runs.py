@@ -10,7 +10,8 @@
    every state and priority), closed loop, one request at a time. Target: p95 ≤ 50 ms.
 
 Sizes: BENCH_API_RATE (200), BENCH_API_SECONDS (30), BENCH_API_CLIENTS (64 threads, each with
-its own keep-alive connection), BENCH_API_STATUS_REQUESTS (300). The database is the bench
+its own keep-alive connection), BENCH_API_STATUS_REQUESTS (300), BENCH_API_WEB_PROCESSES (1: more
+are Daphne processes sharing one listening socket, ``daphne --fd``). The database is the bench
 SQLite (fresh), or PostgreSQL with BENCH_DATABASE_URL (its tables are emptied first)."""
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ RATE = float(os.environ.get("BENCH_API_RATE", 200))
 SECONDS = float(os.environ.get("BENCH_API_SECONDS", 30))
 CLIENTS = int(os.environ.get("BENCH_API_CLIENTS", 64))
 STATUS_REQUESTS = int(os.environ.get("BENCH_API_STATUS_REQUESTS", 300))
+# Web processes sharing one listening socket (daphne --fd; README "Scaling out"), 1 by default.
+WEB_PROCESSES = int(os.environ.get("BENCH_API_WEB_PROCESSES", 1))
 JOB = "bench-noop"
 TARGET_POST_P99_MS = 20
 TARGET_STATUS_P95_MS = 50
@@ -162,7 +165,7 @@ def run() -> dict:
     token = operator_token()
     Job.objects.create(name=JOB, kind="noop", params={})
     env = common.server_env()
-    with common.daphne(env, name="api-runs-daphne") as (proc, url):
+    with common.daphnes(env, WEB_PROCESSES, name="api-runs-daphne") as (procs, url):
         port = int(url.rsplit(":", 1)[1])
         warm = Client(port, token)
         for _ in range(50):
@@ -170,11 +173,11 @@ def run() -> dict:
             if status != 201:
                 raise RuntimeError(f"POST /api/v1/runs/ answered {status}: {body[:300]!r}")
         Run.objects.all().delete()
-        cpu_before = common.cpu_seconds(proc.pid)
+        cpu_before = sum(common.cpu_seconds(p.pid) for p in procs)
         post = open_loop(port, token, RATE, SECONDS, CLIENTS)
-        post["server_cpu_ms_per_request"] = round(
-            (common.cpu_seconds(proc.pid) - cpu_before) * 1000 / post["requests"], 2
-        )
+        cpu_after = sum(common.cpu_seconds(p.pid) for p in procs)
+        post["server_cpu_ms_per_request"] = round((cpu_after - cpu_before) * 1000 / post["requests"], 2)
+        post["web_processes"] = len(procs)
         post["runs_queued"] = Run.objects.filter(status="queued").count()
         print(f"  POST runs/: {post}", flush=True)
 
@@ -191,9 +194,15 @@ def run() -> dict:
         status_figures = closed_loop(port, token, "/api/v1/queue/status/", STATUS_REQUESTS)
         print(f"  GET queue/status/: {status_figures}", flush=True)
     drain_broker()  # the runs' wake-up messages (no worker consumed them)
-    exceptions = common.app_exceptions("api-runs-daphne")
+    exceptions: dict[str, int] = {}
+    for log in (
+        ["api-runs-daphne"] if WEB_PROCESSES <= 1 else [f"api-runs-daphne-{i}" for i in range(WEB_PROCESSES)]
+    ):
+        for message, n in common.app_exceptions(log).items():
+            exceptions[message] = exceptions.get(message, 0) + n
     return {
         "database": connection.vendor,
+        "web_processes": WEB_PROCESSES,
         "post_runs": post,
         "queue_status": {"runs_in_table": RUNS, **status_figures},
         "server_exceptions": exceptions,

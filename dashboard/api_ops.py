@@ -115,9 +115,9 @@ def _run(run_id: int) -> Run:
     return run
 
 
-def _run_json(request: HttpRequest, run: Run) -> dict[str, Any]:
+def _run_json(request: HttpRequest, run: Run, attempts: list | None = None) -> dict[str, Any]:
     url = request.build_absolute_uri(reverse("api:run-result", args=[run.pk])) if run.result else None
-    return run_json(run, result_url=url)
+    return run_json(run, result_url=url, attempts=attempts)
 
 
 # --- schemas ------------------------------------------------------------------------------------------
@@ -497,8 +497,11 @@ def runs_create(request: HttpRequest) -> JsonResponse:
         run_after=_when(body, "run_after"),
         dedupe_key=_str(body, "dedupe_key", max_length=200),
     )
-    run = _run(run.pk)
-    return JsonResponse(_run_json(request, run), status=201 if created else 200)
+    if not created:  # the unfinished run holding the dedupe key, as it is now
+        return JsonResponse(_run_json(request, _run(run.pk)), status=200)
+    # The run as queued, from the object just saved (not read back: it has no attempt yet); a
+    # worker may start it before this answer is sent: GET runs/<id>/ shows it then.
+    return JsonResponse(_run_json(request, run, attempts=[]), status=201)
 
 
 runs = api_get_post(runs_list, runs_create)

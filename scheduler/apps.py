@@ -33,3 +33,6 @@ class SchedulerConfig(AppConfig):
         batch_runs.connect()
         alert_conditions.register()
         post_migrate.connect(alert_rules.create_after_migrate, dispatch_uid="scheduler-alert-rules")
+        from . import roles
+
+        roles.connect_signals()

@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.utils import timezone
 
 from . import audit, queue
@@ -57,20 +56,21 @@ def submit(
     # not leave a run the caller was told failed, and would queue again)
     with audit.control("run.enqueue", actor, target, atomic=True) as ctl:
         before = timezone.now()
-        with transaction.atomic():  # a savepoint, as before (the dedupe path)
-            run = queue.enqueue(
-                job,
-                kind=None if job else kind,
-                params=params,
-                input=input,
-                prompt=prompt,
-                priority=priority,
-                run_after=run_after,
-                dedupe_key=dedupe_key,
-                trigger=trigger_of(actor),
-                triggered_by=actor.label,
-                timeout_seconds=timeout,
-            )
+        # No savepoint of its own: an error undoes the whole control's transaction anyway, and
+        # enqueue keeps its own around the insert for a dedupe key taken meanwhile.
+        run = queue.enqueue(
+            job,
+            kind=None if job else kind,
+            params=params,
+            input=input,
+            prompt=prompt,
+            priority=priority,
+            run_after=run_after,
+            dedupe_key=dedupe_key,
+            trigger=trigger_of(actor),
+            triggered_by=actor.label,
+            timeout_seconds=timeout,
+        )
         created = not (dedupe_key and run.queued_at < before)
         ctl.note(
             f"run {run.pk} {run.status}" + ("" if created else f" (existing, dedupe key {dedupe_key!r})")

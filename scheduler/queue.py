@@ -142,7 +142,9 @@ def enqueue(
     elif run_after is not None and run_after > now:
         run.status = Run.Status.SCHEDULED
     try:
-        with transaction.atomic():
+        # A savepoint only where an IntegrityError is expected (a dedupe key taken meanwhile):
+        # the caller's transaction stays usable to read the run that holds it.
+        with transaction.atomic(savepoint=bool(dedupe_key)):
             run.save()
     except IntegrityError:
         existing = Run.objects.filter(dedupe_key=dedupe_key, status__in=Run.NOT_FINAL).first()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .models import Alert, Job, Run
+from .models import Alert, Attempt, Job, Run
 
 RESULT_CHARS = 4000  # the reply shown inline; the whole stored reply is at result_url
 
@@ -19,10 +19,18 @@ def _seconds(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def run_json(run: Run, *, result_url: str | None = None, result_chars: int = RESULT_CHARS) -> dict[str, Any]:
-    """``run`` with its attempts (prefetch ``attempt_set`` for lists). ``result`` is capped at
-    ``result_chars``; ``result_truncated`` says whether anything was cut (here or when stored)."""
-    attempts = list(run.attempt_set.all())
+def run_json(
+    run: Run,
+    *,
+    result_url: str | None = None,
+    result_chars: int = RESULT_CHARS,
+    attempts: list[Attempt] | None = None,
+) -> dict[str, Any]:
+    """``run`` with its attempts (prefetch ``attempt_set`` for lists, or pass ``attempts``: ``[]``
+    for a run just queued, which has none). ``result`` is capped at ``result_chars``;
+    ``result_truncated`` says whether anything was cut (here or when stored)."""
+    if attempts is None:
+        attempts = list(run.attempt_set.all())
     latest = attempts[-1] if attempts else None
     result = run.result or ""
     shown = result[:result_chars]

@@ -29,6 +29,15 @@ def _close_shared_thread_connections(django_db_setup, django_db_blocker):
 
 
 @pytest.fixture(autouse=True)
+def _no_roles_from_an_earlier_test():
+    """scheduler.roles keeps roles per process by user id; a test's rollback (or a bulk_create)
+    sends no signal, and the next test's user may get the same id."""
+    from scheduler import roles
+
+    roles.CACHE.forget()
+
+
+@pytest.fixture(autouse=True)
 def _engine_hooks_left_as_found():
     """A test that swaps one of the engine's hooks (scheduler.errors) must put back what was
     there: a test once put back the default instead of fleet's provider-blocked hook, and every

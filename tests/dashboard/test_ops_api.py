@@ -9,8 +9,9 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from scheduler import queue
+from scheduler import queue, roles
 from scheduler.models import Attempt, AuditEntry, Job, QueuePause, Run
+from scheduler.roles import Role
 from tests.support.factories import make_agent, make_api_token, make_gateway
 
 pytestmark = [pytest.mark.django_db, pytest.mark.redis, pytest.mark.usefixtures("redis_prefix")]
@@ -50,6 +51,36 @@ def test_post_runs_queues_a_job_run_with_201_and_the_run_shape(client, op):
     entry = AuditEntry.objects.get(action="run.enqueue")
     assert entry.result == "ok" and entry.source == "api" and f"run {run.pk}" in entry.message
     assert client.get(f"/api/v1/runs/{run.pk}/", **op).json()["id"] == run.pk
+
+
+def test_post_runs_answers_what_a_read_of_the_new_run_answers(client, op):
+    """The 201 is built from the run just saved, not read back: it must say what the database
+    now holds (JSON params and input as stored, the timestamps, the empty attempt list)."""
+    Job.objects.create(name="nightly", kind="noop", params={"sleep_ms": 5})
+    body = {"job": "nightly", "params": {"gateway": "g1", "agent": "main"}, "input": {"x": [1.5, None, "é"]}}
+    created = post(client, "/api/v1/runs/", {**body, "run_after": "2030-01-02T03:04:05.123456+00:00"}, **op)
+    assert created.status_code == 201, created.content
+    again = client.get(f"/api/v1/runs/{created.json()['id']}/", **op)
+    assert created.json() == again.json()
+    assert created.json()["attempt_list"] == [] and created.json()["status"] == "scheduled"
+
+
+def test_post_runs_is_seven_statements(client, op, django_assert_num_queries):
+    """The token with its user, then one transaction: the job, the pauses, the run, the audit
+    row (the role comes from scheduler.roles' cache after the first request)."""
+    Job.objects.create(name="nightly", kind="noop")
+    assert post(client, "/api/v1/runs/", {"job": "nightly"}, **op).status_code == 201
+    with django_assert_num_queries(7):  # and the transaction's start and end (savepoints in a test)
+        assert post(client, "/api/v1/runs/", {"job": "nightly"}, **op).status_code == 201
+
+
+def test_an_operator_demoted_is_refused_at_once_though_their_token_says_operator(client, operator, op):
+    Job.objects.create(name="nightly", kind="noop")
+    assert post(client, "/api/v1/runs/", {"job": "nightly"}, **op).status_code == 201  # role now cached
+    roles.assign(operator, Role.VIEWER)
+    refused = post(client, "/api/v1/runs/", {"job": "nightly"}, **op)
+    assert refused.status_code == 403 and "you are a viewer" in refused.json()["error"]
+    assert Run.objects.count() == 1
 
 
 def test_a_viewer_token_reads_but_cannot_write_and_the_refusal_is_audited(client, view):
