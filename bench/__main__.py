@@ -4,8 +4,8 @@
     python -m bench --baseline REF [--rounds N] ...  REF's bench and this tree's, side by side (compare.py)
     python -m bench tree                            the app packages' module tree with line counts
 
-Names: gateway, batches, fanout, pages, memory, e2e, supervisor, queue, agent_rate, api_runs, alerts (all of
-them when none is given). ``--runs N``: agent_rate's number of runs."""
+Names: gateway, batches, fanout, pages, memory, e2e, supervisor, queue, agent_rate, api_runs, alerts,
+stop (all of them when none is given). ``--runs N``: agent_rate's number of runs."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ BENCHES = [
     "agent_rate",
     "api_runs",
     "alerts",
+    "stop",
 ]
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -109,6 +110,7 @@ async def _engage_one(
                 state["errors"].append(f"chat.abort {key}: {result}")
             else:
                 state["chat_aborts"] += 1
+        state["runs_aborted_at"] = time.time()  # every known run's abort acknowledged by the gateway
         known = {key for key, _ in flights}
         if stop.scope != EmergencyStop.Scope.PRIORITY:
             try:
