@@ -96,11 +96,13 @@ async def _engage_one(
 ) -> dict[str, Any]:
     state: dict[str, Any] = {"chat_aborts": 0, "session_aborts": 0, "cron_changed": False, "errors": []}
     client = services.async_client(gateway, request_timeout=CALL_TIMEOUT)
+    started = time.perf_counter()
     try:
         await client.connect()
     except (GatewayError, OSError) as exc:
         state["errors"].append(f"could not connect: {exc}")
         return state
+    state["connect_ms"] = round((time.perf_counter() - started) * 1000, 1)
     try:
         results = await asyncio.gather(
             *(client.chat_abort(key, run_id=run_id) for key, run_id in flights), return_exceptions=True
@@ -111,6 +113,7 @@ async def _engage_one(
             else:
                 state["chat_aborts"] += 1
         state["runs_aborted_at"] = time.time()  # every known run's abort acknowledged by the gateway
+        state["aborts_ms"] = round((time.perf_counter() - started) * 1000 - state["connect_ms"], 1)
         known = {key for key, _ in flights}
         if stop.scope != EmergencyStop.Scope.PRIORITY:
             try:

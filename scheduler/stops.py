@@ -32,6 +32,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -49,7 +50,7 @@ from agentflow.lib.redis import get_redis, key
 from . import audit, errors, live, notify, queue, scopes
 from .actions import Finished
 from .audit import Actor, Target
-from .models import Attempt, EmergencyStop, Priority, Run
+from .models import Attempt, EmergencyStop, Priority, QueuePause, Run
 
 log = logging.getLogger("agentflow.stops")
 
@@ -678,6 +679,20 @@ def requeue(
         still = engaged()
         now = timezone.now()
         dispatch: dict[str, int] = {}
+        if not cancel and not still and not QueuePause.objects.exists():
+            # The common case in one statement: every parked run back to queued, in its first
+            # order (selection goes by id), then the aborted ones one by one (a new attempt each).
+            parked = chosen.filter(status=Run.Status.PARKED)
+            for priority, n in Counter(parked.values_list("priority", flat=True)).items():
+                dispatch[priority] = n
+            with transaction.atomic():
+                out.requeued += Run.objects.filter(pk__in=parked.values("pk")).update(
+                    status=Run.Status.QUEUED, stop=None
+                )
+            for priority, n in dispatch.items():
+                transaction.on_commit(partial(queue.send_dispatch, priority, n))
+            dispatch = {}
+            chosen = chosen.exclude(status=Run.Status.QUEUED)
         for run in chosen:
             other = covering(run, still)
             if other is not None and not cancel:
