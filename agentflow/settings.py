@@ -413,6 +413,8 @@ AGENTFLOW_REDISPATCH_MAX = env_int("AGENTFLOW_REDISPATCH_MAX", 20)
 # starts runs until none is eligible (for at most AGENTFLOW_DISPATCH_DRAIN_SECONDS, then it sends
 # itself again), so a burst costs a few messages. 0: one dispatch message per queued run, each
 # starting one run.
+# POST /api/v1/runs/ with {"runs": […]}: at most this many runs in one request (one transaction).
+AGENTFLOW_API_BULK_MAX = env_int("AGENTFLOW_API_BULK_MAX", 1000)
 AGENTFLOW_DISPATCH_PENDING_MAX = env_int("AGENTFLOW_DISPATCH_PENDING_MAX", 2)
 AGENTFLOW_DISPATCH_DRAIN_SECONDS = env_float("AGENTFLOW_DISPATCH_DRAIN_SECONDS", 1.0)
 # A running run past its timeout plus this grace is reconciled, then timed out.

@@ -2,14 +2,15 @@
 
 1. Throughput: N no-op runs enqueue → claim → complete with 2 worker processes (solo pool),
    against N bare Celery no-op tasks on the same 2 workers in the same run. Target: the
-   engine ≥ 0.5 × bare Celery.
+   engine ≥ 0.5 × bare Celery. Twice: one ``queue.enqueue`` per run (one commit each), and
+   ``queue.enqueue_many`` in chunks of BENCH_QUEUE_CHUNK (one commit, one wake-up per chunk).
 2. Urgent latency: 1,000 normal runs queued, both slots busy with short runs (sleep_ms), 100
    urgent runs one after another: from the moment a slot frees (the previous attempt's
    finished_at on the worker that starts the urgent run) to the urgent attempt's start.
    Target: p99 ≤ 100 ms, and no normal run starts between the urgent commit and its start.
 
 Sizes: BENCH_QUEUE_N (10000), BENCH_QUEUE_BACKLOG (1000), BENCH_QUEUE_TRIALS (100),
-BENCH_QUEUE_SLEEP_MS (40). On the bench SQLite database (AGENTFLOW_BENCH_DIR)."""
+BENCH_QUEUE_SLEEP_MS (40), BENCH_QUEUE_CHUNK (100). On the bench SQLite database (AGENTFLOW_BENCH_DIR)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ N = int(os.environ.get("BENCH_QUEUE_N", 10_000))
 BACKLOG = int(os.environ.get("BENCH_QUEUE_BACKLOG", 1_000))
 TRIALS = int(os.environ.get("BENCH_QUEUE_TRIALS", 100))
 SLEEP_MS = int(os.environ.get("BENCH_QUEUE_SLEEP_MS", 40))
+CHUNK = int(os.environ.get("BENCH_QUEUE_CHUNK", 100))
 CELERY = str(Path(sys.executable).with_name("celery"))
 
 
@@ -101,15 +103,20 @@ def bench_bare(n: int) -> float:
 ENQUEUE_S: dict[str, float] = {}  # how long the enqueue loops took (the rest: workers catching up)
 
 
-def bench_engine(n: int) -> float:
+def bench_engine(n: int, chunk: int = 0) -> float:
+    """N no-op runs through ``queue.enqueue`` one by one, or (``chunk``) ``queue.enqueue_many``."""
     from scheduler import queue
     from scheduler.models import Run
 
     Run.objects.all().delete()
     started = time.perf_counter()
-    for _ in range(n):
-        queue.enqueue(kind="noop")
-    ENQUEUE_S["engine"] = time.perf_counter() - started
+    if chunk:
+        for first in range(0, n, chunk):
+            queue.enqueue_many([{"kind": "noop"}] * min(chunk, n - first))
+    else:
+        for _ in range(n):
+            queue.enqueue(kind="noop")
+    ENQUEUE_S["engine_bulk" if chunk else "engine"] = time.perf_counter() - started
     while Run.objects.filter(status="succeeded").count() < n:
         time.sleep(0.05)
     elapsed = time.perf_counter() - started
@@ -178,21 +185,27 @@ def run() -> dict:
         wait_ready(procs)
         bare = bench_bare(N)
         engine = bench_engine(N)
+        bulk = bench_engine(N, CHUNK)
         urgent = bench_urgent(BACKLOG, TRIALS, SLEEP_MS)
     finally:
         for proc in procs:
             stop(proc)
         drain_broker()
-    ratio = engine / bare
+    ratio, bulk_ratio = engine / bare, bulk / bare
     print(f"  bare Celery {bare:.0f} tasks/s, engine {engine:.0f} runs/s (ratio {ratio:.2f}), n={N}")
-    loops = f"bare {ENQUEUE_S['bare']:.1f} s, engine {ENQUEUE_S['engine']:.1f} s"
-    print(f"  enqueue loops: {loops} (of {N / engine:.1f} s)")
+    print(f"  engine, enqueue_many by {CHUNK}: {bulk:.0f} runs/s (ratio {bulk_ratio:.2f})")
+    loops = f"bare {ENQUEUE_S['bare']:.1f} s, engine {ENQUEUE_S['engine']:.1f} s (of {N / engine:.1f} s)"
+    loops += f", enqueue_many {ENQUEUE_S['engine_bulk']:.1f} s (of {N / bulk:.1f} s)"
+    print(f"  enqueue loops: {loops}")
     print(f"  urgent latency: {urgent}")
     return {
         "n": N,
         "bare_tasks_per_s": round(bare, 1),
         "engine_runs_per_s": round(engine, 1),
         "ratio": round(ratio, 3),
+        "chunk": CHUNK,
+        "engine_bulk_runs_per_s": round(bulk, 1),
+        "bulk_ratio": round(bulk_ratio, 3),
         "enqueue_s": {k: round(v, 2) for k, v in ENQUEUE_S.items()},
         "urgent": urgent,
         "targets": [
@@ -201,6 +214,12 @@ def run() -> dict:
                 "value": round(ratio, 3),
                 "target": ">= 0.5",
                 "ok": ratio >= 0.5,
+            },
+            {
+                "name": f"engine (enqueue_many by {CHUNK}) / bare Celery throughput",
+                "value": round(bulk_ratio, 3),
+                "target": ">= 0.5",
+                "ok": bulk_ratio >= 0.5,
             },
             {
                 "name": "urgent start after a slot frees, p99 ms",

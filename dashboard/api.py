@@ -44,6 +44,7 @@ MAX_OFFSET = 100_000
 # A machine-readable ``code`` next to every error's ``message`` (``error`` stays a string).
 CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method"}
 MAX_BODY_BYTES = 64 * 1024  # a write endpoint's JSON body; larger is a 413
+BULK_BODY_BYTES = 2 * 1024 * 1024  # a bulk submit's (POST runs/ with "runs"), under Django's 2.5 MB
 
 
 class ApiError(Exception):
@@ -138,13 +139,17 @@ def _csrf_failure(request: HttpRequest) -> HttpResponse | None:
     return check.process_view(request, lambda r: HttpResponse(), (), {})
 
 
-def json_body(request: HttpRequest) -> dict[str, Any]:
+def too_large(size: int, limit: int) -> ApiError:
+    return ApiError(413, f"the body is {size} bytes: at most {limit}", "too_large")
+
+
+def json_body(request: HttpRequest, *, max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:
     """The request's JSON object (an empty body is ``{}``); ApiError 400 / 413 / 415 otherwise."""
     raw = request.body
     if not raw.strip():
         return {}
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, f"the body is {len(raw)} bytes: at most {MAX_BODY_BYTES}", "too_large")
+    if len(raw) > max_bytes:
+        raise too_large(len(raw), max_bytes)
     content_type = request.content_type or ""
     if content_type not in ("application/json", "text/plain", ""):
         raise ApiError(415, f"send JSON (Content-Type: application/json), not {content_type}", "media_type")

@@ -4,7 +4,8 @@ function of ``scheduler`` (stats, ops, controls) and answer its JSON. Every writ
 control that checks the operator role and writes an audit row (a refusal is a 403).
 
 ``POST runs/`` answers 201 with the new run, or 200 with the unfinished run that already holds
-its ``dedupe_key`` (nothing new is queued).
+its ``dedupe_key`` (nothing new is queued). With ``{"runs": [...]}`` it queues them all in one
+transaction (``ops.submit_many``) or none, and answers 201 with ``{"runs": [...], "created": [...]}``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db.models import F
 from django.http import HttpRequest, JsonResponse
@@ -28,7 +30,9 @@ from scheduler.runjson import alert_json, job_json, run_json
 
 from . import access, openapi, params
 from .api import (
+    BULK_BODY_BYTES,
     LIMIT,
+    MAX_BODY_BYTES,
     OFFSET,
     TS,
     ApiError,
@@ -38,6 +42,7 @@ from .api import (
     api_view,
     json_body,
     paginate,
+    too_large,
 )
 from .openapi import Operation, Param, nullable, obj
 
@@ -437,38 +442,69 @@ def _gateway_param(raw: str) -> str:
     return str(gateway.pk)
 
 
+RUN_BODY = {
+    "type": "object",
+    "description": '{"job": name} or {"agent": id, "prompt": text, "gateway": name}; '
+    "optional priority, timeout (seconds), run_after (ISO time), dedupe_key, input, params.",
+    "properties": {
+        "job": {"type": "string"},
+        "agent": {"type": "string"},
+        "prompt": {"type": "string"},
+        "gateway": {"type": "string"},
+        "priority": {"type": "string", "enum": PRIORITIES},
+        "timeout": {"type": "integer", "minimum": 1},
+        "run_after": {"type": "string", "format": "date-time"},
+        "dedupe_key": {"type": "string", "maxLength": 200},
+        "input": {},
+        "params": {"type": "object"},
+    },
+    "additionalProperties": False,
+}
+BULK_BODY = {
+    "type": "object",
+    "description": '{"runs": [one run\'s body, …]}: at most AGENTFLOW_API_BULK_MAX (1,000) runs, queued in '
+    "one transaction or none (the first bad item named by its index: item 3: …); one audit row.",
+    "required": ["runs"],
+    "properties": {"runs": {"type": "array", "items": RUN_BODY, "minItems": 1}},
+    "additionalProperties": False,
+}
+BULK_RESULT = obj(
+    runs={"type": "array", "items": RUN},
+    created={"type": "array", "items": {"type": "boolean"}},
+)
+
+
 @openapi.operation(
     Operation(
-        "Queue a run of a job or an ad-hoc agent prompt (operator); 201, or 200 for a dedupe_key held.",
-        RUN,
+        "Queue a run of a job or an ad-hoc agent prompt (operator); 201, or 200 for a dedupe_key held. "
+        'Or many: {"runs": […]} answers 201 with {"runs": […], "created": […]} in the same order '
+        "(a held dedupe_key: that run, created false).",
+        {"oneOf": [RUN, BULK_RESULT]},
         paginated=False,
         errors=(400, 401, 403, 404, 413, 415),
         tags=OPS,
         method="post",
         success=(201, 200),
-        body={
-            "type": "object",
-            "description": '{"job": name} or {"agent": id, "prompt": text, "gateway": name}; '
-            "optional priority, timeout (seconds), run_after (ISO time), dedupe_key, input, params.",
-            "properties": {
-                "job": {"type": "string"},
-                "agent": {"type": "string"},
-                "prompt": {"type": "string"},
-                "gateway": {"type": "string"},
-                "priority": {"type": "string", "enum": PRIORITIES},
-                "timeout": {"type": "integer", "minimum": 1},
-                "run_after": {"type": "string", "format": "date-time"},
-                "dedupe_key": {"type": "string", "maxLength": 200},
-                "input": {},
-                "params": {"type": "object"},
-            },
-            "additionalProperties": False,
-        },
+        body={"oneOf": [RUN_BODY, BULK_BODY]},
     )
 )
 @api_post
 def runs_create(request: HttpRequest) -> JsonResponse:
-    body = json_body(request)
+    body = json_body(request, max_bytes=BULK_BODY_BYTES)
+    if "runs" in body:
+        return _runs_create_many(request, body)
+    if len(request.body) > MAX_BODY_BYTES:
+        raise too_large(len(request.body), MAX_BODY_BYTES)
+    run, created = ops.submit(access.actor(request, source="api"), **_submission(body))
+    if not created:  # the unfinished run holding the dedupe key, as it is now
+        return JsonResponse(_run_json(request, _run(run.pk)), status=200)
+    # The run as queued, from the object just saved (not read back: it has no attempt yet); a
+    # worker may start it before this answer is sent: GET runs/<id>/ shows it then.
+    return JsonResponse(_run_json(request, run, attempts=[]), status=201)
+
+
+def _submission(body: dict[str, Any]) -> dict[str, Any]:
+    """One run's body as ``ops.submit``'s keyword arguments (ApiError 400 / 404 otherwise)."""
     _fields(body, RUN_FIELDS)
     job, agent = _str(body, "job", max_length=100), _str(body, "agent", max_length=100)
     if bool(job) == bool(agent):
@@ -485,23 +521,52 @@ def runs_create(request: HttpRequest) -> JsonResponse:
         kind = ops.AGENT_PROMPT
     elif "prompt" in body or "gateway" in body:
         raise ApiError(400, '"prompt" and "gateway" go with "agent", not with "job"', "bad_field")
-    run, created = ops.submit(
-        access.actor(request, source="api"),
-        job=job or None,
-        kind=kind,
-        params=run_params,
-        input=body.get("input"),
-        prompt=prompt,
-        priority=_priority(_str(body, "priority", max_length=20)),
-        timeout=_int(body, "timeout"),
-        run_after=_when(body, "run_after"),
-        dedupe_key=_str(body, "dedupe_key", max_length=200),
+    return {
+        "job": job or None,
+        "kind": kind,
+        "params": run_params,
+        "input": body.get("input"),
+        "prompt": prompt,
+        "priority": _priority(_str(body, "priority", max_length=20)),
+        "timeout": _int(body, "timeout"),
+        "run_after": _when(body, "run_after"),
+        "dedupe_key": _str(body, "dedupe_key", max_length=200),
+    }
+
+
+def _runs_create_many(request: HttpRequest, body: dict[str, Any]) -> JsonResponse:
+    """``{"runs": [one run's body, …]}``: all queued in one transaction, or none (the first bad
+    item's index in the error: ``item 3: …``)."""
+    _fields(body, ("runs",))
+    items = body["runs"]
+    if not isinstance(items, list) or not items:
+        raise ApiError(400, "'runs' must be a non-empty list of run bodies", "bad_field")
+    limit = settings.AGENTFLOW_API_BULK_MAX
+    if len(items) > limit:
+        raise ApiError(
+            413, f"{len(items)} runs in one request: at most {limit} (AGENTFLOW_API_BULK_MAX)", "too_many"
+        )
+    submissions = []
+    for index, item in enumerate(items):
+        try:
+            if not isinstance(item, dict):
+                raise ApiError(
+                    400, f"a run body must be a JSON object, not {type(item).__name__}", "bad_field"
+                )
+            submissions.append(_submission(item))
+        except ApiError as exc:
+            raise ApiError(exc.status, f"item {index}: {exc.message}", exc.code) from None
+    results = ops.submit_many(access.actor(request, source="api"), submissions)
+    fetched = {
+        r.pk: r for r in Run.objects.prefetch_related("attempt_set").filter(pk__in={r.pk for r, _ in results})
+    }
+    return JsonResponse(
+        {
+            "runs": [_run_json(request, fetched[run.pk]) for run, _ in results],
+            "created": [created for _, created in results],
+        },
+        status=201,
     )
-    if not created:  # the unfinished run holding the dedupe key, as it is now
-        return JsonResponse(_run_json(request, _run(run.pk)), status=200)
-    # The run as queued, from the object just saved (not read back: it has no attempt yet); a
-    # worker may start it before this answer is sent: GET runs/<id>/ shows it then.
-    return JsonResponse(_run_json(request, run, attempts=[]), status=201)
 
 
 runs = api_get_post(runs_list, runs_create)

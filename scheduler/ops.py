@@ -4,6 +4,7 @@ checked, one audit row is written, refused, failed or done)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -76,6 +77,36 @@ def submit(
             f"run {run.pk} {run.status}" + ("" if created else f" (existing, dedupe key {dedupe_key!r})")
         )
     return run, created
+
+
+def submit_many(actor: Actor, items: Sequence[Mapping[str, Any]]) -> list[tuple[Run, bool]]:
+    """Queue several runs as ``actor`` (operator) in one transaction with one audit row. Each
+    item holds :func:`submit`'s keyword arguments; a bad one refuses the batch, naming its index
+    (:func:`scheduler.queue.enqueue_many`). Returns (run, created) per item, as ``submit``."""
+    target = Target("batch", "", f"{len(items)} run(s)")
+    specs = [
+        {
+            ("timeout_seconds" if k == "timeout" else k): v
+            for k, v in item.items()
+            if k != "kind" or not item.get("job")
+        }
+        for item in items
+    ]
+    with audit.control("run.enqueue_many", actor, target, atomic=True) as ctl:
+        before = timezone.now()
+        runs = queue.enqueue_many(specs, trigger=trigger_of(actor), triggered_by=actor.label)
+        seen: set[int] = set()
+        results = []
+        for run in runs:  # a key repeated in the batch: the first item created the run
+            results.append((run, run.queued_at >= before and run.pk not in seen))
+            seen.add(run.pk)
+        new = [run for run, created in results if created]
+        existing = len({run.pk for run, created in results if not created})
+        parts = [f"{len(new)} run(s) queued" + (f" (first {new[0].pk}, last {new[-1].pk})" if new else "")]
+        if existing:
+            parts.append(f"{existing} existing (dedupe key held)")
+        ctl.note("; ".join(parts))
+    return results
 
 
 def create_job(actor: Actor, fields: dict[str, Any]) -> Job:

@@ -22,9 +22,10 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -67,32 +68,57 @@ def _concurrency_keys(params: Mapping[str, Any]) -> dict[str, str]:
     return {name: str(params.get(name) or "")[:100] for name in ("gateway", "agent", "provider")}
 
 
-def enqueue(
-    job: Job | str | None = None,
-    *,
-    kind: str | None = None,
-    params: Mapping[str, Any] | None = None,
-    input: Any = None,
-    prompt: str | None = None,
-    priority: str | None = None,
-    run_after: datetime | None = None,
-    dedupe_key: str = "",
-    trigger: str = Run.Trigger.SYSTEM,
-    triggered_by: str = "",
-    timeout_seconds: int | None = None,
-    max_attempts: int | None = None,
-) -> Run:
-    """Create a run (queued, scheduled when ``run_after`` is ahead, parked under a pause) and
-    dispatch it on commit. A ``dedupe_key`` already held by an unfinished run returns that run.
-    Bad input raises ``ValidationError`` with a message for the caller; nothing is written."""
+SPEC_FIELDS = (
+    "job",
+    "kind",
+    "params",
+    "input",
+    "prompt",
+    "priority",
+    "run_after",
+    "dedupe_key",
+    "timeout_seconds",
+    "max_attempts",
+)  # fmt: skip  (what one item of enqueue_many may give: enqueue's arguments but the trigger)
+
+
+def _job(job: Job | str | None, known: dict[str, Job] | None = None) -> Job | None:
+    """The job (by name: looked up once per ``known`` cache); unknown or disabled: refused."""
     if isinstance(job, str):
-        found = Job.objects.filter(name=job).first()
+        found = known.get(job) if known is not None else None
         if found is None:
-            raise ValidationError(f"no job named {job!r}", code="unknown_job")
+            found = Job.objects.filter(name=job).first()
+            if found is None:
+                raise ValidationError(f"no job named {job!r}", code="unknown_job")
+            if known is not None:
+                known[job] = found
         job = found
+    if job is not None and not job.enabled:
+        raise ValidationError(f"job {job.name!r} is disabled", code="job_disabled")
+    return job
+
+
+def _build(
+    job: Job | str | None,
+    *,
+    kind: str | None,
+    params: Mapping[str, Any] | None,
+    input: Any,
+    prompt: str | None,
+    priority: str | None,
+    run_after: datetime | None,
+    dedupe_key: str,
+    trigger: str,
+    triggered_by: str,
+    timeout_seconds: int | None,
+    max_attempts: int | None,
+    now: datetime,
+    known: dict[str, Job] | None = None,
+) -> Run:
+    """The run ``enqueue`` would write, validated, not saved (status queued, or scheduled when
+    ``run_after`` is ahead). Bad input raises ``ValidationError`` with a message for the caller."""
+    job = _job(job, known)
     if job is not None:
-        if not job.enabled:
-            raise ValidationError(f"job {job.name!r} is disabled", code="job_disabled")
         kind = job.kind
         merged = {**(job.params or {}), **(params or {})}
     elif kind is None:
@@ -112,11 +138,6 @@ def enqueue(
         raise ValidationError("timeout must be a whole number of seconds, at least 1", code="bad_timeout")
     if prompt is None:
         prompt = render_prompt(job.prompt_template if job else "", input)
-    if dedupe_key:
-        existing = Run.objects.filter(dedupe_key=dedupe_key, status__in=Run.NOT_FINAL).first()
-        if existing is not None:
-            return existing
-    now = timezone.now()
     run = Run(
         job=job,
         job_name=job.name if job else "",
@@ -134,13 +155,58 @@ def enqueue(
         queued_at=now,
         **_concurrency_keys(cleaned),
     )
-    stop_id = stops.intake(run)
+    if run_after is not None and run_after > now:
+        run.status = Run.Status.SCHEDULED
+    return run
+
+
+def _hold(run: Run, stop_id: int | None, paused: bool) -> None:
+    """Park a run being queued that an emergency stop (held by it) or a pause covers."""
     if stop_id is not None:
         run.status, run.stop_id = Run.Status.PARKED, stop_id  # recorded, held by the stop
-    elif covered_by_pause(run):
+    elif paused:
         run.status = Run.Status.PARKED
-    elif run_after is not None and run_after > now:
-        run.status = Run.Status.SCHEDULED
+
+
+def enqueue(
+    job: Job | str | None = None,
+    *,
+    kind: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    input: Any = None,
+    prompt: str | None = None,
+    priority: str | None = None,
+    run_after: datetime | None = None,
+    dedupe_key: str = "",
+    trigger: str = Run.Trigger.SYSTEM,
+    triggered_by: str = "",
+    timeout_seconds: int | None = None,
+    max_attempts: int | None = None,
+) -> Run:
+    """Create a run (queued, scheduled when ``run_after`` is ahead, parked under a pause) and
+    dispatch it on commit. A ``dedupe_key`` already held by an unfinished run returns that run.
+    Bad input raises ``ValidationError`` with a message for the caller; nothing is written."""
+    run = _build(
+        job,
+        kind=kind,
+        params=params,
+        input=input,
+        prompt=prompt,
+        priority=priority,
+        run_after=run_after,
+        dedupe_key=dedupe_key,
+        trigger=trigger,
+        triggered_by=triggered_by,
+        timeout_seconds=timeout_seconds,
+        max_attempts=max_attempts,
+        now=timezone.now(),
+    )
+    if dedupe_key:
+        existing = Run.objects.filter(dedupe_key=dedupe_key, status__in=Run.NOT_FINAL).first()
+        if existing is not None:
+            return existing
+    stop_id = stops.intake(run)
+    _hold(run, stop_id, stop_id is None and covered_by_pause(run))
     try:
         # A savepoint only where an IntegrityError is expected (a dedupe key taken meanwhile):
         # the caller's transaction stays usable to read the run that holds it.
@@ -152,8 +218,79 @@ def enqueue(
             return existing
         raise
     if run.status == Run.Status.QUEUED:
+        priority = run.priority
         transaction.on_commit(lambda: wake_up(priority))
     return run
+
+
+def enqueue_many(
+    specs: Sequence[Mapping[str, Any]], *, trigger: str = Run.Trigger.SYSTEM, triggered_by: str = ""
+) -> list[Run]:
+    """Queue several runs in one transaction: each spec holds :func:`enqueue`'s arguments
+    (:data:`SPEC_FIELDS`; the trigger is the batch's). Returns one run per spec, in order.
+
+    1. Every spec is validated as ``enqueue`` validates it; the first bad one raises
+       ``ValidationError`` naming its index (``item 3: …``, the same code) and nothing is written.
+    2. The pauses and engaged emergency stops are read once: a run they cover is parked (held by
+       the stop), as ``enqueue`` parks it.
+    3. A spec whose dedupe key an unfinished run holds (or an earlier spec of the batch) gets that
+       run; the rest are inserted with one ``bulk_create`` (ids returned: PostgreSQL, SQLite ≥ 3.35).
+       A concurrent insert of the same key (the unique index refuses the batch) is retried.
+    4. On commit, one wake-up per priority with queued runs: a dispatch drains what is eligible
+       (AGENTFLOW_DISPATCH_PENDING_MAX), and sends a fresh wake-up while runs are left."""
+    now = timezone.now()
+    known: dict[str, Job] = {}
+    built = []
+    for index, spec in enumerate(specs):
+        try:
+            unknown = sorted(set(spec) - set(SPEC_FIELDS))
+            if unknown:
+                raise ValidationError(
+                    f"unknown field(s) {', '.join(unknown)} (allowed: {', '.join(SPEC_FIELDS)})",
+                    code="bad_field",
+                )
+            fields: dict[str, Any] = {name: spec.get(name) for name in SPEC_FIELDS}
+            fields["dedupe_key"] = fields["dedupe_key"] or ""
+            built.append(_build(**fields, trigger=trigger, triggered_by=triggered_by, now=now, known=known))
+        except ValidationError as exc:
+            raise ValidationError(f"item {index}: {'; '.join(exc.messages)}", code=exc.code) from None
+    pauses, engaged = list(QueuePause.objects.all()), stops.engaged()
+    for run in built:
+        stop = stops.covering(run, engaged)
+        paused = stop is None and any(pause_covers(p, run) for p in pauses)
+        _hold(run, stop.pk if stop is not None else None, paused)
+    for attempt in range(3):
+        try:
+            with transaction.atomic():
+                runs = _insert_many(built)
+            break
+        except IntegrityError:
+            if attempt == 2 or not any(run.dedupe_key for run in built):
+                raise
+            for run in built:
+                run.pk = None  # the rolled-back insert's ids are void; its dedupe keys read again
+    for priority in sorted({r.priority for r in runs if r.status == Run.Status.QUEUED}, key=PRIORITIES.index):
+        transaction.on_commit(partial(wake_up, priority))
+    return runs
+
+
+def _insert_many(built: list[Run]) -> list[Run]:
+    """:func:`enqueue_many`'s step 3, inside its transaction."""
+    keys = {run.dedupe_key for run in built if run.dedupe_key}
+    held = {r.dedupe_key: r for r in Run.objects.filter(dedupe_key__in=keys, status__in=Run.NOT_FINAL)}
+    runs, new = [], []
+    for run in built:
+        if run.dedupe_key and run.dedupe_key in held:
+            runs.append(held[run.dedupe_key])
+            continue
+        if run.dedupe_key:
+            held[run.dedupe_key] = run
+        runs.append(run)
+        new.append(run)
+    Run.objects.bulk_create(new)
+    if any(run.pk is None for run in new):  # a backend that returns no ids from a bulk insert
+        raise DatabaseError("bulk_create returned no ids")
+    return runs
 
 
 # --- pauses --------------------------------------------------------------------------------------

@@ -231,7 +231,7 @@ def test_the_navigation_works_from_the_keyboard_and_the_chosen_theme_sticks(
         )
         assert skip[0] == "Skip to content" and skip[1] >= 0, skip  # shown when focused
         focused = []
-        for _ in range(13):
+        for _ in range(16):
             page.keyboard.press("Tab")
             focused.append(
                 page.evaluate(
@@ -241,11 +241,12 @@ def test_the_navigation_works_from_the_keyboard_and_the_chosen_theme_sticks(
                 )
             )
         texts = [text for text, _, _ in focused]
-        assert texts[:8] == [
-            "AgentFlow", "Fleet", "Queue", "Runs", "Jobs", "Batches", "Alerts", "Config kb-gw",
+        assert texts[:10] == [
+            "AgentFlow", "Fleet", "Queue", "Runs", "Jobs", "Stops", "Batches", "Notifications", "Alerts",
+            "Config kb-gw",
         ], texts  # fmt: skip
         assert focused[1][1] == "page"  # the overview is the current page
-        assert all(style != "none" for _, _, style in focused[:8]), focused  # a visible focus ring
+        assert all(style != "none" for _, _, style in focused[:10]), focused  # a visible focus ring
         assert not any("Triggers" in t or "soon" in t for t in texts), texts  # placeholders are not stops
         assert "Light" in texts and "Dark" in texts and any(t.startswith("Log out") for t in texts), texts
 

@@ -1,8 +1,10 @@
-"""The ops API (/api/v1/): queue status, pause / resume, stats, session status, runs and jobs;
-write endpoints need the operator role (a refusal is audited), cookie POSTs need CSRF."""
+"""The ops API (/api/v1/): queue status, pause / resume, stats, session status, runs (one or a
+batch) and jobs; write endpoints need the operator role (a refusal is audited), cookie POSTs
+need CSRF."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -324,3 +326,118 @@ def test_results_are_capped_with_a_link_to_the_whole(client, op):
     assert len(body["result"]) == 4000 and body["result_truncated"] is True
     assert body["session_key"] == "agent:main:af-1"
     assert client.get(body["result_url"], **op).json()["result"] == "x" * 5000
+
+
+# --- POST runs/ with {"runs": [...]}: many runs in one transaction (ops.submit_many) ---------------------
+
+
+def test_a_batch_queues_every_run_in_order_with_201_and_one_audit_row(client, op):
+    Job.objects.create(name="nightly", kind="noop", priority="low")
+    gateway = make_gateway("alpha")
+    make_agent(gateway, "main")
+    runs = [
+        {"job": "nightly"},
+        {"job": "nightly", "priority": "high", "timeout": 30, "dedupe_key": "k1"},
+        {"agent": "main", "prompt": "hi"},
+        {"job": "nightly", "run_after": "2999-01-01T00:00:00Z"},
+    ]
+    response = post(client, "/api/v1/runs/", {"runs": runs}, **op)
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["created"] == [True] * 4
+    got = body["runs"]
+    assert [r["id"] for r in got] == sorted(r["id"] for r in got)
+    assert [(r["job"], r["priority"], r["status"]) for r in got] == [
+        ("nightly", "low", "queued"),
+        ("nightly", "high", "queued"),
+        (None, "normal", "queued"),
+        ("nightly", "low", "scheduled"),
+    ]
+    assert got[1]["timeout"] == 30 and got[1]["dedupe_key"] == "k1"
+    assert got[2]["kind"] == "agent.prompt" and got[2]["agent"] == "main"
+    assert {r["trigger"] for r in got} == {"api_token"}
+    assert set(Run.objects.values_list("pk", flat=True)) == {r["id"] for r in got}
+    entry = AuditEntry.objects.get()
+    assert (entry.action, entry.result, entry.source) == ("run.enqueue_many", "ok", "api")
+    assert entry.message == f"4 run(s) queued (first {got[0]['id']}, last {got[3]['id']})"
+
+
+def test_a_held_dedupe_key_answers_that_run_in_its_place_not_created(client, op):
+    Job.objects.create(name="nightly", kind="noop")
+    first = post(client, "/api/v1/runs/", {"job": "nightly", "dedupe_key": "k1"}, **op).json()
+    response = post(
+        client, "/api/v1/runs/", {"runs": [{"job": "nightly", "dedupe_key": "k1"}, {"job": "nightly"}]}, **op
+    )
+    assert response.status_code == 201
+    body = response.json()
+    assert body["runs"][0]["id"] == first["id"] and body["created"] == [False, True]
+    assert Run.objects.count() == 2
+    assert "1 existing (dedupe key held)" in AuditEntry.objects.order_by("id").last().message
+
+
+@pytest.mark.parametrize(
+    ("bad", "status", "code", "words"),
+    [
+        ({"job": "nope"}, 404, "unknown_job", "item 1: no job named 'nope'"),
+        ({"job": "nightly", "priority": "asap"}, 400, "bad_priority", "item 1: 'priority' must be one of"),
+        ({"job": "nightly", "colour": "red"}, 400, "bad_field", "item 1: unknown field(s) colour"),
+        ({"agent": "main"}, 400, "bad_field", "item 1: 'prompt' is required"),
+        (
+            {"agent": "ghost", "prompt": "hi"},
+            400,
+            "invalid_params",
+            "item 1: agent.prompt: gateway alpha has no agent 'ghost'",
+        ),
+        ([1], 400, "bad_field", "item 1: a run body must be a JSON object, not list"),
+    ],
+)
+def test_a_bad_item_refuses_the_batch_naming_its_index_and_queues_nothing(
+    client, op, bad, status, code, words
+):
+    Job.objects.create(name="nightly", kind="noop")
+    make_gateway("alpha")
+    response = post(client, "/api/v1/runs/", {"runs": [{"job": "nightly"}, bad, {"job": "nightly"}]}, **op)
+    assert response.status_code == status, response.content
+    assert response.json()["error"].startswith(words), response.json()
+    assert response.json()["code"] == code
+    assert not Run.objects.exists()
+
+
+def test_too_many_runs_or_an_empty_list_or_extra_keys_are_clear_errors(client, op, settings):
+    Job.objects.create(name="nightly", kind="noop")
+    settings.AGENTFLOW_API_BULK_MAX = 3
+    response = post(client, "/api/v1/runs/", {"runs": [{"job": "nightly"}] * 4}, **op)
+    assert response.status_code == 413 and response.json()["code"] == "too_many"
+    assert response.json()["error"] == "4 runs in one request: at most 3 (AGENTFLOW_API_BULK_MAX)"
+    assert post(client, "/api/v1/runs/", {"runs": [{"job": "nightly"}] * 3}, **op).status_code == 201
+    for body, words in [
+        ({"runs": []}, "'runs' must be a non-empty list"),
+        ({"runs": {"job": "nightly"}}, "'runs' must be a non-empty list"),
+        ({"runs": [{"job": "nightly"}], "job": "nightly"}, "unknown field(s) job (allowed: runs)"),
+    ]:
+        response = post(client, "/api/v1/runs/", body, **op)
+        assert response.status_code == 400 and words in response.json()["error"], body
+    assert Run.objects.count() == 3
+
+
+def test_a_batch_may_be_larger_than_a_single_bodys_limit_but_a_single_body_may_not(client, op, settings):
+    Job.objects.create(name="nightly", kind="noop")
+    items = [{"job": "nightly", "dedupe_key": f"key-{i:04d}-" + "x" * 60} for i in range(1000)]
+    raw = json.dumps({"runs": items})
+    assert len(raw) > 64 * 1024
+    response = client.post("/api/v1/runs/", raw, content_type="application/json", **op)
+    assert response.status_code == 201, response.content[:300]
+    assert len(response.json()["runs"]) == 1000 and Run.objects.count() == 1000
+    single = json.dumps({"job": "nightly", "input": "x" * 70_000})
+    response = client.post("/api/v1/runs/", single, content_type="application/json", **op)
+    assert response.status_code == 413 and response.json()["code"] == "too_large"
+
+
+def test_a_viewer_token_is_refused_and_the_refusal_audited(client, view):
+    Job.objects.create(name="nightly", kind="noop")
+    response = post(client, "/api/v1/runs/", {"runs": [{"job": "nightly"}, {"job": "nightly"}]}, **view)
+    assert response.status_code == 403
+    assert response.json()["code"] == "forbidden" and "operator role" in response.json()["error"]
+    assert not Run.objects.exists()
+    entry = AuditEntry.objects.get()
+    assert (entry.action, entry.result) == ("run.enqueue_many", "refused")

@@ -127,6 +127,40 @@ def test_enqueue_run_is_audited_as_the_command_and_prints_the_run_json():
                 actions.unregister_action("agent.prompt")
 
 
+def test_enqueue_run_from_file_queues_the_list_in_one_transaction_or_none(tmp_path):
+    import json
+
+    Job.objects.create(name="nightly", kind="noop")
+    path = tmp_path / "runs.json"
+    path.write_text(
+        json.dumps(
+            [
+                {"job": "nightly", "priority": "high"},
+                {"kind": "noop", "params": {"sleep_ms": 5}, "timeout": 20},
+                {"kind": "noop", "run_after": "2999-01-01T00:00:00Z", "dedupe_key": "later"},
+            ]
+        )
+    )
+    body = json.loads(run_command("enqueue_run", "--from-file", str(path), "--json"))
+    assert [(r["job"], r["priority"], r["status"]) for r in body] == [
+        ("nightly", "high", "queued"),
+        (None, "normal", "queued"),
+        (None, "normal", "scheduled"),
+    ]
+    assert body[1]["timeout"] == 20 and Run.objects.count() == 3
+    entry = AuditEntry.objects.get(action="run.enqueue_many")
+    assert entry.actor_label == "command enqueue_run" and entry.message.startswith("3 run(s) queued")
+    path.write_text(json.dumps([{"kind": "noop", "dedupe_key": "later"}]))
+    assert "(existing: dedupe key 'later')" in run_command("enqueue_run", "--from-file", str(path))
+    path.write_text(json.dumps([{"kind": "noop"}, {"kind": "nope"}]))
+    with pytest.raises(CommandError, match="^item 1: unknown kind 'nope'"):
+        run_command("enqueue_run", "--from-file", str(path))
+    path.write_text('{"kind": "noop"}')
+    with pytest.raises(CommandError, match="a JSON list of objects"):
+        run_command("enqueue_run", "--from-file", str(path))
+    assert Run.objects.count() == 3
+
+
 def test_queue_status_prints_the_waits_and_throughput():
     queue.enqueue(kind="noop", priority="low")
     status = run_command("queue", "status")

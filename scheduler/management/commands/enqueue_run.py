@@ -1,4 +1,6 @@
-"""Queue one run: ``manage.py enqueue_run --job NAME`` or ``--kind KIND [--params JSON]``."""
+"""Queue one run: ``manage.py enqueue_run --job NAME`` or ``--kind KIND [--params JSON]``; or many
+in one transaction: ``--from-file runs.json`` (a JSON list of objects: job or kind, params,
+input, prompt, priority, timeout, run_after as ISO time, dedupe_key)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.dateparse import parse_datetime
 
 from scheduler import actions, audit, ops
 from scheduler.models import Priority, Run
@@ -34,6 +37,9 @@ class Command(BaseCommand):
             help=f"an action kind, ad hoc (registered: {', '.join(a.key for a in actions.actions())})",
         )
         which.add_argument("--agent", help="an ad-hoc agent prompt: the agent's id (with --prompt)")
+        which.add_argument(
+            "--from-file", help="a JSON list of runs (job or kind, params, …), queued in one transaction"
+        )
         parser.add_argument("--gateway", default=None, help="with --agent: the gateway's id or name")
         parser.add_argument("--json", action="store_true", help="print the run as the API's JSON")
         parser.add_argument(
@@ -52,6 +58,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["from_file"]:
+            self.from_file(options["from_file"], options["json"])
+            return
         if options["agent"]:
             if actions.find_action(ops.AGENT_PROMPT) is None:
                 raise CommandError(
@@ -95,6 +104,32 @@ class Command(BaseCommand):
             self.stdout.write(run.result)
         if run.status != Run.Status.SUCCEEDED:
             raise CommandError(f"run {run.pk} ended {run.status}")
+
+    def from_file(self, path: str, as_json: bool) -> None:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                items = json.load(handle)
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"--from-file {path}: {exc}") from None
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise CommandError(f"--from-file {path}: a JSON list of objects, one per run")
+        for index, item in enumerate(items):
+            if isinstance(item.get("run_after"), str):
+                moment = parse_datetime(item["run_after"])
+                if moment is None:
+                    raise CommandError(f"item {index}: run_after must be an ISO 8601 time")
+                item["run_after"] = moment
+        try:
+            results = ops.submit_many(audit.Actor.command("enqueue_run"), items)
+        except ValidationError as exc:
+            raise CommandError("; ".join(exc.messages)) from None
+        if as_json:
+            self.stdout.write(json.dumps([run_json(run) for run, _ in results], indent=2))
+            return
+        for run, created in results:
+            self.stdout.write(
+                describe(run) + ("" if created else f" (existing: dedupe key {run.dedupe_key!r})")
+            )
 
     def show(self, run: Run, as_json: bool) -> None:
         if as_json:
