@@ -47,7 +47,7 @@ from django.utils import timezone
 
 from agentflow.lib.redis import get_redis, key
 
-from . import audit, errors, live, notify, queue, scopes
+from . import actions, audit, errors, live, notify, queue, scopes
 from .actions import Finished
 from .audit import Actor, Target
 from .models import Attempt, EmergencyStop, Priority, QueuePause, Run
@@ -409,7 +409,7 @@ def engage(
             notes.append(
                 f"Redis did not answer ({type(exc).__name__}): workers read the stop from the database"
             )
-            steps.done("intake", "recorded; Redis unreachable, the database decides")
+            steps.done("intake", notes[-1])
         stop.engaged_at = timezone.now()
         covered = stop_q([stop])
         assert covered is not None
@@ -440,7 +440,7 @@ def engage(
             parked_ids=parked_ids,
             aborted_ids=aborted_ids,
             saved_state=saved,
-            steps=[*steps.rows, *({"step": "note", "ms": 0, "note": n} for n in notes)],
+            steps=steps.rows,  # each note is on the step that made it
             completed_at=timezone.now(),
         )
         stop.refresh_from_db()
@@ -492,8 +492,6 @@ def _abort(stop: EmergencyStop, in_flight: Sequence[tuple[Run, Attempt]]) -> lis
 def abort_started(run: Run, attempt: Attempt, stop_id: int) -> None:
     """A start that returned after a stop engaged (the fence's deadline passed): undo it on its
     gateway through the action's cancel, and settle it aborted, held by that stop."""
-    from . import actions
-
     stop = EmergencyStop.objects.filter(pk=stop_id).first()
     if stop is None:
         return

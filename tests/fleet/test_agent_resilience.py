@@ -13,32 +13,27 @@ poll loop, once a second.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import secrets
 import signal
-import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.db import connections
 
 from agentflow.celery import app
 from demo.gateway import DEFAULT_AGENTS, DemoGateway, ensure_installed
-from fleet import agent_runs, run_errors, services
-from fleet.listener import FleetListener
+from fleet import run_errors, services
 from openclaw import GatewayError
 from scheduler import errors, queue, tick, workers
 from scheduler.models import Attempt, Run
-from tests.support.celery import celery_env, engine_queues, logs, start_worker
+from tests.support.celery import celery_env, logs, start_worker
 from tests.support.factories import make_agent, make_gateway
+from tests.support.listening import listening
 from tests.support.ports import free_port_block
 from tests.support.processes import stop_group
 
@@ -57,20 +52,6 @@ def resil_gateway(tmp_path_factory):
     gateway.start(timeout=120)
     yield gateway
     gateway.stop()
-
-
-@pytest.fixture
-def own_queues(redis_prefix):
-    previous = app.conf.task_default_queue
-    app.conf.task_default_queue = redis_prefix
-    try:
-        yield redis_prefix
-    finally:
-        app.conf.task_default_queue = previous
-        with app.connection_for_write() as connection:
-            client = connection.default_channel.client
-            for name in engine_queues(redis_prefix):
-                client.delete(name, f"_kombu.binding.{name}")
 
 
 @pytest.fixture
@@ -98,35 +79,6 @@ def worker_env(redis_prefix: str, **extra: str) -> dict[str, str]:
 
 def prefork(env: dict[str, str], log: Path, queue_: str):
     return start_worker(env, log, queue_, pool=("--pool", "prefork", "--concurrency", "2"))
-
-
-@contextmanager
-def listening() -> Iterator[FleetListener]:
-    """The real listener, in a thread with its own event loop, stopped on the way out."""
-    listener = FleetListener(refresh_interval=0.5)
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-
-    async def main() -> None:
-        try:
-            await listener.run(stop)
-        finally:
-            await agent_runs.drain()
-
-    def target() -> None:
-        try:
-            loop.run_until_complete(main())
-        finally:
-            connections.close_all()
-            loop.close()
-
-    thread = threading.Thread(target=target, name="listener-under-test", daemon=True)
-    thread.start()
-    try:
-        yield listener
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=30)
 
 
 def ticking_until(predicate, timeout: float, what: str, tmp_path: Path):

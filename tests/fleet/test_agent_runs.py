@@ -6,24 +6,18 @@ on provider auth, and never holding a worker."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connections
 from django.utils import timezone
 
 from agentflow.celery import app
 from demo.gateway import DEFAULT_AGENTS, DemoAgent, DemoGateway, ensure_installed
 from fleet import agent_runs, probes
-from fleet.listener import FleetListener
 from fleet.models import Agent
 from scheduler import actions, controls, queue, tick
 from scheduler.actions import AttemptContext
@@ -32,6 +26,7 @@ from scheduler.models import Alert, Attempt, ProviderBlock, Run
 from tests.support.celery import celery_env, logs, start_worker
 from tests.support.factories import make_agent, make_gateway
 from tests.support.gateway import admin_client, wait_for
+from tests.support.listening import listening
 from tests.support.ports import free_port_block
 from tests.support.processes import stop_group
 
@@ -62,35 +57,6 @@ def gw(agent_gateway, redis_prefix, own_queues):
     for agent in AGENTS:
         make_agent(row, agent.id, model="stub/stub-model")
     return row
-
-
-@contextmanager
-def listening() -> Iterator[FleetListener]:
-    """The real listener, in a thread with its own event loop, stopped on the way out."""
-    listener = FleetListener(refresh_interval=0.5)
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-
-    async def main() -> None:
-        try:
-            await listener.run(stop)
-        finally:
-            await agent_runs.drain()
-
-    def target() -> None:
-        try:
-            loop.run_until_complete(main())
-        finally:
-            connections.close_all()
-            loop.close()
-
-    thread = threading.Thread(target=target, name="listener-under-test", daemon=True)
-    thread.start()
-    try:
-        yield listener
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=30)
 
 
 def nonce() -> str:
