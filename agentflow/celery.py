@@ -4,7 +4,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_postrun, worker_init
+from celery.signals import beat_init, task_postrun, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentflow.settings")
 
@@ -36,6 +36,21 @@ def _keep_database_connections(**kwargs: Any) -> None:
     for database in settings.DATABASES.values():
         if not database.get("CONN_MAX_AGE"):
             database["CONN_MAX_AGE"] = WORKER_CONN_MAX_AGE
+
+
+@worker_init.connect
+def _worker_heartbeat(**kwargs: Any) -> None:
+    """The worker's main process leaves a heartbeat (``manage.py automation status``)."""
+    from agentflow.lib import heartbeat
+
+    heartbeat.start("worker")
+
+
+@beat_init.connect
+def _beat_heartbeat(**kwargs: Any) -> None:
+    from agentflow.lib import heartbeat
+
+    heartbeat.start("beat")
 
 
 @task_postrun.connect

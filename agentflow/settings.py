@@ -91,6 +91,9 @@ INSTALLED_APPS = [
     # Lowest layer first (ARCHITECTURE.md): the engine, the domain apps, the UI on top.
     "scheduler",
     "fleet",
+    "webhooks",
+    "executor",
+    "flows",
     "dashboard",
 ]
 
@@ -134,26 +137,33 @@ TEMPLATES = [
 ]
 
 # --- Database: SQLite in DATA_DIR (WAL, set by init_command below) unless DATABASE_URL is set ---
+# Every SQLite connection gets these, also a DATABASE_URL=sqlite:///… one (the tests hand their
+# subprocesses the test database that way): without IMMEDIATE a transaction that read first and
+# then writes fails at once with "database is locked" when another connection committed
+# meanwhile (no busy wait helps), and the queue's claim relies on one writer at a time.
+SQLITE_OPTIONS = {
+    # WAL + a busy timeout lets readers work while a writer holds the lock;
+    # IMMEDIATE avoids the upgrade deadlock of deferred transactions.
+    "init_command": (
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000; "
+        # A 64 MiB page cache and memory-mapped reads: bulk deletes touch index pages
+        # all over the file, and the 2 MiB default makes them 10x slower.
+        "PRAGMA cache_size=-65536; PRAGMA mmap_size=268435456; PRAGMA temp_store=MEMORY;"
+    ),
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+}
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+    if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        DATABASES["default"]["OPTIONS"] = {**SQLITE_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}
 else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(DATA_DIR / "agentflow.sqlite3"),
-            "OPTIONS": {
-                # WAL + a busy timeout lets readers work while a writer holds the lock;
-                # IMMEDIATE avoids the upgrade deadlock of deferred transactions.
-                "init_command": (
-                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000; "
-                    # A 64 MiB page cache and memory-mapped reads: bulk deletes touch index pages
-                    # all over the file, and the 2 MiB default makes them 10x slower.
-                    "PRAGMA cache_size=-65536; PRAGMA mmap_size=268435456; PRAGMA temp_store=MEMORY;"
-                ),
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-            },
+            "OPTIONS": dict(SQLITE_OPTIONS),
             # Kept between requests by each of the web process's AGENTFLOW_WEB_THREADS threads
             # (agentflow/lib/webthreads.py): a new connection cost ~0.8 ms of CPU per request.
             "CONN_MAX_AGE": 60,
@@ -248,6 +258,12 @@ CELERY_TASK_QUEUES = [
 ]
 # How often the alert rules are evaluated (scheduler.alert_rules, beat's scheduler-alerts entry).
 AGENTFLOW_ALERT_INTERVAL_SECONDS = env_float("AGENTFLOW_ALERT_INTERVAL_SECONDS", 10.0, minimum=1.0)
+# Schedule triggers: beat's safety-net pass (the precise wake-ups are ETA messages) and how late a
+# due time may be fired before it counts as missed (AgentFlow was down: the catch-up policy decides).
+AGENTFLOW_SCHEDULE_TICK_SECONDS = env_float("AGENTFLOW_SCHEDULE_TICK_SECONDS", 5.0, minimum=0.5)
+AGENTFLOW_SCHEDULE_MISFIRE_SECONDS = env_float("AGENTFLOW_SCHEDULE_MISFIRE_SECONDS", 60.0, minimum=1.0)
+# Off: no ETA wake-ups, fires wait for beat's pass (the benchmark's baseline).
+AGENTFLOW_SCHEDULE_ARM = env_bool("AGENTFLOW_SCHEDULE_ARM", True)
 # The engine's tick (scheduler.tasks.tick): due scheduled runs, lost messages, timeouts, dead workers.
 CELERY_BEAT_SCHEDULE = {
     "scheduler-tick": {
@@ -260,6 +276,19 @@ CELERY_BEAT_SCHEDULE = {
         "task": "scheduler.tasks.evaluate_alerts",
         "schedule": AGENTFLOW_ALERT_INTERVAL_SECONDS,
         "options": {"queue": f"{REDIS_PREFIX}.urgent", "expires": AGENTFLOW_ALERT_INTERVAL_SECONDS},
+    },
+    # The webhook delivery log's retention (webhooks.retention.prune).
+    "webhooks-prune": {
+        "task": "webhooks.tasks.prune_deliveries",
+        "schedule": 3600.0,
+        "options": {"queue": REDIS_PREFIX, "expires": 600},
+    },
+    # Schedule triggers (scheduler/triggers/schedule.py): the safety net; each pass also sends one
+    # message with an ETA at the next due fire, so fires do not wait for this interval.
+    "scheduler-schedules": {
+        "task": "scheduler.tasks.fire_schedules",
+        "schedule": AGENTFLOW_SCHEDULE_TICK_SECONDS,
+        "options": {"queue": f"{REDIS_PREFIX}.urgent", "expires": 30},
     },
     "fleet-provider-probe": {
         "task": "fleet.tasks.probe_providers",
@@ -446,8 +475,29 @@ AGENTFLOW_NOTIFY_RETRY_CAP_SECONDS = env_float("AGENTFLOW_NOTIFY_RETRY_CAP_SECON
 AGENTFLOW_NOTIFY_MAX_ATTEMPTS = env_int("AGENTFLOW_NOTIFY_MAX_ATTEMPTS", 8, minimum=1)
 # Where operators reach this install (links in notifications); empty: the links are paths.
 AGENTFLOW_PUBLIC_URL = env_str("AGENTFLOW_PUBLIC_URL")
+# Webhooks (webhooks/): a body above this many bytes is refused with 413 (an endpoint may set its
+# own cap); the delivery log keeps this many days.
+AGENTFLOW_WEBHOOK_MAX_BODY = env_int("AGENTFLOW_WEBHOOK_MAX_BODY", 1024 * 1024, minimum=1)
+AGENTFLOW_WEBHOOK_RETENTION_DAYS = env_int("AGENTFLOW_WEBHOOK_RETENTION_DAYS", 14, minimum=1)
 # A worker's liveness key lives this long past its last renewal (renewed every third of it).
 AGENTFLOW_WORKER_LEASE_SECONDS = env_int("AGENTFLOW_WORKER_LEASE_SECONDS", 6)
+
+# File watches (issue 11 §3; scheduler/triggers/watch.py, `manage.py run_file_watcher`): a watch's
+# directory must lie under one of these roots (os.pathsep-separated, ~ expanded).
+AGENTFLOW_WATCH_ROOTS = [
+    str(Path(p).expanduser())
+    for p in env_str("AGENTFLOW_WATCH_ROOTS", str(DATA_DIR / "watch")).split(os.pathsep)
+    if p.strip()
+]
+AGENTFLOW_WATCH_BATCH_MAX = env_int("AGENTFLOW_WATCH_BATCH_MAX", 1000, minimum=1)  # paths per run
+AGENTFLOW_WATCH_POLL_SECONDS = env_float("AGENTFLOW_WATCH_POLL_SECONDS", 2.0)  # watch table re-read
+AGENTFLOW_WATCH_EVENTS_KEPT = env_int("AGENTFLOW_WATCH_EVENTS_KEPT", 2000, minimum=10)  # per watch
+# Each long-lived process's heartbeat (agentflow/lib/heartbeat.py): written this often, gone after 3 missed.
+AGENTFLOW_HEARTBEAT_SECONDS = env_int("AGENTFLOW_HEARTBEAT_SECONDS", 10)
+# The automation log (agentflow/lib/eventlog.py): a Redis stream of run and trigger events, this many kept.
+AGENTFLOW_EVENT_LOG_MAX = env_int("AGENTFLOW_EVENT_LOG_MAX", 10_000)
+# Result actions (scheduler/results.py): attempts per delivery before it is failed.
+AGENTFLOW_RESULT_MAX_ATTEMPTS = env_int("AGENTFLOW_RESULT_MAX_ATTEMPTS", 5)
 # Results longer than this are stored cut (Run.result_truncated).
 AGENTFLOW_RUN_RESULT_MAX_CHARS = env_int("AGENTFLOW_RUN_RESULT_MAX_CHARS", 64 * 1024)
 # The queue page's predictions (dashboard/queue_page.py): a queue's backlog worth a warning, and
@@ -493,3 +543,17 @@ LOGGING = logcontext.logging_config(LOG_FORMAT, LOG_LEVEL)
 logcontext.configure_structlog()
 # Celery keeps the handler above instead of installing its own (so worker lines are JSON too).
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# The secure executor (executor/): off by default; the sandbox is bubblewrap ("none" runs
+# unsandboxed, with a warning on the Automation page); the allowlist is a module fixed at deploy.
+AGENTFLOW_EXECUTOR_ENABLED = env_bool("AGENTFLOW_EXECUTOR_ENABLED", False)
+AGENTFLOW_EXECUTOR_SANDBOX = env_str("AGENTFLOW_EXECUTOR_SANDBOX", "bwrap")
+AGENTFLOW_EXECUTOR_ALLOWLIST = env_str("AGENTFLOW_EXECUTOR_ALLOWLIST", "executor.allowlist")
+
+# Flows (flows/): where flow files and the directories a workspace_inspector may read live
+# (comma-separated; relative paths are the project's), and how long a flow run may take in all.
+AGENTFLOW_FLOWS_ROOTS = [
+    str(BASE_DIR / p) if not Path(p).is_absolute() else p
+    for p in env_list("AGENTFLOW_FLOWS_ROOTS", f"examples,{DATA_DIR / 'flows'}")
+]
+AGENTFLOW_FLOW_TIMEOUT = env_int("AGENTFLOW_FLOW_TIMEOUT", 3600)

@@ -5,7 +5,9 @@
     python -m bench tree                            the app packages' module tree with line counts
 
 Names: gateway, batches, fanout, pages, memory, e2e, supervisor, queue, agent_rate, api_runs, alerts,
-stop (all of them when none is given). ``--runs N``: agent_rate's number of runs."""
+stop, watch, schedules, webhooks, executor (all of them when none is given). ``--runs N``:
+agent_rate's number of runs; ``--minutes N``: schedules' length (default 10); ``--seconds N``:
+webhooks' sustained run (default 60)."""
 
 from __future__ import annotations
 
@@ -30,6 +32,10 @@ BENCHES = [
     "api_runs",
     "alerts",
     "stop",
+    "watch",
+    "schedules",
+    "webhooks",
+    "executor",
 ]
 
 
@@ -72,7 +78,21 @@ def main(argv: list[str]) -> int:
         help="with --baseline: override a bench constant in both trees, e.g. bench_e2e.SENDS=25",
     )
     parser.add_argument("--runs", type=int, help="agent_rate: how many agent runs (default 100)")
+    parser.add_argument("--minutes", type=int, help="schedules: how many minutes of fires (default 10)")
+    parser.add_argument("--seconds", type=float, help="webhooks: the sustained run's length (default 60)")
     args = parser.parse_args(argv)
+    if args.minutes is not None:
+        if args.minutes < 1:
+            parser.error("--minutes must be at least 1")
+        import os
+
+        os.environ["BENCH_SCHEDULES_MINUTES"] = str(args.minutes)
+    if args.seconds is not None:
+        if args.seconds <= 0:
+            parser.error("--seconds must be positive")
+        import os
+
+        os.environ["BENCH_WEBHOOKS_SECONDS"] = str(args.seconds)
     if args.runs is not None:
         if args.runs < 2:
             parser.error("--runs must be at least 2")

@@ -122,6 +122,25 @@ METRICS: dict[str, list[tuple[str, tuple[str, ...], str]]] = {
         ("200 concurrent requests ms", ("concurrent_200_ms",), "lower"),
         ("200 concurrent correlated", ("concurrent_200_correlated",), "count_higher"),
     ],
+    "webhooks": [
+        ("intake 200/s ack p50 ms", ("intake", "sustained", "p50_ms"), "lower"),
+        ("intake 200/s ack p99 ms", ("intake", "sustained", "p99_ms"), "lower"),
+        ("intake server CPU ms/request", ("intake", "sustained", "server_cpu_ms_per_request"), "lower"),
+        ("intake lost", ("intake", "sustained", "lost"), "count"),
+        ("intake duplicated", ("intake", "sustained", "duplicated"), "count"),
+        ("intake errors", ("intake", "sustained", "errors"), "count"),
+        ("intake highest verified rate /s", ("intake", "highest_verified_rate"), "higher"),
+        ("bare 202 highest rate /s", ("bare", "highest_verified_rate"), "higher"),
+        ("intake highest rate kept up /s", ("intake", "highest_rate_kept_up"), "higher"),
+        ("bare 202 server CPU ms/request", ("bare", "sustained", "server_cpu_ms_per_request"), "lower"),
+        # Within one run, over the bare view on the same machine at the same moment.
+        ("intake/bare highest rate", ("ratios", "highest_rate_intake_over_bare"), "higher"),
+        (
+            "intake/bare server CPU per request",
+            ("ratios", "server_cpu_per_request_intake_over_bare"),
+            "lower",
+        ),
+    ],
     "memory": [
         ("RSS growth KB per idle websocket", ("growth_kb_per_connection",), "lower"),
         ("idle websockets closed by the server", ("closed_by_server_while_idle",), "count"),

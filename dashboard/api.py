@@ -24,8 +24,9 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.utils.encoding import escape_uri_path
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 
 from fleet.models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway
 from scheduler import registry, roles
@@ -162,8 +163,8 @@ def json_body(request: HttpRequest, *, max_bytes: int = MAX_BODY_BYTES) -> dict[
     return data
 
 
-def api_post(view: Callable[..., Any]) -> Callable[..., JsonResponse]:
-    """A write endpoint: POST only, JSON in and out (``json_body(request)``).
+def api_write(method: str) -> Callable[[Callable[..., Any]], Callable[..., JsonResponse]]:
+    """A write endpoint: ``method`` (POST, PATCH, DELETE) only, JSON in and out (``json_body(request)``).
 
     1. A bearer token is tried first; then the login session, which must pass Django's CSRF
        check (the ``X-CSRFToken`` header, as the pages' htmx requests send it).
@@ -171,35 +172,54 @@ def api_post(view: Callable[..., Any]) -> Callable[..., JsonResponse]:
        the control checks the role (operator) and writes the audit row; a refusal is a 403.
     """
 
+    def decorate(view: Callable[..., Any]) -> Callable[..., JsonResponse]:
+        @login_not_required
+        @csrf_exempt
+        @require_http_methods([method])
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+            if not _authenticate_token(request):
+                if not request.user.is_authenticated:
+                    return error_response(401, UNAUTHENTICATED)
+                refused = _csrf_failure(request)
+                if refused is not None:
+                    return refused  # type: ignore[return-value]
+            return _answer(view, request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+api_post = api_write("POST")
+api_patch = api_write("PATCH")
+api_delete = api_write("DELETE")
+
+
+def api_methods(**views: Callable[..., Any]) -> Callable[..., JsonResponse]:
+    """One URL, a view per method (``runs/``: GET the list, POST a new run; ``triggers/<id>/``:
+    GET, PATCH, DELETE), each already under ``@api_view`` / ``@api_write`` with its own
+    declaration. Another method is a 405 naming the allowed ones."""
+    allowed = ", ".join(views)
+
     @login_not_required
     @csrf_exempt
-    @require_POST
-    @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
-        if not _authenticate_token(request):
-            if not request.user.is_authenticated:
-                return error_response(401, UNAUTHENTICATED)
-            refused = _csrf_failure(request)
-            if refused is not None:
-                return refused  # type: ignore[return-value]
-        return _answer(view, request, *args, **kwargs)
+        view = views.get(request.method or "")
+        if view is None:
+            response = error_response(
+                405, f"method {request.method} is not allowed here (allowed: {allowed})", "method"
+            )
+            response["Allow"] = allowed
+            return response
+        return view(request, *args, **kwargs)
 
+    wrapper.openapi_ops = [op for view in views.values() for op in getattr(view, "openapi_ops", [])]  # type: ignore[attr-defined]
     return wrapper
 
 
 def api_get_post(get: Callable[..., Any], post: Callable[..., Any]) -> Callable[..., JsonResponse]:
-    """One URL, two views by method (``runs/``: the list and the create), each already under
-    ``@api_view`` / ``@api_post`` with its own declaration."""
-
-    @login_not_required
-    @csrf_exempt
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
-        if request.method == "POST":
-            return post(request, *args, **kwargs)
-        return get(request, *args, **kwargs)
-
-    wrapper.openapi_ops = [*getattr(get, "openapi_ops", []), *getattr(post, "openapi_ops", [])]  # type: ignore[attr-defined]
-    return wrapper
+    return api_methods(GET=get, POST=post)
 
 
 def paginate(request: HttpRequest, qs: QuerySet, serialize: Callable[[Any], dict]) -> dict[str, Any]:
@@ -216,7 +236,8 @@ def paginate(request: HttpRequest, qs: QuerySet, serialize: Callable[[Any], dict
     def link(new_offset: int) -> str:
         params = request.GET.copy()
         params["offset"], params["limit"] = str(new_offset), str(limit)
-        return request.build_absolute_uri(f"{request.path}?{params.urlencode()}")
+        # The path quoted again: a session key with "%" in it makes a valid link, not "…/100%/".
+        return request.build_absolute_uri(f"{escape_uri_path(request.path)}?{params.urlencode()}")
 
     return {
         "next": link(offset + limit) if has_more else None,
@@ -266,7 +287,7 @@ TS = nullable("string", format="date-time")
                 "type": "array",
                 "items": obj(
                     name={"type": "string"},
-                    method={"type": "string", "enum": ["GET", "POST"]},
+                    method={"type": "string", "enum": ["GET", "POST", "PATCH", "DELETE"]},
                     path={"type": "string"},
                     url={"type": "string", "format": "uri"},
                     summary={"type": "string"},

@@ -1,10 +1,10 @@
-"""The read-only JSON API (namespace ``api``), mounted at /api/."""
+"""The JSON API (namespace ``api``), mounted at /api/."""
 
 from __future__ import annotations
 
 from django.urls import path
 
-from . import api, api_control, api_ops
+from . import api, api_control, api_ops, api_triggers
 
 app_name = "api"
 
@@ -38,5 +38,17 @@ urlpatterns = [
     path("v1/control/emergency-release/", api_control.emergency_release, name="emergency-release"),
     path("v1/control/requeue/", api_control.requeue, name="control-requeue"),
     path("v1/alerts/", api_ops.alerts_list, name="alerts"),
+    path("v1/triggers/", api_triggers.triggers, name="triggers"),
+    path("v1/triggers/preview/", api_triggers.trigger_preview, name="trigger-preview"),
+    path("v1/triggers/<id:trigger_id>/", api_triggers.trigger, name="trigger"),
+    path("v1/webhooks/", api_triggers.webhooks, name="webhooks"),
+    path("v1/webhooks/deliveries/", api_triggers.webhook_deliveries, name="webhook-deliveries"),
+    path("v1/webhooks/deliveries/<id:delivery_id>/", api_triggers.webhook_delivery, name="webhook-delivery"),
+    path(
+        "v1/webhooks/deliveries/<id:delivery_id>/redeliver/",
+        api_triggers.webhook_redeliver,
+        name="webhook-redeliver",
+    ),
+    path("v1/watches/", api_triggers.watches, name="watches"),
     path("<path:rest>", api.not_found),  # a JSON 404, not an endpoint (no name, not in the schema)
 ]

@@ -1,4 +1,4 @@
-"""What pages need: whether Redis answers (base.html's banner) and the open alerts (the overview's
+"""What pages need: whether Redis answers (base.html's banner) and the open alerts (every page's
 banners), each computed at most once per request, only if a template asks."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from agentflow.lib.redis import redacted_url, redis_problem
+from scheduler import alerts
 from scheduler.models import Alert
 
 
@@ -52,15 +53,15 @@ class OpenAlerts:
 
 
 def open_alerts(request: HttpRequest) -> dict[str, Any]:
-    """``open_alerts``: the severest open alerts (one query on the ``alert_open`` index), for a
-    signed-in user only."""
+    """``open_alerts``: the severest open alerts for every page's banners (a Redis snapshot, else
+    one query on the ``alert_open`` index: scheduler.alerts.open_snapshot), for a signed-in user only."""
 
     @cache
     def load() -> OpenAlerts:
         if not getattr(request, "user", None) or not request.user.is_authenticated:
             return OpenAlerts([], 0)
-        rows = list(Alert.objects.open().by_severity()[: COUNT_CAP + 1])
-        return OpenAlerts(rows[:BANNERS_SHOWN], len(rows))
+        shown, count = alerts.open_snapshot(BANNERS_SHOWN, COUNT_CAP)
+        return OpenAlerts(shown, count)
 
     checker: Callable[[], OpenAlerts] = load
     return {"open_alerts": checker}

@@ -53,6 +53,11 @@ class Operation:
     method: str = "get"
     body: dict[str, Any] | None = None
     success: tuple[int, ...] = (200,)
+    one_of: tuple[str, ...] = ()  # query parameters of which at least one must be given
+
+    @property
+    def description(self) -> str:
+        return f"Give at least one of: {', '.join(self.one_of)}." if self.one_of else ""
 
     def response_schema(self) -> dict[str, Any]:
         if not self.paginated:
@@ -125,7 +130,7 @@ def _responses(op: Operation) -> dict[str, Any]:
         400: "A parameter or the body is invalid; the message names it.",
         401: "Not logged in and no valid bearer token.",
         403: "The caller's role does not allow this (or a cookie POST without its CSRF token).",
-        404: "No such gateway, job or run, or nothing at this address.",
+        404: "No such gateway, job, run, trigger or delivery, or nothing at this address.",
         413: "The body is larger than the API accepts.",
         415: "The body is not JSON.",
     }
@@ -165,6 +170,8 @@ def build(server_url: str = "") -> dict[str, Any]:
                 "parameters": [p.as_openapi() for p in op.params],
                 "responses": _responses(op),
             }
+            if op.description:
+                entry["description"] = op.description
             if op.body is not None:
                 entry["requestBody"] = {
                     "required": False,
@@ -180,8 +187,8 @@ def build(server_url: str = "") -> dict[str, Any]:
             "version": "1",
             "description": "JSON API for ops scripts. Every error is JSON: "
             '{"error": "<message>", "code": "<code>"}. Lists are paginated with limit and offset and '
-            "link to the next and previous page. Write endpoints (POST) need the operator role; a "
-            "POST authenticated by the session cookie must send the CSRF token (X-CSRFToken).",
+            "link to the next and previous page. Write endpoints (POST, PATCH, DELETE) need the operator "
+            "role; a write authenticated by the session cookie must send the CSRF token (X-CSRFToken).",
         },
         "paths": paths,
         "components": {

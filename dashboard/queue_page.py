@@ -58,12 +58,13 @@ RATE_WINDOW = timedelta(minutes=10)
 SAMPLE_EVERY = 15  # seconds between two samples kept for the trends
 SAMPLES_KEPT = 240  # an hour at one sample every 15 s
 RUNNING_SHOWN = 20
-# The command lines of AgentFlow's processes (the Procfile's web, worker, beat and listener).
+# The command lines of AgentFlow's processes (the Procfile's web, worker, beat, listener and watcher).
 PROCESS_MARKS = (
     ("web", ("daphne", "agentflow.asgi")),
     ("worker", ("celery", "worker")),
     ("beat", ("celery", "beat")),
     ("listener", ("run_gateway_listener",)),
+    ("watcher", ("run_file_watcher",)),
     ("supervisor", ("supervisord", "supervisord.conf")),
 )
 _SYSTEM_CACHE: dict[str, Any] = {}

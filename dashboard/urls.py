@@ -5,6 +5,7 @@ from django.urls import path
 from .views import (
     alerts,
     assets,
+    automation,
     batches,
     config,
     fleet,
@@ -15,6 +16,9 @@ from .views import (
     sessions,
     status,
     stops,
+    triggers,
+    watches,
+    webhooks,
 )
 
 """The operator pages and fragments (namespace ``dashboard``); the JSON API is in ``api_urls``."""
@@ -81,4 +85,30 @@ urlpatterns = [
         name="notification-test",
     ),
     path("alerts/", alerts.alerts, name="alerts"),
+    path("triggers/watches/", watches.watches, name="watches"),
+    path("triggers/watches/<id:watch_id>/", watches.watch_detail, name="watch-detail"),
+    path("automation/", automation.automation, name="automation"),
+    path(
+        "automation/gateways/<id:gateway_id>/cron",
+        automation.gateway_cron_switch,
+        name="automation-gateway-cron",
+    ),
+    path("triggers/webhooks/", webhooks.webhooks, name="webhooks"),
+    path("triggers/webhooks/new", webhooks.webhook_edit, name="webhook-new"),
+    path("triggers/webhooks/<id:endpoint_id>/", webhooks.webhook_detail, name="webhook-detail"),
+    path("triggers/webhooks/<id:endpoint_id>/edit", webhooks.webhook_edit, name="webhook-edit"),
+    path("triggers/webhooks/deliveries/", webhooks.webhook_deliveries, name="webhook-deliveries"),
+    path(
+        "triggers/webhooks/deliveries/<id:delivery_id>/", webhooks.webhook_delivery, name="webhook-delivery"
+    ),
+    path(
+        "triggers/webhooks/deliveries/<id:delivery_id>/redeliver",
+        webhooks.webhook_redeliver,
+        name="webhook-redeliver",
+    ),
+    path("triggers/", triggers.triggers, name="triggers"),
+    path("triggers/schedules/<id:schedule_id>/", triggers.schedule_detail, name="schedule-detail"),
+    path("triggers/schedules/<id:schedule_id>/enable", triggers.schedule_enable, name="schedule-enable"),
+    path("triggers/schedules/<id:schedule_id>/disable", triggers.schedule_disable, name="schedule-disable"),
+    path("triggers/schedules/<id:schedule_id>/fire", triggers.schedule_fire, name="schedule-fire"),
 ]

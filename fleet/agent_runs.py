@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from collections.abc import Mapping
 from functools import partial
@@ -56,7 +57,8 @@ from .models import Agent, Gateway
 log = logging.getLogger("agentflow.agent_runs")
 
 KIND = "agent.prompt"
-PARAMS = ("gateway", "agent", "model", "provider", "probe")
+PARAMS = ("gateway", "agent", "model", "provider", "probe", "traceparent")
+TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 TERMINAL = ("final", "error", "aborted")
 ABSORBED = (
     "absorbed into a busy session: the gateway merged this prompt into another run of {session} "
@@ -68,8 +70,15 @@ ABSORBED = (
 
 
 def _gateway(value: Any) -> Gateway:
+    if value in (None, ""):
+        enabled = list(Gateway.objects.filter(enabled=True)[:2])
+        if len(enabled) == 1:  # the only gateway: a flow's agent step need not name it
+            return enabled[0]
     if isinstance(value, bool) or value in (None, ""):
-        raise ValidationError("agent.prompt: gateway is required (its id or name)", code="invalid_params")
+        raise ValidationError(
+            "agent.prompt: gateway is required (its id or name) when more or fewer than one is enabled",
+            code="invalid_params",
+        )
     found: Gateway | None = None
     if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
         found = Gateway.objects.filter(pk=int(value)).first()
@@ -116,6 +125,13 @@ def validate(params: Mapping[str, Any]) -> dict[str, Any]:
                 f"agent.prompt: {name} must be text (at most 100 characters)", code="invalid_params"
             )
         cleaned[name] = value.strip()
+    traceparent = params.get("traceparent")
+    if traceparent not in (None, ""):
+        if not isinstance(traceparent, str) or not TRACEPARENT.fullmatch(traceparent):
+            raise ValidationError(
+                "agent.prompt: traceparent must be a W3C traceparent", code="invalid_params"
+            )
+        cleaned["traceparent"] = traceparent  # sent on chat.send: the gateway may continue the trace
     probe = params.get("probe")
     if probe not in (None, False):
         if probe is not True:
@@ -163,7 +179,11 @@ def start(ctx: AttemptContext) -> Finished | Started:
     try:
         with services.connected(gateway) as client:
             ack = client.chat_send(
-                key_, ctx.prompt, idempotency_key=ctx.attempt_id, timeoutMs=ctx.run.timeout_seconds * 1000
+                key_,
+                ctx.prompt,
+                idempotency_key=ctx.attempt_id,
+                traceparent=ctx.params.get("traceparent"),
+                timeoutMs=ctx.run.timeout_seconds * 1000,
             )
     except (GatewayError, OSError, TimeoutError) as exc:
         return _failed(run_errors.classify(exc) or run_errors.ErrorInfo(errors.SYSTEM, str(exc)))

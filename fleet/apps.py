@@ -17,7 +17,7 @@ class FleetConfig(AppConfig):
 
         from agentflow.lib import metrics
 
-        from . import agent_runs, alerts, batches, emergency, live  # noqa: F401 - live declares the fleet's live events
+        from . import agent_runs, alerts, automation, batches, emergency, live  # noqa: F401 - live declares the fleet's live events
         from .metrics import FleetCollector
         from .models import Gateway
 
@@ -25,6 +25,7 @@ class FleetConfig(AppConfig):
         agent_runs.register()
         emergency.register()  # the stop hook (abort on the gateways, their cron off) and gateway names
         alerts.register()
+        automation.register()  # the job section of automation as code
         metrics.register(FleetCollector())
         post_delete.connect(_forget_batch_runs, sender=Gateway, dispatch_uid="fleet-gateway-runs")
 

@@ -141,29 +141,43 @@ async def _engage_one(
     return state
 
 
+def lacks_admin(exc: GatewayError) -> bool:
+    """Whether the gateway refused a call for want of operator.admin."""
+    missing = getattr(exc, "details", None) or {}
+    return "admin" in str(exc).lower() or (
+        isinstance(missing, dict) and missing.get("code") == "MISSING_SCOPE"
+    )
+
+
+async def authored_cron(client: Any) -> tuple[dict[str, Any], str]:
+    """The ``cron`` table of the gateway's authored config and the config's hash."""
+    config = await client.config_get()
+    raw_parsed = config.get("parsed")
+    parsed: dict[str, Any] = raw_parsed if isinstance(raw_parsed, dict) else {}
+    raw_cron = parsed.get("cron")
+    return (raw_cron if isinstance(raw_cron, dict) else {}), str(config.get("hash") or "")
+
+
+async def set_cron_enabled(client: Any, value: bool | None, note: str, base_hash: str | None = None) -> None:
+    """``config.patch {"cron": {"enabled": value}}`` (None: the key removed, the default: on).
+    Needs operator.admin; raises ``GatewayError`` (see :func:`lacks_admin`)."""
+    if base_hash is None:
+        _, base_hash = await authored_cron(client)
+    await client.config_patch({"cron": {"enabled": value}}, base_hash, note=note)
+
+
 async def _cron_off(stop: EmergencyStop, client: Any, state: dict[str, Any]) -> None:
     try:
-        config = await client.config_get()
-        raw_parsed = config.get("parsed")
-        parsed: dict[str, Any] = raw_parsed if isinstance(raw_parsed, dict) else {}
-        raw_cron = parsed.get("cron")
-        cron: dict[str, Any] = raw_cron if isinstance(raw_cron, dict) else {}
+        cron, base_hash = await authored_cron(client)
         state["cron_present"] = "enabled" in cron
         state["cron_previous"] = cron.get("enabled")
         if cron.get("enabled") is False:
             state["cron_note"] = "its cron was already off"
             return
-        await client.config_patch(
-            {"cron": {"enabled": False}},
-            str(config.get("hash") or ""),
-            note=f"AgentFlow emergency stop {stop.pk}",
-        )
+        await set_cron_enabled(client, False, f"AgentFlow emergency stop {stop.pk}", base_hash)
         state["cron_changed"] = True
     except GatewayError as exc:
-        missing = getattr(exc, "details", None) or {}
-        if "admin" in str(exc).lower() or (
-            isinstance(missing, dict) and missing.get("code") == "MISSING_SCOPE"
-        ):
+        if lacks_admin(exc):
             state["cron_note"] = "its cron was not switched off: the token lacks operator.admin"
         else:
             state["cron_note"] = f"its cron was not switched off: {exc}"
@@ -242,12 +256,7 @@ async def _restore_one(gateway: Gateway, gw_state: Mapping[str, Any]) -> str:
     client = services.async_client(gateway, request_timeout=CALL_TIMEOUT)
     try:
         await client.connect()
-        config = await client.config_get()
-        await client.config_patch(
-            {"cron": {"enabled": value}},
-            str(config.get("hash") or ""),
-            note="AgentFlow: emergency stop released",
-        )
+        await set_cron_enabled(client, value, "AgentFlow: emergency stop released")
     except (GatewayError, OSError) as exc:
         return f"{gateway.name}: its cron could not be restored ({exc}); set cron.enabled back by hand"
     finally:

@@ -255,13 +255,20 @@ class GatewayClient:
         return self.hello
 
     async def call(
-        self, method: str, params: Any = None, *, timeout: float | None = None, attempts: int | None = None
+        self,
+        method: str,
+        params: Any = None,
+        *,
+        timeout: float | None = None,
+        attempts: int | None = None,
+        traceparent: str | None = None,
     ) -> Any:
-        """Send one request and return its payload; retry retryable errors (3 attempts by default)."""
+        """Send one request and return its payload; retry retryable errors (3 attempts by default).
+        ``traceparent``: the W3C trace context of the caller's span, sent on the frame."""
         attempts = attempts or self.max_attempts
         for attempt in range(1, attempts + 1):
             try:
-                return await self._call_once(method, params, timeout)
+                return await self._call_once(method, params, timeout, traceparent)
             except GatewayError as exc:
                 if not exc.retryable or attempt >= attempts:
                     raise
@@ -338,7 +345,13 @@ class GatewayClient:
         return await self.call("chat.history", body)
 
     async def chat_send(
-        self, session_key: str, message: str, *, idempotency_key: str | None = None, **params: Any
+        self,
+        session_key: str,
+        message: str,
+        *,
+        idempotency_key: str | None = None,
+        traceparent: str | None = None,
+        **params: Any,
     ) -> dict[str, Any]:
         """Start a run. The idempotency key makes a retried send return the same run, not a second one."""
         body = {
@@ -347,7 +360,7 @@ class GatewayClient:
             "idempotencyKey": idempotency_key or str(uuid.uuid4()),
             **params,
         }
-        return await self.call("chat.send", body)
+        return await self.call("chat.send", body, traceparent=traceparent)
 
     async def chat_abort(self, session_key: str, *, run_id: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"sessionKey": session_key}
@@ -604,7 +617,9 @@ class GatewayClient:
                 # One instance per call: _call_once labels it with the call's method.
                 future.set_exception(type(exc)(exc.message, code=exc.code, details=exc.details))
 
-    async def _call_once(self, method: str, params: Any, timeout: float | None) -> Any:
+    async def _call_once(
+        self, method: str, params: Any, timeout: float | None, traceparent: str | None = None
+    ) -> Any:
         timeout = timeout or self.request_timeout
         deadline = time.monotonic() + timeout
         if not self._connected.is_set():
@@ -619,7 +634,7 @@ class GatewayClient:
         self._pending[frame_id] = future
         try:
             try:
-                await ws.send(request_frame(frame_id, method, params))
+                await ws.send(request_frame(frame_id, method, params, traceparent))
             except ConnectionClosed:
                 raise ConnectionLostError("connection closed while sending", method=method) from None
             try:

@@ -49,10 +49,13 @@ def parse_frame(text: str | bytes) -> Response | Event:
     raise MalformedFrameError(f"unknown frame type {str(kind)[:40]!r}")
 
 
-def request_frame(frame_id: str, method: str, params: Any = None) -> str:
+def request_frame(frame_id: str, method: str, params: Any = None, traceparent: str | None = None) -> str:
+    """A request frame; ``traceparent`` (W3C, at most 128 characters) rides on the frame itself."""
     frame: dict[str, Any] = {"type": "req", "id": frame_id, "method": method}
     if params is not None:
         frame["params"] = params
+    if traceparent:
+        frame["traceparent"] = traceparent[:128]
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
 
 

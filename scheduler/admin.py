@@ -21,6 +21,8 @@ from .models import (
     EmergencyStop,
     Job,
     QueuePause,
+    ResultAction,
+    ResultDelivery,
     Run,
     StopCondition,
 )
@@ -221,9 +223,28 @@ class JobAdminForm(forms.ModelForm):
         kind.choices = choices
 
 
+class ResultActionInline(admin.TabularInline):
+    """What happens with the job's result: on success / on failure, a channel, a PR comment or
+    another job (scheduler/results.py)."""
+
+    model = ResultAction
+    fk_name = "job"
+    extra = 0
+    fields = ["when", "kind", "channel", "target_job", "enabled"]
+
+
+class ResultDeliveryInline(ReadOnlyAdmin, admin.TabularInline):
+    model = ResultDelivery
+    fk_name = "run"
+    extra = 0
+    fields = ("kind", "when", "target", "status", "attempts", "response_status", "note", "error", "sent_at")
+    readonly_fields = fields
+
+
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     form = JobAdminForm
+    inlines = [ResultActionInline]
     list_display = ["name", "kind", "priority", "enabled", "max_attempts", "timeout_seconds", "on_error"]
     list_filter = ["kind", "priority", "enabled", "on_error"]
     search_fields = ["name"]
@@ -303,7 +324,7 @@ class RunAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     search_fields = ["job_name", "error", "dedupe_key", "triggered_by"]
     date_hierarchy = "queued_at"
     show_full_result_count = False
-    inlines = [AttemptInline]
+    inlines = [AttemptInline, ResultDeliveryInline]
     actions = ["retry_runs", "cancel_runs"]
 
     def _control(self, request: HttpRequest, queryset: QuerySet[Run], name: str) -> None:
@@ -459,3 +480,9 @@ class StopConditionAdmin(admin.ModelAdmin):
 
 
 from .notifications import admin as notifications_admin  # noqa: E402, F401 - registers its models
+
+# --- schedule triggers (issue 11 §1) ---------------------------------------------------------------
+from .triggers import admin as trigger_admin  # noqa: E402 - registers ScheduleAdmin
+from .triggers import watch_admin  # noqa: E402, F401 - registers the file watches
+
+trigger_admin.register_inline(JobAdmin)

@@ -7,13 +7,22 @@ moment the N-th failure ends, through :func:`scheduler.alert_rules.fire` (de-dup
 notified), and the job's next success resolves it; the evaluator re-checks the open ones
 (scheduler/alert_conditions.py). Cancelled and aborted runs are an operator's doing: they
 neither count nor break the streak.
+
+Also every page's alert banners: :func:`open_snapshot` (the severest open alerts from a Redis
+snapshot, refreshed by one bounded query when an alert changed; ``models.drop_alert_banner``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+from datetime import datetime
+
+from agentflow.lib.redis import get_redis, key
+
 from . import alert_rules
 from .alert_conditions import COUNTED, FAILED, failure_streak, job_threshold
-from .models import Alert, AlertRule, Job, Run
+from .models import ALERT_BANNER_KEY, Alert, AlertRule, Job, Run
 
 RULE = "job-failing"
 
@@ -49,3 +58,56 @@ def on_run_final(run: Run) -> Alert | None:
         value=float(threshold),
         source=source_for(job),
     )
+
+
+# --- every page's alert banners ------------------------------------------------------------------
+
+BANNER_TTL = 15  # seconds; a saved, updated or deleted alert drops the snapshot at once (models)
+
+
+def open_snapshot(shown: int, cap: int) -> tuple[list[Alert], int]:
+    """The severest ``shown`` open alerts and how many are open (at most ``cap`` + 1), for every
+    page's banners: from a Redis snapshot (no query, so pages keep their query budgets), else one
+    bounded query on the ``alert_open`` index that refreshes it. The alerts are unsaved copies."""
+    raw = None
+    with contextlib.suppress(Exception):
+        raw = get_redis().get(key(*ALERT_BANNER_KEY))
+    if raw is not None:
+        data = json.loads(raw)
+        rows = [
+            Alert(
+                pk=r["id"],
+                level=r["level"],
+                source=r["source"],
+                message=r["message"],
+                rule=r["rule"],
+                subject=r["subject"],
+                count=r["count"],
+                created_at=datetime.fromisoformat(r["created_at"]),
+                last_seen=datetime.fromisoformat(r["last_seen"]) if r["last_seen"] else None,
+            )
+            for r in data["rows"]
+        ]
+        return rows, int(data["count"])
+    found = list(Alert.objects.open().by_severity()[: cap + 1])
+    rows = found[:shown]
+    snapshot = {
+        "count": len(found),
+        "rows": [
+            {
+                "id": a.pk,
+                "level": a.level,
+                "source": a.source,
+                "message": a.message,
+                "rule": a.rule,
+                "subject": a.subject,
+                "count": a.count,
+                "created_at": a.created_at.isoformat(),
+                "last_seen": a.last_seen.isoformat() if a.last_seen else None,
+            }
+            for a in rows
+        ],
+    }
+    with contextlib.suppress(Exception):
+        get_redis().set(key(*ALERT_BANNER_KEY), json.dumps(snapshot), ex=BANNER_TTL)
+    return rows, len(found)

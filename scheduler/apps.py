@@ -31,8 +31,21 @@ class SchedulerConfig(AppConfig):
         actions.register_action(actions.NOOP_ACTION)
         actions.register_action(batch_runs.BATCH_ACTION)
         batch_runs.connect()
+        from . import results
+
+        results.connect()  # the automation log's run.finished lines and the jobs' result actions
+        from . import results_config
+
+        results_config.register()  # on_success / on_failure of automation.toml's jobs
         alert_conditions.register()
         post_migrate.connect(alert_rules.create_after_migrate, dispatch_uid="scheduler-alert-rules")
         from . import roles
 
         roles.connect_signals()
+        from .triggers import watch_config
+
+        watch_config.register()  # file watches: automation sections, the alert condition, the move
+        from .triggers import schedule
+
+        schedule.connect()  # buffered fires, failure counts and pause-on-failure
+        schedule.register()  # automation status and automation as code

@@ -6,13 +6,16 @@ what it ran for as a scope name, an id and the name it had then (``gateway``, 3,
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import datetime
 from typing import Any
 
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
+
+from agentflow.lib.redis import get_redis, key
 
 from . import registry
 
@@ -173,7 +176,34 @@ class AlertRule(models.Model):
         return self.key
 
 
+ALERT_BANNER_KEY = ("alerts", "banner")
+
+
+def drop_alert_banner() -> None:
+    """Alerts changed: every page's banners (scheduler.alerts.open_snapshot) read the database
+    again. Dropped now and again after the commit (a page that re-read it in between saw the old
+    rows)."""
+
+    def drop() -> None:
+        with contextlib.suppress(Exception):  # Redis down: the snapshot expires on its own (BANNER_TTL)
+            get_redis().delete(key(*ALERT_BANNER_KEY))
+
+    drop()
+    transaction.on_commit(drop)
+
+
 class AlertQuerySet(models.QuerySet["Alert"]):
+    def update(self, **kwargs: Any) -> int:
+        changed = super().update(**kwargs)
+        if changed:
+            drop_alert_banner()
+        return changed
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        result = super().delete()
+        drop_alert_banner()
+        return result
+
     def open(self) -> AlertQuerySet:
         return self.filter(resolved_at__isnull=True)
 
@@ -245,6 +275,15 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return f"[{self.source}] {self.message[:80]}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        super().save(*args, **kwargs)
+        drop_alert_banner()
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        result = super().delete(*args, **kwargs)
+        drop_alert_banner()
+        return result
 
     @property
     def seen_at(self) -> datetime:
@@ -510,6 +549,11 @@ class Run(models.Model):
             # The queue page: counts per priority x state with the arrivals of the last 10
             # minutes from the index alone.
             models.Index(fields=["status", "priority", "queued_at"], name="run_state_queued"),
+            # The "an unfinished run holds this dedupe key?" lookup of enqueue (webhook deliveries,
+            # schedule fires, result actions, probes). SQLite cannot use the partial unique index
+            # below for it (it proves a partial index's WHERE only against literals, and the ORM
+            # binds parameters): without this it scanned every queued run.
+            models.Index(fields=["dedupe_key"], name="run_dedupe_key"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -776,4 +820,12 @@ class ConditionHit(models.Model):
 
 # --- notifications (issue 10 §5): their own module, part of this app -----------------------------
 
+# and result actions (issue 11 §4)
 from .notifications.models import Channel, ChannelThread, Delivery, Notification  # noqa: E402, F401
+from .result_models import ResultAction, ResultDelivery  # noqa: E402, F401
+
+# --- schedule triggers (issue 11 §1): scheduler/triggers/ ------------------------------------------
+from .triggers.models import Schedule, ScheduleFire  # noqa: E402, F401
+
+# --- file watches (issue 11 §3): their own module, part of this app ------------------------------
+from .triggers.watch_models import Watch, WatchEvent, WatchFile  # noqa: E402, F401

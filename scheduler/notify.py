@@ -38,6 +38,10 @@ LEVELS = ("info", "warning", "error", "critical")
 # The kind of a "send test notification" (not a subscription: it goes to the one channel named).
 TEST = "test"
 
+# Kinds sent to one named channel only, never a subscription: a job's result action
+# (scheduler/results.py) delivering a run's reply.
+DIRECT: dict[str, str] = {TEST: "Test notification", "job.result": "Job result"}
+
 # The kinds that end an episode: a GitHub channel comments on the thread's issue and closes it.
 CLOSING = frozenset({"stop.released", "alert.resolved", "provider.restored"})
 
@@ -59,7 +63,7 @@ class Event:
     channel: int | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in EVENTS and not (self.kind == TEST and self.channel is not None):
+        if self.kind not in EVENTS and not (self.kind in DIRECT and self.channel is not None):
             raise ValueError(f"unknown notification event {self.kind!r} (one of {', '.join(EVENTS)})")
         if self.level not in LEVELS:
             raise ValueError(f"unknown level {self.level!r} (one of {', '.join(LEVELS)})")

@@ -88,7 +88,7 @@ def submit_many(actor: Actor, items: Sequence[Mapping[str, Any]]) -> list[tuple[
         {
             ("timeout_seconds" if k == "timeout" else k): v
             for k, v in item.items()
-            if k != "kind" or not item.get("job")
+            if (k != "kind" or not item.get("job")) and k != "triggered_by"  # the actor's, never the caller's
         }
         for item in items
     ]

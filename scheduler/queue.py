@@ -35,6 +35,7 @@ from django.db.models import Exists, Q
 from django.template import Context, Engine, TemplateSyntaxError
 from django.utils import timezone
 
+from agentflow.lib import eventlog
 from agentflow.lib.dbbusy import retry_busy
 from agentflow.lib.logcontext import bind_run
 from agentflow.lib.redis import get_redis, key
@@ -217,17 +218,47 @@ def enqueue(
         if dedupe_key and existing is not None:
             return existing
         raise
+    transaction.on_commit(partial(_log_queued, [run]))  # before the wake-up: the log reads in order
     if run.status == Run.Status.QUEUED:
         priority = run.priority
         transaction.on_commit(lambda: wake_up(priority))
     return run
 
 
+def _log_queued(runs: Sequence[Run]) -> None:
+    """The automation log's ``run.queued`` lines: one per run, or one for a bulk submit."""
+    if len(runs) == 1:
+        run = runs[0]
+        eventlog.emit(
+            "run.queued",
+            run_id=run.pk,
+            job=run.job_name or run.kind,
+            status=run.status,
+            priority=run.priority,
+            trigger=run.trigger,
+            triggered_by=run.triggered_by,
+        )
+    elif runs:
+        ids = [r.pk for r in runs]
+        jobs = sorted({r.job_name or r.kind for r in runs})
+        eventlog.emit(
+            "runs.queued",
+            count=len(runs),
+            first_id=min(ids),
+            last_id=max(ids),
+            job=jobs[0] if len(jobs) == 1 else None,
+            jobs=jobs[:10] if len(jobs) > 1 else None,
+            trigger=runs[0].trigger,
+            triggered_by=runs[0].triggered_by,
+        )
+
+
 def enqueue_many(
     specs: Sequence[Mapping[str, Any]], *, trigger: str = Run.Trigger.SYSTEM, triggered_by: str = ""
 ) -> list[Run]:
     """Queue several runs in one transaction: each spec holds :func:`enqueue`'s arguments
-    (:data:`SPEC_FIELDS`; the trigger is the batch's). Returns one run per spec, in order.
+    (:data:`SPEC_FIELDS`; the trigger is the batch's, ``triggered_by`` the batch's unless the
+    spec names its own: the schedule pass, one label per trigger). Returns one run per spec, in order.
 
     1. Every spec is validated as ``enqueue`` validates it; the first bad one raises
        ``ValidationError`` naming its index (``item 3: …``, the same code) and nothing is written.
@@ -243,7 +274,7 @@ def enqueue_many(
     built = []
     for index, spec in enumerate(specs):
         try:
-            unknown = sorted(set(spec) - set(SPEC_FIELDS))
+            unknown = sorted(set(spec) - {*SPEC_FIELDS, "triggered_by"})
             if unknown:
                 raise ValidationError(
                     f"unknown field(s) {', '.join(unknown)} (allowed: {', '.join(SPEC_FIELDS)})",
@@ -251,7 +282,8 @@ def enqueue_many(
                 )
             fields: dict[str, Any] = {name: spec.get(name) for name in SPEC_FIELDS}
             fields["dedupe_key"] = fields["dedupe_key"] or ""
-            built.append(_build(**fields, trigger=trigger, triggered_by=triggered_by, now=now, known=known))
+            by = str(spec.get("triggered_by") or triggered_by)  # a spec's own (a schedule's label)
+            built.append(_build(**fields, trigger=trigger, triggered_by=by, now=now, known=known))
         except ValidationError as exc:
             raise ValidationError(f"item {index}: {'; '.join(exc.messages)}", code=exc.code) from None
     pauses, engaged = list(QueuePause.objects.all()), stops.engaged()
@@ -269,6 +301,7 @@ def enqueue_many(
                 raise
             for run in built:
                 run.pk = None  # the rolled-back insert's ids are void; its dedupe keys read again
+    transaction.on_commit(partial(_log_queued, runs))
     for priority in sorted({r.priority for r in runs if r.status == Run.Status.QUEUED}, key=PRIORITIES.index):
         transaction.on_commit(partial(wake_up, priority))
     return runs
@@ -776,6 +809,14 @@ def _start(
             log.info("run %s not started: emergency stop %s is engaged", run.pk, stop_id)
             return None, None
         ctx = AttemptContext(run=run, attempt=attempt, prompt=run.prompt, params=run.params, input=run.input)
+        if run.kind != "batch":  # a batch's runs are the batch page's (every 5 s for some)
+            eventlog.emit(
+                "run.started",
+                run_id=run.pk,
+                job=run.job_name or run.kind,
+                attempt=attempt.number,
+                worker=worker,
+            )
         try:
             outcome = spec.start(ctx)
         except Exception as exc:
@@ -1020,9 +1061,13 @@ def wake_up(priority: str) -> None:
     AGENTFLOW_DISPATCH_PENDING_MAX is set and that many already wait in the priority's Celery
     queue: each of them starts, when a worker takes it, every eligible run committed before
     (the dispatch task drains), so this run is among them. Checked on the broker's list after
-    the commit; a broker that cannot say gets the message."""
+    the commit; a broker that cannot say gets the message. Eager Celery (tasks run in this
+    process) puts nothing on the broker, so whatever its lists hold says nothing then."""
+    from .tasks import dispatch
+
     pending_max = settings.AGENTFLOW_DISPATCH_PENDING_MAX
-    if pending_max > 0 and settings.CELERY_BROKER_URL == settings.REDIS_URL:
+    eager = bool(dispatch.app.conf.task_always_eager)
+    if pending_max > 0 and not eager and settings.CELERY_BROKER_URL == settings.REDIS_URL:
         try:
             if get_redis().llen(queue_name(priority)) >= pending_max:
                 return

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 
-from . import admission, alert_rules, queue, registry, runner
+from . import admission, alert_rules, queue, registry, results, runner
 from . import tick as ticking
 from .models import Run
 from .notifications import delivery
@@ -97,6 +97,19 @@ def tick() -> None:
         log.info("tick: %s", ", ".join(f"{k} {v}" for k, v in vars(report).items() if v))
 
 
+@shared_task(name="scheduler.tasks.fire_schedules", ignore_result=True)
+def fire_schedules() -> None:
+    """Beat's ``scheduler-schedules`` entry and the ETA wake-ups it arms: fire the due schedule
+    triggers (scheduler/triggers/schedule.py), then arm the next wake-up."""
+    from .triggers import schedule
+
+    report = schedule.fire_due()
+    schedule.arm()
+    counts = {k: v for k, v in vars(report).items() if k != "late_ms" and v}
+    if counts:
+        log.info("schedules: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
 @shared_task(name="scheduler.tasks.evaluate_alerts", ignore_result=True)
 def evaluate_alerts() -> None:
     """Beat's ``scheduler-alerts`` entry (AGENTFLOW_ALERT_INTERVAL_SECONDS): one pass of the rules."""
@@ -148,3 +161,9 @@ def deliver_notification(delivery_id: str) -> None:
     """One attempt of one delivery (a duplicate or early message is a no-op: the attempt claims
     the row); a failure schedules the retry and its countdown message."""
     delivery.deliver(delivery_id)
+
+
+@shared_task(name="scheduler.tasks.deliver_result", ignore_result=True)
+def deliver_result(delivery_id: str) -> None:
+    """One attempt of one result action (scheduler/results.py); a failure schedules the retry."""
+    results.deliver(delivery_id)

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import actions, conditions, errors, queue, stops, workers
+from . import actions, conditions, errors, queue, results, stops, workers
 from .actions import AttemptContext, Finished
 from .models import Attempt, QueuePause, Run
 from .notifications import delivery
@@ -47,6 +47,7 @@ class TickReport:
     reconciled: int = 0
     stopped: int = 0
     notifications: int = 0
+    results: int = 0
 
 
 def promote_due(now: datetime) -> tuple[int, int]:
@@ -174,4 +175,5 @@ def tick(now: datetime | None = None) -> TickReport:
     report.timed_out, report.reconciled = time_out_running(now)
     report.redispatched = redispatch_stale(now)
     report.notifications = delivery.redispatch_due(now)
+    report.results = results.redispatch_due(now)
     return report

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-APPS = ("openclaw", "agentflow", "scheduler", "fleet", "dashboard")
+APPS = ("openclaw", "agentflow", "scheduler", "fleet", "webhooks", "executor", "flows", "dashboard")
 BIN = Path(sys.executable).parent
 
 
@@ -63,6 +63,9 @@ def test_the_contracts_hold_on_the_tree_as_it_is(tree):
             "Only agentflow.urls and agentflow.asgi import dashboard",
         ),
         ("scheduler/runner.py", "from fleet import models", "Layers"),
+        ("webhooks/intake.py", "from fleet import models", "Layers"),  # siblings are independent
+        ("fleet/services.py", "import webhooks", "Layers"),
+        ("scheduler/queue.py", "from webhooks import models", "scheduler imports agentflow.lib only"),
         ("scheduler/tasks.py", "import openclaw", "scheduler imports agentflow.lib only"),
         ("agentflow/lib/locks.py", "import scheduler", "agentflow.lib imports no project app"),
         ("openclaw/frames.py", "import django", "openclaw imports no Django"),

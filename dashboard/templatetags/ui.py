@@ -22,12 +22,13 @@ from django.http import QueryDict
 from django.template.loader import render_to_string
 from django.urls import get_script_prefix
 from django.utils import timezone
-from django.utils.html import escape, json_script
+from django.utils.html import escape, format_html_join, json_script
 from django.utils.safestring import SafeString, mark_safe
 
 from dashboard.routing import WEBSOCKET_PATH
 from fleet.models import AgentSession, Gateway
-from scheduler.models import Alert, Attempt, BatchRun, Delivery, Run
+from scheduler.models import Alert, Attempt, BatchRun, Delivery, Run, Schedule, ScheduleFire, Watch
+from webhooks.models import Delivery as WebhookDelivery
 
 register = template.Library()
 
@@ -46,6 +47,15 @@ class BreakerStatus(models.TextChoices):
     OPEN = "open", "Open"
 
 
+class GatewayCronState(models.TextChoices):
+    """A gateway's own scheduler (fleet/gateway_cron.py GatewayCron.state), on the Automation page."""
+
+    RUNNING = "running", "Cron running"
+    PAUSED = "paused", "Cron paused"
+    UNREACHABLE = "unreachable", "Not reachable"
+    UNKNOWN = "unknown", "Cron state unknown"
+
+
 STATUS_CHOICES: dict[str, type[models.TextChoices]] = {
     "gateway": Gateway.Status,
     "session": AgentSession.Status,
@@ -53,8 +63,13 @@ STATUS_CHOICES: dict[str, type[models.TextChoices]] = {
     "job_run": Run.Status,
     "attempt": Attempt.Status,
     "breaker": BreakerStatus,
+    "gateway_cron": GatewayCronState,
     "delivery": Delivery.Status,
     "alert": Alert.Level,
+    "watch": Watch.State,
+    "webhook": WebhookDelivery.Verdict,
+    "schedule": Schedule.State,
+    "schedule_fire": ScheduleFire.Outcome,
 }
 SHAPES: dict[str, dict[str, str]] = {
     "gateway": {
@@ -98,11 +113,30 @@ SHAPES: dict[str, dict[str, str]] = {
         Attempt.Status.LOST: SQUARE,
     },
     "breaker": {BreakerStatus.CLOSED: CIRCLE, BreakerStatus.HALF_OPEN: DIAMOND, BreakerStatus.OPEN: SQUARE},
+    "gateway_cron": {
+        GatewayCronState.RUNNING: CIRCLE,
+        GatewayCronState.PAUSED: DIAMOND,  # switched off here or by an emergency stop
+        GatewayCronState.UNREACHABLE: SQUARE,
+        GatewayCronState.UNKNOWN: RING,
+    },
     "delivery": {
         Delivery.Status.PENDING: DIAMOND,  # retrying
         Delivery.Status.SENT: CIRCLE,
         Delivery.Status.FAILED: SQUARE,
         Delivery.Status.SKIPPED: RING,
+    },
+    # A webhook delivery's verdict: ran (circle), acknowledged without a run (ring), refused (square).
+    "webhook": {
+        WebhookDelivery.Verdict.ACCEPTED: CIRCLE,
+        WebhookDelivery.Verdict.DUPLICATE: RING,
+        WebhookDelivery.Verdict.IGNORED: RING,
+        WebhookDelivery.Verdict.ANSWERED: RING,
+        WebhookDelivery.Verdict.RATE_LIMITED: DIAMOND,
+        WebhookDelivery.Verdict.NOT_RUN: DIAMOND,
+        WebhookDelivery.Verdict.DISABLED: DIAMOND,
+        WebhookDelivery.Verdict.BAD_SIGNATURE: SQUARE,
+        WebhookDelivery.Verdict.MALFORMED: SQUARE,
+        WebhookDelivery.Verdict.TOO_LARGE: SQUARE,
     },
     # An alert's level (not a state): info is a ring, warning a diamond, error and critical squares.
     "alert": {
@@ -110,6 +144,30 @@ SHAPES: dict[str, dict[str, str]] = {
         Alert.Level.WARNING: DIAMOND,
         Alert.Level.ERROR: SQUARE,
         Alert.Level.CRITICAL: SQUARE,
+    },
+    # A file watch's directory (scheduler/triggers/watch.py): watching, or why not.
+    "watch": {
+        Watch.State.WATCHING: CIRCLE,
+        Watch.State.PENDING: RING,
+        Watch.State.DISABLED: RING,
+        Watch.State.MISSING: SQUARE,
+        Watch.State.UNREADABLE: SQUARE,
+        Watch.State.OUTSIDE_ROOTS: SQUARE,
+    },
+    "schedule": {
+        Schedule.State.ACTIVE: CIRCLE,
+        Schedule.State.PAUSED: SQUARE,  # paused after failures, or by hand
+        Schedule.State.DISABLED: RING,
+        Schedule.State.DONE: RING,  # a one-off that fired
+    },
+    "schedule_fire": {
+        ScheduleFire.Outcome.FIRED: CIRCLE,
+        ScheduleFire.Outcome.CAUGHT_UP: CIRCLE,
+        ScheduleFire.Outcome.MANUAL: CIRCLE,
+        ScheduleFire.Outcome.BUFFERED: DIAMOND,
+        ScheduleFire.Outcome.SKIPPED: RING,
+        ScheduleFire.Outcome.MISSED: DIAMOND,
+        ScheduleFire.Outcome.FAILED: SQUARE,
     },
 }
 MODEL_KINDS: dict[type[models.Model], str] = {
@@ -265,6 +323,17 @@ SECTIONS = {
     "stop-detail": "stops",
     "notifications": "notifications",
     "alerts": "alerts",
+    "watches": "triggers",
+    "watch-detail": "triggers",
+    "automation": "automation",
+    "webhooks": "triggers",
+    "webhook-new": "triggers",
+    "webhook-detail": "triggers",
+    "webhook-edit": "triggers",
+    "webhook-deliveries": "triggers",
+    "webhook-delivery": "triggers",
+    "triggers": "triggers",
+    "schedule-detail": "triggers",
 }
 
 
@@ -294,6 +363,14 @@ def took(obj: Any) -> float | None:
     """Seconds from ``started_at`` to ``finished_at`` of a run or attempt (None while running)."""
     started, finished = getattr(obj, "started_at", None), getattr(obj, "finished_at", None)
     return (finished - started).total_seconds() if started and finished else None
+
+
+@register.filter
+def breakable(value: Any) -> SafeString:
+    """A path or URL that may wrap after each "/" (and nowhere else unless it must): escaped, with
+    a <wbr> after every slash, so "/srv/inbox/a-long-name" wraps as a path, not mid-word."""
+    parts = str(value or "").split("/")
+    return format_html_join(SafeString("/<wbr>"), "{}", ((part,) for part in parts))
 
 
 @register.filter
@@ -353,9 +430,24 @@ def ago(value: datetime | None) -> str:
     return f"{seconds // 86400} d ago"
 
 
+@register.filter
+def from_now(value: datetime | None) -> str:
+    """A time ahead in words: "in 4 min", "in 3 h", "in 2 d" ("due" once it passed)."""
+    if not isinstance(value, datetime):
+        return ""
+    seconds = int((value - timezone.now()).total_seconds())
+    if seconds < 30:
+        return "due"
+    if seconds < 3600:
+        return f"in {max(1, round(seconds / 60))} min"
+    if seconds < 86400:
+        return f"in {seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"in {seconds // 86400} d {seconds % 86400 // 3600} h"
+
+
 # The control plane's pages still to come (issue by issue), shown disabled so the navigation has room.
 NAV_SOON = (
-    ("Triggers", "zap"), ("Flows", "workflow"), ("Audit", "scroll-text"),
+    ("Flows", "workflow"), ("Audit", "scroll-text"),
 )  # fmt: skip
 
 

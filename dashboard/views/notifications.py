@@ -28,7 +28,7 @@ def notifications(request: HttpRequest) -> HttpResponse:
     status = request.GET.get("status", "")
     status = status if status in Delivery.Status.values else ""
     kind = request.GET.get("kind", "")
-    kind = kind if kind in notify.EVENTS or kind == notify.TEST else ""
+    kind = kind if kind in notify.EVENTS or kind in notify.DIRECT else ""
     page = Paginator(Delivery.objects.log(channel, status, kind), DELIVERIES_PER_PAGE).get_page(
         request.GET.get("page")
     )
@@ -42,7 +42,7 @@ def notifications(request: HttpRequest) -> HttpResponse:
             "status_filter": status,
             "kind_filter": kind,
             "statuses": Delivery.Status.choices,
-            "kinds": [*notify.EVENTS.items(), (notify.TEST, "Test notification")],
+            "kinds": [*notify.EVENTS.items(), *notify.DIRECT.items()],
             "tested": request.GET.get("tested", ""),
             "can_operate": access.can_operate(request),
         },

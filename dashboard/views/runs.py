@@ -108,6 +108,11 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
             "result": run.result[:RESULT_SHOWN],
             "result_cut": len(run.result) > RESULT_SHOWN,
             "disabled": _disabled(request, run),
+            "result_deliveries": list(
+                run.result_deliveries.select_related("notification_delivery", "started_run").order_by(
+                    "created_at"
+                )
+            ),
         },
     )
 

@@ -185,7 +185,7 @@ class Notification(models.Model):
 
     @property
     def label(self) -> str:
-        return notify.EVENTS.get(self.kind, "Test notification" if self.kind == notify.TEST else self.kind)
+        return notify.EVENTS.get(self.kind) or notify.DIRECT.get(self.kind, self.kind)
 
 
 class DeliveryQuerySet(models.QuerySet["Delivery"]):

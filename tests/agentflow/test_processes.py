@@ -48,9 +48,9 @@ def test_a_bad_procfile_line_is_refused_with_its_number(text, error):
 
 def test_the_real_procfile_becomes_one_supervised_program_each(tmp_path):
     programs = read_procfile((ROOT / "Procfile").read_text())
-    assert [p.name for p in programs] == ["web", "worker", "beat", "listener"]
+    assert [p.name for p in programs] == ["web", "worker", "beat", "listener", "watcher"]
     conf = render(programs, directory=ROOT, logs=tmp_path, run=tmp_path)
-    for name in ("web", "worker", "beat", "listener"):
+    for name in ("web", "worker", "beat", "listener", "watcher"):
         section = conf.split(f"[program:{name}]\n", 1)[1].split("\n\n", 1)[0]
         assert "autorestart=true" in section
         assert "stopasgroup=true" in section and "killasgroup=true" in section

@@ -176,6 +176,22 @@ def test_without_pytest_the_default_environment_is_development(base_env):
     assert result.stdout.split() == ["development", "True"]
 
 
+def test_an_sqlite_database_url_gets_wal_and_immediate_transactions(base_env, tmp_path):
+    """The tests hand their subprocesses the test database as DATABASE_URL=sqlite:///…: those
+    connections must behave as the default one (a deferred transaction that read first fails
+    its first write at once with "database is locked" when another writer committed meanwhile)."""
+    base_env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'by-url.sqlite3'}"
+    code = (
+        f"{SETUP}; from django.db import connection; from django.conf import settings; "
+        "options = settings.DATABASES['default']['OPTIONS']; "
+        "cursor = connection.cursor(); cursor.execute('PRAGMA journal_mode'); "
+        "print(cursor.fetchone()[0], options['transaction_mode'], options['timeout'])"
+    )
+    result = run_python(base_env, "-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["wal", "IMMEDIATE", "20"]
+
+
 # --- One clear line instead of a traceback --------------------------------------------------
 
 
@@ -206,6 +222,21 @@ def test_the_asgi_entry_point_reports_a_bad_setting_in_one_line(base_env):
     base_env["AGENTFLOW_GATEWAY_CONNECT_TIMEOUT"] = "-3"
     result = run_python(base_env, "-c", "import agentflow.asgi")
     assert_one_line_naming(result, "AGENTFLOW_GATEWAY_CONNECT_TIMEOUT")
+
+
+def test_the_web_process_freezes_what_it_loaded_at_start_out_of_the_collectors_sight(base_env):
+    """A full collection walking Django, the apps and the views held the GIL ~110 ms every ~4 s
+    at 200 requests/s (bench/bench_webhooks.py): the ASGI entry point imports the URL conf and
+    its views, then ``gc.freeze()``s, so the views are among the frozen objects."""
+    code = (
+        "import gc, sys; import agentflow.asgi; "
+        "print(gc.get_freeze_count(), 'webhooks.views' in sys.modules, "
+        "'dashboard.views.webhooks' in sys.modules)"
+    )
+    result = run_python(base_env, "-c", code)
+    assert result.returncode == 0, result.stderr
+    frozen, webhook_views, dashboard_views = result.stdout.split()
+    assert int(frozen) > 100_000 and webhook_views == dashboard_views == "True", result.stdout
 
 
 def test_the_celery_entry_point_reports_a_bad_setting_in_one_line(base_env):

@@ -9,8 +9,7 @@ from datetime import timedelta
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.test_overview import assert_fits
-from tests.support.browser import login, off_loop, screenshot
+from tests.support.browser import assert_fits, login, off_loop, screenshot
 
 pytestmark = [pytest.mark.browser]
 

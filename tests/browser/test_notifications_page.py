@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.test_overview import assert_fits
-from tests.support.browser import login, screenshot
+from tests.support.browser import assert_fits, login, screenshot
 from tests.support.receivers import make_channel, receiver, whsec
 
 pytestmark = [pytest.mark.browser]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fleet import batches
-from tests.support.browser import login, off_loop, screenshot
+from tests.support.browser import assert_fits, login, off_loop, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.gateway]
 
@@ -184,27 +184,6 @@ def test_the_pages_fit_a_phone_and_a_desktop_in_light_and_dark(
         context.close()
 
 
-def assert_fits(page, name: str, width: int, scheme: str) -> None:
-    """Nothing scrolls sideways: neither the document nor the body is wider than the window."""
-    scroll_width, inner_width = page.evaluate("[document.scrollingElement.scrollWidth, window.innerWidth]")
-    assert inner_width == width
-    assert scroll_width <= inner_width, (
-        f"{name} scrolls sideways at {width} px in {scheme}: {scroll_width} px"
-    )
-    # Nor is anything cut off by a box that hides its overflow (only the wide tables, the chat log
-    # and diffs scroll, inside their own box; an ellipsis is a deliberate cut).
-    clipped = page.evaluate(
-        """() => [...document.querySelectorAll("main, main *")].filter(el => {
-            if (el.closest(".table-wrap, .chat-log, .diff, .sr-only")) return false;
-            if (el.getBoundingClientRect().right > window.innerWidth + 0.5) return true;
-            const style = getComputedStyle(el);
-            return ["hidden", "clip"].includes(style.overflowX) && style.textOverflow !== "ellipsis"
-                && el.scrollWidth > el.clientWidth + 1;
-        }).map(el => el.tagName.toLowerCase() + "." + [...el.classList].join("."))"""
-    )
-    assert not clipped, f"{name} at {width} px in {scheme}: cut off at the right: {clipped[:8]}"
-
-
 def test_the_navigation_works_from_the_keyboard_and_the_chosen_theme_sticks(
     chromium, live_server_url, operator
 ):
@@ -241,13 +220,13 @@ def test_the_navigation_works_from_the_keyboard_and_the_chosen_theme_sticks(
                 )
             )
         texts = [text for text, _, _ in focused]
-        assert texts[:10] == [
-            "AgentFlow", "Fleet", "Queue", "Runs", "Jobs", "Stops", "Batches", "Notifications", "Alerts",
-            "Config kb-gw",
+        assert texts[:12] == [
+            "AgentFlow", "Fleet", "Queue", "Runs", "Jobs", "Stops", "Triggers", "Batches", "Notifications",
+            "Alerts", "Automation", "Config kb-gw",
         ], texts  # fmt: skip
         assert focused[1][1] == "page"  # the overview is the current page
-        assert all(style != "none" for _, _, style in focused[:10]), focused  # a visible focus ring
-        assert not any("Triggers" in t or "soon" in t for t in texts), texts  # placeholders are not stops
+        assert all(style != "none" for _, _, style in focused[:12]), focused  # a visible focus ring
+        assert not any("Flows" in t or "soon" in t for t in texts), texts  # placeholders are not stops
         assert "Light" in texts and "Dark" in texts and any(t.startswith("Log out") for t in texts), texts
 
         dark = page.locator("[data-theme-choice=dark]")

@@ -119,7 +119,7 @@ def test_the_stop_pages_fit_a_phone_and_a_desktop_in_light_and_dark(
     from django.utils import timezone
 
     from scheduler.models import EmergencyStop, Run
-    from tests.browser.test_overview import assert_fits
+    from tests.support.browser import assert_fits
 
     now = timezone.now()
     old = EmergencyStop.objects.create(

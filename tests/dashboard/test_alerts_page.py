@@ -77,7 +77,7 @@ def test_the_alerts_page_needs_a_login(client):
     assert response.status_code == 302 and "/accounts/login/" in response["Location"]
 
 
-# --- the banners (the overview; the other pages get the live notice) ---------------------------------
+# --- the banners (every page but the Alerts page) ---------------------------------------------------
 
 
 def test_the_overview_shows_the_severest_open_alerts_with_first_and_last_seen(web):
@@ -97,8 +97,29 @@ def test_the_overview_shows_the_severest_open_alerts_with_first_and_last_seen(we
     assert top.find("a").attrs["href"] == f"/alerts/#alert-{critical.pk}"
     assert "gateway e is disconnected" in banners[1].text
     assert banners[3].attrs["id"] == "alerts-more" and "1 more open alert." in banners[3].text
-    # The other pages keep to their query budgets: no alert query, the live notice instead.
-    assert not dom(web.get("/queue/")).find("div", id="banners").has("p", cls="alert")
+    # Every other page shows them too; the Alerts page lists them instead.
+    queue = dom(web.get("/queue/")).find("div", id="banners").find_all("p", cls="alert")
+    assert [b.attrs["id"] for b in queue] == [b.attrs["id"] for b in banners]
+    assert not dom(web.get("/alerts/")).find("div", id="banners").has("p", cls="alert")
+
+
+def test_the_banners_read_a_redis_snapshot_that_a_saved_alert_drops(web, django_assert_num_queries):
+    from dashboard.context_processors import BANNERS_SHOWN, COUNT_CAP
+    from scheduler import alerts
+
+    first = alert("error", subject="e", message="gateway e is disconnected")
+    alerts.open_snapshot(BANNERS_SHOWN, COUNT_CAP)  # the first page load after a change queries once
+    with django_assert_num_queries(0):
+        shown, count = alerts.open_snapshot(BANNERS_SHOWN, COUNT_CAP)
+    assert [(a.pk, a.message, a.level, a.count) for a in shown] == [(first.pk, first.message, "error", 40)]
+    assert count == 1 and shown[0].created_at == first.created_at and shown[0].banner_level == "error"
+    alert("critical", subject="c", message="provider blocked")  # saved: the snapshot is dropped
+    shown, count = alerts.open_snapshot(BANNERS_SHOWN, COUNT_CAP)
+    assert count == 2 and shown[0].message == "provider blocked"
+    first.resolved_at = timezone.now()
+    first.save()
+    slot = dom(web.get("/jobs/")).find("div", id="banners")
+    assert [b.find("strong").text for b in slot.find_all("p", cls="alert")] == ["Critical:"]
 
 
 def test_no_banner_without_open_alerts(web):

@@ -240,6 +240,15 @@ def test_chat_lists_a_sessions_messages_after_a_time_or_id(api, fleet):
     assert get(api, "/api/v1/chat/agent:nobody:main/").json()["results"] == []
 
 
+def test_the_page_links_of_a_session_key_with_a_percent_sign_are_valid_uris(api, fleet):
+    alpha, _ = fleet
+    for i in range(2):
+        make_chat(alpha, "agent:main:100%|x", f"m {i}", message_id=f"p{i}")
+    body = get(api, "/api/v1/chat/agent:main:100%25%7Cx/", data={"limit": "1"}).json()
+    assert body["next"] == "http://testserver/api/v1/chat/agent:main:100%25%7Cx/?limit=1&offset=1"
+    assert get(api, body["next"]).json()["results"][0]["message_id"] == "p1"
+
+
 def test_batches_shows_the_last_run_of_each_batch(api, fleet):
     results = get(api, "/api/v1/batches/").json()["results"]
     assert [b["batch"] for b in results] == ["BATCH-001", "BATCH-002", "BATCH-003", "BATCH-004", "BATCH-005"]

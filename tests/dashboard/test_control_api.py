@@ -8,14 +8,9 @@ from django.core.management import CommandError, call_command
 
 from scheduler import queue
 from scheduler.models import AuditEntry, EmergencyStop, Run
-from tests.support.factories import make_api_token
+from tests.support.factories import bearer
 
 pytestmark = [pytest.mark.django_db, pytest.mark.redis, pytest.mark.usefixtures("redis_prefix")]
-
-
-def bearer(user, role):
-    _, raw = make_api_token(user, f"{role} token", role=role)
-    return {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
 
 
 def post(client, url, body, **headers):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, time
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from dashboard import openapi
+from scheduler.models import Job, Schedule, Watch
 from tests.support.factories import (
     make_agent,
     make_api_token,
@@ -38,6 +40,7 @@ from tests.support.factories import (
     make_gateway,
     make_session,
 )
+from webhooks.models import Delivery, Endpoint
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("redis_prefix"), pytest.mark.redis]
 
@@ -74,7 +77,22 @@ def fleet(db) -> dict[str, Any]:
     old = make_config(gateway, "h1")
     new = make_config(gateway, "h2", diff="-a\n+b")
     make_batch_run("BATCH-001", gateway, status="ok")
+    triggers(Job.objects.create(name="nightly", kind="noop"))
     return {"gateway": gateway, "agent": main, "chat": chat, "configs": (old, new)}
+
+
+def triggers(job: Job) -> None:
+    """A schedule of each kind, a webhook endpoint with a delivery and a watch, so the trigger
+    endpoints answer rows (their shape checked against the schema), not empty lists."""
+    for fields in (
+        {"cron": "0 9 * * 1-5", "timezone": "Europe/Berlin"},
+        {"name": "every", "kind": "interval", "every_seconds": 86400, "at_time": time(9)},
+        {"name": "once", "kind": "at", "at_datetime": datetime(2030, 1, 1, tzinfo=UTC)},
+    ):
+        Schedule.objects.create(job=job, **fields)
+    endpoint = Endpoint.objects.create(slug="hook", provider="github", secret="s3cret", job=job)
+    Delivery.objects.create(endpoint=endpoint, verdict="bad_signature", status_code=401, headers={"a": "b"})
+    Watch.objects.create(name="inbox", directory="/tmp/inbox", events=["created"], job=job)
 
 
 @pytest.fixture
@@ -169,6 +187,7 @@ def api_query_pages() -> dict[str, list[str]]:
         assert op is not None
         path = openapi.openapi_path(route).replace("{session_key}", "agent:main:main")
         path = path.replace("{run_id}", "1").replace("{name}", "nightly")
+        path = path.replace("{trigger_id}", "1").replace("{delivery_id}", "1")
         pages[path] = [p.name for p in op.params if p.location == "query"]
     return pages
 

@@ -14,14 +14,9 @@ from django.utils import timezone
 from scheduler import queue, roles
 from scheduler.models import Attempt, AuditEntry, Job, QueuePause, Run
 from scheduler.roles import Role
-from tests.support.factories import make_agent, make_api_token, make_gateway
+from tests.support.factories import bearer, make_agent, make_gateway
 
 pytestmark = [pytest.mark.django_db, pytest.mark.redis, pytest.mark.usefixtures("redis_prefix")]
-
-
-def bearer(user, role):
-    _, raw = make_api_token(user, f"{role} token", role=role)
-    return {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from openclaw import SyncGatewayClient
 from scheduler import audit, roles
 from scheduler.models import AuditEntry
 from scheduler.roles import Role
-from tests.support.factories import make_api_token, make_gateway
+from tests.support.factories import bearer, make_gateway
 from tests.support.gateway import wait_for
 from tests.support.html import dom
 
@@ -155,11 +155,6 @@ def test_an_operators_send_reaches_the_gateway_and_a_viewers_does_not(
 
 
 # --- the API: token roles and the audit log -------------------------------------------------------
-
-
-def bearer(user, role: str) -> dict[str, str]:
-    _, raw = make_api_token(user, f"{role} token", role)
-    return {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
 
 
 @pytest.mark.django_db

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.test import TestCase
 from django.utils import timezone
 
@@ -35,10 +36,12 @@ def _isolated(own_queues, settings):
 
 @pytest.fixture
 def notified():
-    """The notification kinds recorded so far, in order (each on commit, as in production)."""
+    """The notification kinds recorded so far, in order (each on commit, as in production); of the
+    per-process memory rule, only those about this test process (others may run on the host)."""
+    other_process = Q(subject__contains="(pid ") & ~Q(subject__contains=f"(pid {os.getpid()})")
 
     def sent() -> list[str]:
-        return list(Notification.objects.order_by("id").values_list("kind", flat=True))
+        return list(Notification.objects.exclude(other_process).order_by("id").values_list("kind", flat=True))
 
     return sent
 
@@ -186,6 +189,23 @@ def _down_clear(s: dict) -> None:
     type(s["gateway"]).objects.filter(pk=s["gateway"].pk).update(status="connected", status_reason="")
 
 
+def _watch_setup() -> dict:
+    from scheduler.models import Watch
+
+    job = Job.objects.create(name="process-file", kind="noop")
+    return {"watch": Watch.objects.create(name="inbox", directory="/srv/in", events=["created"], job=job)}
+
+
+def _watch_hold(s: dict) -> None:  # what the file watcher records when the directory goes
+    type(s["watch"]).objects.filter(pk=s["watch"].pk).update(
+        state="missing", state_detail="/srv/in does not exist"
+    )
+
+
+def _watch_clear(s: dict) -> None:
+    type(s["watch"]).objects.filter(pk=s["watch"].pk).update(state="watching", state_detail="")
+
+
 def mine(key: str):
     """The rule's alerts about this test: for the process rule, this test process's only (every
     AgentFlow process on the host is over a 0 % threshold, and other ones may be running)."""
@@ -216,6 +236,7 @@ SCENARIOS = [
     Scenario("breaker-open", _breaker_hold, _breaker_clear, "1:openai"),
     Scenario("gateway-latency", _latency_hold, _latency_clear, "slow-gw", _gateway_setup),
     Scenario("gateway-down", _down_hold, _down_clear, "slow-gw", _gateway_setup),
+    Scenario("watch-directory", _watch_hold, _watch_clear, "inbox", _watch_setup),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from io import StringIO
 
 import pytest
@@ -95,6 +96,12 @@ def test_the_admin_job_form_validates_params_through_the_action(admin_user, clie
         "on_error": "nothing",
         "tags": "[]",
     }
+    # The inlines' management forms (schedules, result actions), as the add page renders them.
+    form = client.get("/admin/scheduler/job/add/").content.decode()
+    for name, value in re.findall(
+        r'name="([\w-]+-(?:TOTAL|INITIAL|MIN_NUM|MAX_NUM)_FORMS)"[^>]*value="(\d*)"', form
+    ):
+        data[name] = value
     page = client.post("/admin/scheduler/job/add/", data)
     assert page.status_code == 200 and "sleep_ms must be a whole number" in page.content.decode()
     assert not Job.objects.filter(system=False).exists()

@@ -95,3 +95,9 @@ def make_alert(message: str = "something failed", source: str = "BATCH-004", **f
 def make_api_token(user: Any, name: str = "test token", role: str = "viewer") -> tuple[ApiToken, str]:
     """An issued API token and its raw value (only ever returned once, as in the app)."""
     return ApiToken.issue(user, name, Role.parse(role))
+
+
+def bearer(user: Any, role: str) -> dict[str, str]:
+    """The test client's headers for a new API token of ``role`` (named "<role> token")."""
+    _, raw = make_api_token(user, f"{role} token", role=role)
+    return {"HTTP_AUTHORIZATION": f"Bearer {raw}"}

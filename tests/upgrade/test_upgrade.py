@@ -10,7 +10,9 @@ this test's own (a SQLite file, or a fresh PostgreSQL database when the suite ru
 1. previous release: ``manage.py migrate``, then ``seed_previous_release.py seed`` (rows of every
    kind, the schedules, users with permissions, admin log entries, an API token);
 2. this code: ``migrate``, then ``check_upgraded.py data``;
-3. this code: ``migrate fleet zero`` then ``migrate scheduler 0001``; previous release: ``dump``;
+3. this code: ``migrate executor zero``, ``migrate flows zero``, ``migrate fleet zero`` then
+   ``migrate scheduler 0001``;
+   previous release: ``dump``;
 4. this code: ``migrate`` again, then ``check_upgraded.py app`` (pages, admin, API, token,
    ``makemigrations --check``).
 
@@ -73,6 +75,14 @@ NEW_MIGRATIONS = {
     ("scheduler", "0013_stop_conditions"),
     ("fleet", "0003_session_tokens"),
     ("scheduler", "0014_alert_rules"),
+    ("scheduler", "0015_file_watches"),
+    ("scheduler", "0016_result_actions"),  # issue 11 §4
+    ("webhooks", "0001_initial"),  # issue 11 §2
+    ("scheduler", "0017_schedule_triggers"),  # issue 11 §1
+    ("executor", "0001_initial"),  # issue 12 §1
+    ("flows", "0001_initial"),  # issue 12 §2-3
+    ("webhooks", "0002_delivery_id_index"),  # issue 11: the intake's lookups use an index
+    ("scheduler", "0018_run_dedupe_key_index"),
 }
 # Models (and so content types) the previous release did not have: the audit and django-axes'.
 NEW_CONTENT_TYPES = {
@@ -91,6 +101,20 @@ NEW_CONTENT_TYPES = {
     ("scheduler", "stopcondition"),
     ("scheduler", "conditionhit"),
     ("scheduler", "alertrule"),  # issue 10 §4
+    ("scheduler", "watch"),  # issue 11 §3
+    ("scheduler", "watchfile"),
+    ("scheduler", "watchevent"),
+    ("scheduler", "resultaction"),  # issue 11 §4
+    ("scheduler", "resultdelivery"),
+    ("webhooks", "endpoint"),  # issue 11 §2
+    ("webhooks", "delivery"),
+    ("scheduler", "schedule"),  # issue 11 §1
+    ("scheduler", "schedulefire"),
+    ("executor", "disabledentry"),  # issue 12 §1
+    ("executor", "execution"),
+    ("flows", "flow"),  # issue 12 §2-3
+    ("flows", "flowrun"),
+    ("flows", "span"),
     ("axes", "accessattempt"),
     ("axes", "accesslog"),
     ("axes", "accessfailurelog"),
@@ -203,6 +227,8 @@ def upgrade(tmp_path_factory, database_url) -> Iterator[Upgrade]:
 
         # 3. Back down, and the previous release reads what it gets back (README, Upgrading).
         run([*migrate, "axes", "zero"], ROOT, env)
+        run([*migrate, "executor", "zero"], ROOT, env)  # no dependency on the others: by name
+        run([*migrate, "flows", "zero"], ROOT, env)
         run([*migrate, "dashboard", "0002"], ROOT, env)
         run([*migrate, "fleet", "zero"], ROOT, env)
         updates["down"] = last_json(run([*migrate, "scheduler", "0001"], ROOT, env))["batchrun_updates"]

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from agentflow.lib import heartbeat
 from fleet.listener import FleetListener
 
 
@@ -26,6 +27,7 @@ class Command(BaseCommand):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        heartbeat.start("listener")
         self.stdout.write("Gateway listener started.")
         await FleetListener(refresh_interval=refresh).run(stop)
         self.stdout.write("Gateway listener stopped.")
