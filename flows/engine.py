@@ -55,7 +55,8 @@ def tracer_for(fr: FlowRun) -> tracing.TracerDB:
 
 
 @atexit.register
-def _close_tracers() -> None:
+def close_tracers() -> None:
+    """Flush and close this process's tracers (at exit; ``run_flow`` when its flow has ended)."""
     for tracer in list(_tracers.values()):
         try:
             tracer.close()

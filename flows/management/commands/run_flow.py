@@ -8,7 +8,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from flows import api, spec, tracing
+from flows import api, engine, spec, tracing
+from flows.models import FlowRun
 
 
 class Command(BaseCommand):
@@ -59,10 +60,17 @@ class Command(BaseCommand):
             )
         except api.FlowRefused as exc:
             raise CommandError(str(exc)) from None
+        finally:
+            engine.close_tracers()  # every span written or exported before the summary
         self.stdout.write(result.report)
         if options["json"]:
             self.stdout.write(json.dumps(result.context, indent=2, ensure_ascii=False))
         line = f"flow {flow.name}: {result.status} in {result.seconds:.1f} s (run {result.run_id})"
+        trace = FlowRun.objects.filter(run_id=result.run_id).values_list("trace_id", flat=True).first()
+        if trace:
+            db = tracing.sqlite_path(tracer_args.get("db_path"))
+            where = f" in {db}" if options["tracer"] == "sqlite" else ""
+            self.stdout.write(f"trace {trace}{where} (the waterfall: /runs/{result.run_id}/trace/)")
         if result.status != "succeeded":
             raise CommandError(f"{line}: {result.error}")
         self.stdout.write(self.style.SUCCESS(line))
