@@ -7,7 +7,8 @@
 - ``otel``: ``exporter_endpoint`` (default ``OTEL_EXPORTER_OTLP_ENDPOINT``, else
   ``http://127.0.0.1:4317``), ``protocol`` (``grpc`` | ``http``, default grpc; with http the default
   port is 4318), ``service_name`` (default ``agentflow``), ``timeout`` (export seconds, default 10),
-  ``flush_timeout`` (seconds ``flush`` waits at most, default 0.5).
+  ``flush_timeout`` (seconds ``flush`` waits for the export, default 0: it never does; ``close``
+  waits up to ``timeout``).
 """
 
 from __future__ import annotations
@@ -38,13 +39,13 @@ def check(name: str | None, args: dict[str, Any] | None = None) -> None:
     make(name, args)
 
 
-def _number(name: str, key: str, value: Any, kind: type = float) -> Any:
+def _number(name: str, key: str, value: Any, kind: type = float, zero: bool = False) -> Any:
     try:
         number = kind(value)
     except (TypeError, ValueError):
         raise ValueError(f"tracer {name}: {key} must be a number (got {value!r})") from None
-    if number <= 0:
-        raise ValueError(f"tracer {name}: {key} must be above 0 (got {value!r})")
+    if number < 0 or (number == 0 and not zero):
+        raise ValueError(f"tracer {name}: {key} must be {'0 or more' if zero else 'above 0'} (got {value!r})")
     return number
 
 
@@ -94,5 +95,5 @@ def make(name: str | None, args: dict[str, Any] | None = None) -> TracerDB:
         protocol=protocol,
         service_name=str(args.get("service_name", "agentflow")),
         timeout=_number(name, "timeout", args.get("timeout", 10)),
-        flush_timeout=_number(name, "flush_timeout", args.get("flush_timeout", 0.5)),
+        flush_timeout=_number(name, "flush_timeout", args.get("flush_timeout", 0), zero=True),
     )

@@ -5,7 +5,8 @@ thread. The only module that imports opentelemetry.
 A span arrives here already ended, with the ids the engine chose (so a trace spans processes and
 the gateway continues it from the ``traceparent``): it is built as a ``ReadableSpan`` with those
 ids and handed to a ``BatchSpanProcessor``. ``record_span`` never waits on the network; ``flush``
-hands the pending spans over and starts a ``force_flush`` it waits for at most ``flush_timeout``.
+hands the pending spans over and starts a ``force_flush`` on a thread (it waits for it at most
+``flush_timeout``, default 0: not at all); ``close`` waits for the export.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ SCOPE = InstrumentationScope("agentflow.flows", "1")
 KINDS = {"agent": SpanKind.CLIENT, "http": SpanKind.CLIENT}
 PROTOCOLS = ("grpc", "http")
 MAX_ORPHAN_EVENTS = 10_000
+BACKLOG = 8192
 
 
 def _value(value: Any) -> Any:
@@ -57,6 +59,25 @@ def make_exporter(endpoint: str, protocol: str, timeout: float, headers: dict[st
     raise ValueError(f"unknown OTLP protocol {protocol!r} (one of {', '.join(PROTOCOLS)})")
 
 
+class _Counted(SpanExporter):
+    """The exporter, counting the spans it has finished with (exported or given up on)."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner, self.done = inner, 0
+
+    def export(self, spans: Any) -> Any:
+        try:
+            return self.inner.export(spans)
+        finally:
+            self.done += len(spans)
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
 class OTelTracer(TracerDB):
     name = "otel"
 
@@ -66,7 +87,7 @@ class OTelTracer(TracerDB):
         protocol: str = "grpc",
         service_name: str = "agentflow",
         timeout: float = 10.0,
-        flush_timeout: float = 0.5,
+        flush_timeout: float = 0.0,
         headers: dict[str, str] | None = None,
         exporter: SpanExporter | None = None,
     ) -> None:
@@ -78,6 +99,8 @@ class OTelTracer(TracerDB):
         self._exporter = exporter
         self._headers = headers or {}
         self._processor: BatchSpanProcessor | None = None
+        self._counted: _Counted | None = None
+        self._handed = 0
         self._provider: TracerProvider | None = None
         self._pending: dict[tuple[str, str], SpanData] = {}
         self._events: dict[tuple[str, str], list[EventData]] = {}
@@ -85,8 +108,14 @@ class OTelTracer(TracerDB):
         self._flusher: threading.Thread | None = None
 
     def connect(self) -> None:
-        exporter = self._exporter or make_exporter(self.endpoint, self.protocol, self.timeout, self._headers)
-        self._processor = BatchSpanProcessor(exporter, schedule_delay_millis=500)
+        inner = self._exporter or make_exporter(self.endpoint, self.protocol, self.timeout, self._headers)
+        self._counted = _Counted(inner)
+        self._handed = 0
+        # The processor drops what does not fit its queue: _hand_over waits (backpressure) when
+        # BACKLOG spans are handed over and not yet exported, which a flow's flush never reaches.
+        self._processor = BatchSpanProcessor(
+            self._counted, max_queue_size=2 * BACKLOG, max_export_batch_size=512, schedule_delay_millis=500
+        )
         self._provider = TracerProvider(resource=self.resource)  # owns the processor's shutdown
         self._provider.add_span_processor(self._processor)
 
@@ -136,7 +165,10 @@ class OTelTracer(TracerDB):
             pending, self._pending = self._pending, {}
             ready = [(span, self._events.pop(key, [])) for key, span in pending.items()]
         for span, events in ready:
+            if self._counted is not None and self._handed - self._counted.done >= BACKLOG:
+                self._processor.force_flush(timeout_millis=int(self.timeout * 1000))
             self._processor.on_end(self._readable(span, events))
+            self._handed += 1
 
     def flush(self) -> None:
         """Hand the pending spans over and start a ``force_flush`` on a thread of its own: the
@@ -151,7 +183,8 @@ class OTelTracer(TracerDB):
                 flusher = threading.Thread(target=processor.force_flush, name="otel-flush", daemon=True)
                 self._flusher = flusher
                 flusher.start()
-        flusher.join(self.flush_timeout)
+        if self.flush_timeout:
+            flusher.join(self.flush_timeout)
 
     def close(self) -> None:
         if self._provider is None:
