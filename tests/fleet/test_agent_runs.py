@@ -111,6 +111,14 @@ def test_an_unknown_agent_or_gateway_is_refused_with_what_is_known(gw):
     assert Run.objects.count() == 0
 
 
+def test_a_traceparent_param_must_be_w3c_and_is_kept_for_chat_send(gw):
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    params = actions.validate_params("agent.prompt", {"gateway": gw.pk, "agent": "main", "traceparent": tp})
+    assert params["traceparent"] == tp
+    with pytest.raises(ValidationError, match="traceparent must be a W3C traceparent"):
+        actions.validate_params("agent.prompt", {"gateway": gw.pk, "agent": "main", "traceparent": "abc"})
+
+
 # --- the whole path ------------------------------------------------------------------------------
 
 

@@ -346,3 +346,11 @@ def test_it_tolerates_odd_member_types_in_hello(hello_payload):
 def test_it_rejects_a_connect_payload_that_is_not_hello_ok(payload):
     with pytest.raises(MalformedFrameError):
         HelloInfo.from_payload(payload)
+
+
+def test_a_traceparent_rides_on_the_request_frame_itself_at_most_128_characters():
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    frame = json.loads(request_frame("3", "chat.send", {"message": "hi"}, tp))
+    assert frame["traceparent"] == tp and "traceparent" not in frame["params"]
+    assert len(json.loads(request_frame("4", "health", None, "x" * 500))["traceparent"]) == 128
+    assert "traceparent" not in json.loads(request_frame("5", "health"))
