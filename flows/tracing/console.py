@@ -53,10 +53,10 @@ class ConsoleTracer(TracerDB):
     def record_span(self, span: SpanData) -> None:
         shown = [(label, span.attributes[key]) for key, label in SHOWN.items() if key in span.attributes]
         attrs = " ".join(f"{label}={_short(value, 40)}" for label, value in shown)
-        status = span.status if not span.status_message else f"{span.status}: {_short(span.status_message)}"
+        error = f"  ! {_short(span.status_message)}" if span.status_message else ""
         self._write(
-            f"{_clock(span.end_ns)}  trace {span.trace_id[:8]}  {span.name:<24} {status:<8} "
-            f"{span.duration_ms:>9.1f} ms  {attrs}".rstrip()
+            f"{_clock(span.end_ns)}  trace {span.trace_id[:8]}  {span.name:<24} {span.status:<5} "
+            f"{span.duration_ms:>9.1f} ms  {attrs}{error}".rstrip()
         )
 
     def record_event(self, event: EventData) -> None:

@@ -155,7 +155,7 @@ def test_console_prints_a_readable_line_per_span_and_event():
     assert len(lines) == 3
     assert "trace 4bf92f35  agent main" in lines[0] and "0.2 ms" in lines[0]
     assert lines[0].endswith("agent=main in=412 out=96")
-    assert "error: bad reference ctx.x" in lines[1]
+    assert " error " in lines[1] and lines[1].endswith("  ! bad reference ctx.x")
     assert lines[2].endswith("· event step.retry  attempt=1")
 
 
