@@ -20,4 +20,12 @@ ENTRIES = [
         timeout=10,
         limits=Limits(cpu_seconds=1, file_bytes=1024 * 1024),
     ),
+    Entry(
+        "tight",
+        ["python3", "-c", "{args}"],
+        arg_pattern=ANY,
+        max_args=1,
+        timeout=10,
+        limits=Limits(memory_bytes=256 * 1024 * 1024, open_files=32),
+    ),
 ]

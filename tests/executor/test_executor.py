@@ -155,6 +155,20 @@ def test_the_cpu_limit_triggers():
     assert result.execution.duration_ms < 8000
 
 
+@needs_bwrap
+def test_the_memory_limit_triggers():
+    result = runner.run("tight", ["b = bytearray(512 * 1024 * 1024); print('allocated')"])
+    assert result.exit_code != 0 and "allocated" not in result.stdout
+    assert "MemoryError" in result.stderr
+
+
+@needs_bwrap
+def test_the_open_files_limit_triggers():
+    result = runner.run("tight", ["fs = [open('/dev/null') for _ in range(64)]; print('opened')"])
+    assert result.exit_code != 0 and "opened" not in result.stdout
+    assert "Too many open files" in result.stderr
+
+
 def test_off_by_default_refused(settings):
     settings.AGENTFLOW_EXECUTOR_ENABLED = False
     with pytest.raises(Refused, match="executor is off"):
