@@ -168,10 +168,7 @@ def run(
             cwd=str(work), start_new_session=True, close_fds=True,
         )  # fmt: skip
         Execution.objects.filter(pk=execution.pk).update(pgid=proc.pid)
-        try:
-            proc.wait(timeout=entry.timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+        timed_out = _wait(proc, execution.pk, entry.timeout)
         _kill_group(proc.pid)  # grandchildren left behind die too
         proc.wait()
         sizes = out.tell(), err.tell()
@@ -228,25 +225,48 @@ def check_files(files: object) -> dict[str, str]:
     return cleaned
 
 
+KILL_POLL_SECONDS = 0.5
+
+
+def _wait(proc: subprocess.Popen[bytes], execution_id: int, timeout: float) -> bool:
+    """Wait for the command; True when its timeout passed. Every ``KILL_POLL_SECONDS`` it reads
+    its row's ``killed`` flag, which ``kill_live`` on any host sets: so an emergency stop engaged
+    on the web host kills a command running on a worker host too."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return True
+        try:
+            proc.wait(timeout=min(KILL_POLL_SECONDS, left))
+            return False
+        except subprocess.TimeoutExpired:
+            pass
+        if Execution.objects.filter(pk=execution_id, killed=True).exists():
+            return False
+
+
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
 
 
 def kill_live(reason: str) -> int:
-    """Kill this host's live executions' process groups (the emergency stop); how many.
+    """Kill every live execution (the emergency stop); how many.
 
-    Only rows of this host started within the longest timeout (and a minute): a row left
+    Each live row is marked ``killed``: the runner waiting on it, on whichever host, sees the
+    flag within ``KILL_POLL_SECONDS`` and kills its process group; this host's groups are killed
+    here at once. Only rows started within the longest timeout (and a minute): a row left
     ``running`` by a crashed worker must not name a pgid the kernel has since reused."""
     longest = max((entry.timeout for entry in entries().values()), default=60.0)
     since = timezone.now() - timedelta(seconds=longest + 60)
     count = 0
-    live = Execution.objects.filter(
-        running=True, pgid__isnull=False, host=socket.gethostname()[:255], started_at__gte=since
-    )
+    here = socket.gethostname()[:255]
+    live = Execution.objects.filter(running=True, pgid__isnull=False, started_at__gte=since)
     for execution in live:
-        _kill_group(execution.pgid or 0)
         Execution.objects.filter(pk=execution.pk).update(killed=True)
+        if execution.host == here:
+            _kill_group(execution.pgid or 0)
         count += 1
     if count:
         log.warning("executor: killed %d live execution(s): %s", count, reason)

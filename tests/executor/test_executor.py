@@ -236,6 +236,28 @@ def test_unsandboxed_the_same_payloads_do_delete(settings, tmp_path, index):
 
 @needs_bwrap
 @pytest.mark.django_db(transaction=True)
+def test_a_stop_engaged_on_another_host_kills_the_command_through_its_row():
+    import threading
+    import time
+
+    results = []
+    thread = threading.Thread(target=lambda: results.append(runner.run("long", ["sleep 25"])))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not Execution.objects.filter(running=True, pgid__isnull=False).exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    Execution.objects.filter(running=True).update(host="worker-host-2")  # not this host: no killpg here
+    started = time.monotonic()
+    assert runner.kill_live("test") == 1
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - started < 5
+    (result,) = results
+    assert result.killed and not result.timed_out and result.execution.killed
+
+
+@needs_bwrap
+@pytest.mark.django_db(transaction=True)
 def test_the_emergency_stop_hook_kills_live_process_groups():
     import threading
     import time
