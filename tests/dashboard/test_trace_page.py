@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import jsonschema
 import pytest
 from django.utils import timezone
 
-from dashboard import trace
+from dashboard import api_flows, trace
 from flows.models import Flow
 from tests.support.factories import (
     bearer,
@@ -141,7 +142,7 @@ def test_a_flow_runs_spans_are_a_tree_in_time_order_with_bars_placed_on_the_axis
     assert [(b.attrs["x"], b.attrs["width"]) for b in bars] == [
         ("0.0%", "100.0%"), ("0.0%", "10.0%"), ("10.0%", "60.0%"), ("12.0%", "57.0%"), ("70.0%", "25.0%"),
     ]  # fmt: skip
-    assert "wf-error" in bars[4].attrs["class"] and "wf-ok" in bars[2].attrs["class"]
+    assert "wf-fill-error" in bars[4].attrs["class"] and "wf-fill-ok" in bars[2].attrs["class"]
     # Durations and offsets as text, for everyone (the bars are hidden from screen readers).
     draft = rows[2]
     assert draft.find("td", data_label="Start").text.strip() == "+100 ms"
@@ -177,7 +178,7 @@ def test_an_error_step_shows_its_status_and_message(web, flow_trace):
     assert test_row.attrs["data-status"] == "error"
     assert test_row.find("span", cls="status").attrs["data-status"] == "error"
     assert test_row.find("span", cls="status").text.strip() == "Error"
-    assert test_row.find("span", cls="wf-error").text.strip() == "pytest exited 1: 2 failed"
+    assert test_row.find("span", cls="wf-message").text.strip() == "pytest exited 1: 2 failed"
     assert page.find("span", id="trace-errors").text == "1 error"
 
 
@@ -281,7 +282,7 @@ def test_a_plain_agent_run_is_drawn_from_its_queue_wait_and_attempts(web, agent_
     ]
     first, second = rows[2], rows[4]
     assert first.attrs["data-status"] == "error"
-    assert " ".join(first.find("span", cls="wf-error").text.split()) == "timeout: no reply within 3 s"
+    assert " ".join(first.find("span", cls="wf-message").text.split()) == "timeout: no reply within 3 s"
     assert (
         first.find("td", data_label="Tokens").text.strip() == ""
     )  # the usage is the run's: on its last attempt
@@ -360,6 +361,15 @@ def test_the_api_answers_the_rows_the_page_draws(client, viewer, flow_trace):
     assert agent["child_run_id"] == flow_trace["agent"].pk
     assert agent["session_url"] == f"/gateways/{flow_trace['gateway'].pk}/sessions/agent:main:flow-draft/"
     assert rows[4]["error"] == "pytest exited 1: 2 failed"
+
+
+def test_the_api_answers_what_its_schema_declares(client, viewer, flow_trace, agent_run):
+    headers = bearer(viewer, "viewer")
+    for run in (flow_trace["run"], flow_trace["agent"], agent_run["run"]):
+        body = client.get(f"/api/v1/runs/{run.pk}/trace/", **headers).json()
+        jsonschema.validate(body, api_flows.TRACE)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**body, "source": "guess"}, api_flows.TRACE)
 
 
 def test_the_api_synthesizes_a_plain_run(client, viewer, agent_run):
