@@ -81,6 +81,7 @@ class Row:
     child_run_url: str = ""
     child_trace_url: str = ""
     open_ended: bool = False  # still going: it ends "now"
+    attempts: int | None = None  # a step's attempts (its policy's retries)
     attributes: dict[str, Any] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     # set by _place
@@ -96,6 +97,10 @@ class Row:
     @property
     def offset_seconds(self) -> float:
         return self.offset_ms / 1000
+
+    @property
+    def event_names(self) -> list[str]:
+        return [str(e.get("name", "")) for e in self.events if isinstance(e, dict) and e.get("name")]
 
     @property
     def indent(self) -> int:
@@ -264,6 +269,7 @@ def _flow_rows(run: Run, fr: FlowRun, now: int) -> list[Row]:
                 end_ns=now,
                 open_ended=True,
                 child_run_id=waiting.pk if waiting is not None else None,
+                attempts=fr.step_attempt,
                 attributes={"flow.step.attempts": fr.step_attempt},
             )
         )
@@ -288,6 +294,7 @@ def _span_row(span: Span) -> Row:
         model=str(attrs.get("gen_ai.request.model") or attrs.get("gen_ai.response.model") or ""),
         session_key=str(attrs.get("agentflow.session_key") or ""),
         child_run_id=span.child_run_id,
+        attempts=_int(attrs.get("flow.step.attempts")),
         attributes=attrs,
         events=span.events if isinstance(span.events, list) else [],
     )

@@ -456,3 +456,40 @@ def test_an_unknown_flow_is_a_404_and_an_empty_flows_page_says_so(web, db):
     page = dom(web.get("/flows/"))
     assert page.find("table", id="flows-list").find("p", cls="empty-title").text == "No flow is stored."
     assert page.find("table", id="flow-runs").find("p", cls="empty-title").text == "No flow has run yet."
+
+
+# --- what the engine really writes ----------------------------------------------------------------
+
+
+def test_a_flow_run_by_the_engine_is_drawn_from_the_spans_it_wrote(web, settings, tmp_path):
+    from flows import api
+
+    settings.AGENTFLOW_FLOWS_ROOTS = [str(tmp_path)]
+    path = tmp_path / "flow.yaml"
+    path.write_text(
+        "name: engine_demo\n"
+        "preset: dev\n"
+        "steps:\n"
+        "  - {id: hello, type: set, with: {values: {greeting: hi}}}\n"
+        '  - {id: broken, type: set, with: {values: {x: "{{ $ctx.missing.key }}"}}}\n'
+        "  - {id: note, type: audit, with: {record: done}}\n"
+    )
+    result = api.run(str(path), {})
+    assert result.status == "succeeded", result.error
+    page = dom(web.get(f"/runs/{result.run_id}/trace/"))
+    rows = rows_of(page)
+    assert [(r.find("span", cls="wf-title").text, r.attrs["class"].split()[1]) for r in rows] == [
+        ("flow engine_demo", "wf-depth-0"),
+        ("step hello", "wf-depth-1"),
+        ("step broken", "wf-depth-1"),
+        ("step note", "wf-depth-1"),
+    ]
+    broken, note = rows[2], rows[3]
+    assert broken.attrs["data-status"] == "error"
+    assert broken.find("span", cls="wf-attempts").text == "2 attempts"  # dev: 2 attempts
+    assert "bad reference ctx.missing.key" in broken.find("span", cls="wf-message").text
+    assert note.find("span", cls="wf-events").text.strip() == "audit"
+    body = web.get(f"/api/v1/runs/{result.run_id}/trace/").json()
+    assert body["source"] == "spans" and body["flow"]["status"] == "succeeded"
+    assert body["rows"][0]["width_pct"] == 100.0 and body["totals"]["errors"] == 1
+    assert all(0 <= r["left_pct"] and r["left_pct"] + r["width_pct"] <= 100.001 for r in body["rows"])

@@ -108,6 +108,9 @@ def fleet(gateway):
         "/gateways/1/messages/1/",
         "/gateways/1/config/",
         "/batches/",
+        "/runs/1/trace/",
+        "/flows/",
+        "/flows/coding/",
     ],
 )
 def test_every_page_requires_login(client, path):
