@@ -492,4 +492,4 @@ def test_a_flow_run_by_the_engine_is_drawn_from_the_spans_it_wrote(web, settings
     body = web.get(f"/api/v1/runs/{result.run_id}/trace/").json()
     assert body["source"] == "spans" and body["flow"]["status"] == "succeeded"
     assert body["rows"][0]["width_pct"] == 100.0 and body["totals"]["errors"] == 1
-    assert all(0 <= r["left_pct"] and r["left_pct"] + r["width_pct"] <= 100.001 for r in body["rows"])
+    assert all(r["left_pct"] >= 0 and r["left_pct"] + r["width_pct"] <= 100.001 for r in body["rows"])
