@@ -104,8 +104,15 @@ def make_traces() -> dict[str, int]:
         9_100,
         status="error",
         status_message="pytest exited 1: tests/test_calc.py::test_divide_by_zero FAILED (ZeroDivisionError)",
+        attributes={"flow.step.type": "test_executor", "flow.step.attempts": 2},
     )
-    review = make_span(fr, "step review", 9_100, 13_900)
+    review = make_span(
+        fr,
+        "step review",
+        9_100,
+        13_900,
+        events=[{"name": "audit", "time_ns": ns0 + 13_800_000_000, "attributes": {"action": "flow.audit"}}],
+    )
     agent_child(review, 9_150, 13_850, 2_120, 95, 0.0071, "agent:main:flow-review-7f3a")
 
     running = make_run("flow", job_name="support_bot", status="running", queued_at=t0, started_at=t0)
