@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import api, api_control, api_ops, api_triggers
+from . import api, api_control, api_flows, api_ops, api_triggers
 
 app_name = "api"
 
@@ -29,6 +29,7 @@ urlpatterns = [
     path("v1/runs/", api_ops.runs, name="runs"),
     path("v1/runs/<id:run_id>/", api_ops.run_detail, name="run"),
     path("v1/runs/<id:run_id>/result/", api_ops.run_result, name="run-result"),
+    path("v1/runs/<id:run_id>/trace/", api_flows.run_trace, name="run-trace"),
     path("v1/runs/<id:run_id>/cancel/", api_ops.run_cancel, name="run-cancel"),
     path("v1/runs/<id:run_id>/retry/", api_ops.run_retry, name="run-retry"),
     path("v1/jobs/", api_ops.jobs, name="jobs"),

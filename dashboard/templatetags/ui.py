@@ -26,7 +26,9 @@ from django.utils.html import escape, format_html_join, json_script
 from django.utils.safestring import SafeString, mark_safe
 
 from dashboard.routing import WEBSOCKET_PATH
+from dashboard.trace import TraceStatus
 from fleet.models import AgentSession, Gateway
+from flows.models import FlowRun
 from scheduler.models import Alert, Attempt, BatchRun, Delivery, Run, Schedule, ScheduleFire, Watch
 from webhooks.models import Delivery as WebhookDelivery
 
@@ -70,6 +72,8 @@ STATUS_CHOICES: dict[str, type[models.TextChoices]] = {
     "webhook": WebhookDelivery.Verdict,
     "schedule": Schedule.State,
     "schedule_fire": ScheduleFire.Outcome,
+    "trace": TraceStatus,
+    "flow_run": FlowRun.Status,
 }
 SHAPES: dict[str, dict[str, str]] = {
     "gateway": {
@@ -160,6 +164,23 @@ SHAPES: dict[str, dict[str, str]] = {
         Schedule.State.DISABLED: RING,
         Schedule.State.DONE: RING,  # a one-off that fired
     },
+    # A row of a trace waterfall (dashboard/trace.py): a span's ok / error, or a run's state.
+    "trace": {
+        TraceStatus.OK: CIRCLE,
+        TraceStatus.RUNNING: CIRCLE,
+        TraceStatus.WAITING: RING,
+        TraceStatus.ERROR: SQUARE,
+        TraceStatus.CANCELLED: RING,
+        TraceStatus.UNSET: RING,
+    },
+    "flow_run": {
+        FlowRun.Status.RUNNING: CIRCLE,
+        FlowRun.Status.WAITING: CIRCLE,  # its step's agent or command run is under way
+        FlowRun.Status.SUCCEEDED: CIRCLE,
+        FlowRun.Status.FAILED: SQUARE,
+        FlowRun.Status.ABORTED: SQUARE,
+        FlowRun.Status.CANCELLED: RING,
+    },
     "schedule_fire": {
         ScheduleFire.Outcome.FIRED: CIRCLE,
         ScheduleFire.Outcome.CAUGHT_UP: CIRCLE,
@@ -176,6 +197,7 @@ MODEL_KINDS: dict[type[models.Model], str] = {
     BatchRun: "run",
     Run: "job_run",
     Attempt: "attempt",
+    FlowRun: "flow_run",
 }
 LABELS = {kind: dict(choices.choices) for kind, choices in STATUS_CHOICES.items()}
 
@@ -317,6 +339,9 @@ SECTIONS = {
     "queue": "queue",
     "runs": "runs",
     "run-detail": "runs",
+    "run-trace": "runs",
+    "flows": "flows",
+    "flow-detail": "flows",
     "jobs": "jobs",
     "job-detail": "jobs",
     "stops": "stops",
@@ -363,6 +388,13 @@ def took(obj: Any) -> float | None:
     """Seconds from ``started_at`` to ``finished_at`` of a run or attempt (None while running)."""
     started, finished = getattr(obj, "started_at", None), getattr(obj, "finished_at", None)
     return (finished - started).total_seconds() if started and finished else None
+
+
+@register.filter
+def flow_run_seconds(flow_run: FlowRun) -> float:
+    """A flow run's duration in seconds: to its end, or to now while it goes on."""
+    end = flow_run.finished_at or timezone.now()
+    return max((end - flow_run.started_at).total_seconds(), 0.0)
 
 
 @register.filter
@@ -447,7 +479,7 @@ def from_now(value: datetime | None) -> str:
 
 # The control plane's pages still to come (issue by issue), shown disabled so the navigation has room.
 NAV_SOON = (
-    ("Flows", "workflow"), ("Audit", "scroll-text"),
+    ("Audit", "scroll-text"),
 )  # fmt: skip
 
 

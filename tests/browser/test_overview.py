@@ -210,7 +210,7 @@ def test_the_navigation_works_from_the_keyboard_and_the_chosen_theme_sticks(
         )
         assert skip[0] == "Skip to content" and skip[1] >= 0, skip  # shown when focused
         focused = []
-        for _ in range(16):
+        for _ in range(17):
             page.keyboard.press("Tab")
             focused.append(
                 page.evaluate(
@@ -220,13 +220,13 @@ def test_the_navigation_works_from_the_keyboard_and_the_chosen_theme_sticks(
                 )
             )
         texts = [text for text, _, _ in focused]
-        assert texts[:12] == [
-            "AgentFlow", "Fleet", "Queue", "Runs", "Jobs", "Stops", "Triggers", "Batches", "Notifications",
-            "Alerts", "Automation", "Config kb-gw",
+        assert texts[:13] == [
+            "AgentFlow", "Fleet", "Queue", "Runs", "Flows", "Jobs", "Stops", "Triggers", "Batches",
+            "Notifications", "Alerts", "Automation", "Config kb-gw",
         ], texts  # fmt: skip
         assert focused[1][1] == "page"  # the overview is the current page
-        assert all(style != "none" for _, _, style in focused[:12]), focused  # a visible focus ring
-        assert not any("Flows" in t or "soon" in t for t in texts), texts  # placeholders are not stops
+        assert all(style != "none" for _, _, style in focused[:13]), focused  # a visible focus ring
+        assert not any("Audit" in t or "soon" in t for t in texts), texts  # placeholders are not stops
         assert "Light" in texts and "Dark" in texts and any(t.startswith("Log out") for t in texts), texts
 
         dark = page.locator("[data-theme-choice=dark]")

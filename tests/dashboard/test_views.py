@@ -108,6 +108,9 @@ def fleet(gateway):
         "/gateways/1/messages/1/",
         "/gateways/1/config/",
         "/batches/",
+        "/runs/1/trace/",
+        "/flows/",
+        "/flows/coding/",
     ],
 )
 def test_every_page_requires_login(client, path):
@@ -811,10 +814,11 @@ def test_the_navigation_marks_the_current_page_and_lists_each_gateways_config(we
     config = nav.find("a", href=f"/gateways/{gateway.pk}/config/")
     assert "alpha" in config.text
     soon = [s.text.split()[0] for s in nav.find_all("span", aria_disabled="true")]
-    assert soon == ["Flows", "Audit"]
+    assert soon == ["Audit"]
     for path, label in (
         ("/queue/", "Queue"),
         ("/runs/", "Runs"),
+        ("/flows/", "Flows"),
         ("/jobs/", "Jobs"),
         ("/alerts/", "Alerts"),
         ("/triggers/", "Triggers"),

@@ -14,7 +14,8 @@ from django.utils import timezone
 
 from dashboard.models import ApiToken
 from fleet.models import Agent, AgentSession, ChatHistory, ConfigHistory, Gateway, HealthSample
-from scheduler.models import Alert, BatchRun
+from flows.models import FlowRun, Span
+from scheduler.models import Alert, Attempt, BatchRun, Run
 from scheduler.roles import Role
 
 # Unique values for fields a test rarely cares about but the database wants distinct.
@@ -101,3 +102,38 @@ def bearer(user: Any, role: str) -> dict[str, str]:
     """The test client's headers for a new API token of ``role`` (named "<role> token")."""
     _, raw = make_api_token(user, f"{role} token", role=role)
     return {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+
+
+def make_run(kind: str = "agent.prompt", **fields: Any) -> Run:
+    """A run row as the queue leaves it (no dispatch: tests set the states they need)."""
+    return Run.objects.create(kind=kind, **fields)
+
+
+def make_attempt(run: Run, number: int = 1, **fields: Any) -> Attempt:
+    fields.setdefault("in_worker", False)
+    return Attempt.objects.create(run=run, number=number, **fields)
+
+
+def make_flow_run(run: Run, flow_name: str = "demo", **fields: Any) -> FlowRun:
+    """A flow run's state row (its spans are made with ``make_span``)."""
+    n = next(_sequence)
+    fields.setdefault("trace_id", f"{n:032x}")
+    fields.setdefault("root_span_id", f"{n:016x}")
+    fields.setdefault("source", f"name: {flow_name}\nsteps:\n  - id: only\n    type: set\n")
+    return FlowRun.objects.create(run=run, flow_name=flow_name, **fields)
+
+
+def make_span(flow_run: FlowRun, name: str, start_ms: float, end_ms: float, **fields: Any) -> Span:
+    """A span of ``flow_run``'s trace, ``start_ms`` / ``end_ms`` after the flow run's start
+    (``started_ns``); a child of the root span unless ``parent_span_id`` is given."""
+    base = flow_run.started_ns
+    fields.setdefault("span_id", f"{next(_sequence):016x}")
+    fields.setdefault("parent_span_id", flow_run.root_span_id)
+    return Span.objects.create(
+        run_id=flow_run.run_id,
+        trace_id=flow_run.trace_id,
+        name=name,
+        start_ns=base + int(start_ms * 1_000_000),
+        end_ns=base + int(end_ms * 1_000_000),
+        **fields,
+    )
