@@ -97,10 +97,10 @@ def _bwrap(entry: Entry, work: Path, home: Path) -> list[str]:
     for path in ("/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc"):
         if os.path.exists(path):
             argv += ["--ro-bind", path, path]
-    for path in entry.ro_binds:
+    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    for path in entry.ro_binds:  # after the private /tmp: a checkout (and its venv) may live under /tmp
         if os.path.exists(path):
             argv += ["--ro-bind", path, path]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     argv += ["--bind", str(work), SANDBOX_WORK, "--bind", str(home), "/home/sandbox", "--chdir", SANDBOX_WORK]
     return argv + ["--"]
 

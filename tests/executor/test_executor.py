@@ -169,6 +169,17 @@ def test_the_open_files_limit_triggers():
     assert "Too many open files" in result.stderr
 
 
+@needs_bwrap
+def test_a_read_only_bind_under_tmp_is_visible_over_the_private_tmp():
+    from tests.executor.allowlist_for_tests import BIND_UNDER_TMP
+
+    Path(BIND_UNDER_TMP).mkdir(exist_ok=True)
+    (Path(BIND_UNDER_TMP) / "here.txt").write_text("visible")
+    result = runner.run("bound", [f"cat {BIND_UNDER_TMP}/here.txt; touch {BIND_UNDER_TMP}/new"])
+    assert result.stdout.strip() == "visible"
+    assert "Read-only file system" in result.stderr and not (Path(BIND_UNDER_TMP) / "new").exists()
+
+
 def test_off_by_default_refused(settings):
     settings.AGENTFLOW_EXECUTOR_ENABLED = False
     with pytest.raises(Refused, match="executor is off"):
