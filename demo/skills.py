@@ -143,7 +143,20 @@ COMPLAINT_WORDS = frozenset(
     }
 )
 GREETING_WORDS = frozenset(
-    {"hi", "hello", "hey", "hiya", "morning", "afternoon", "evening", "good", "there", "thanks", "thank", "you"}
+    {
+        "hi",
+        "hello",
+        "hey",
+        "hiya",
+        "morning",
+        "afternoon",
+        "evening",
+        "good",
+        "there",
+        "thanks",
+        "thank",
+        "you",
+    }
 )
 
 

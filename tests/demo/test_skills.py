@@ -36,7 +36,9 @@ def draft_prompt(files: dict[str, str], review: str = "none") -> str:
 
 
 def test_the_skill_line_names_the_skill_anywhere_in_the_prompt():
-    assert skills.skill_of("hello\n  AgentFlow skill: chat_bot.classify  \nMessage: hi") == "chat_bot.classify"
+    assert (
+        skills.skill_of("hello\n  AgentFlow skill: chat_bot.classify  \nMessage: hi") == "chat_bot.classify"
+    )
     assert skills.skill_of("no skill here: AgentFlow skill: inline is not a line") is None
     assert skills.reply("AgentFlow skill: no.such_skill\nhi") is None
 
@@ -96,7 +98,11 @@ def test_the_review_reads_the_return_code(result, verdict, summary):
     [
         ("hi there", "greeting", "Hello Ada! How can I help?"),
         ("How do I reset my password?", "question", "Hello Ada!"),
-        ("This is terrible, the export is broken", "complaint", "Hello Ada! I am sorry that something went wrong."),
+        (
+            "This is terrible, the export is broken",
+            "complaint",
+            "Hello Ada! I am sorry that something went wrong.",
+        ),
         ("Can I talk to a person please?", "human", "Hello Ada! I will bring in a colleague."),
         ("", "question", "Hello Ada!"),
     ],
