@@ -38,6 +38,34 @@ def _seconds(span) -> float:
     return (span.end_ns - span.start_ns) / 1e9
 
 
+def _round(i: int, gw, api, span_model) -> dict:
+    """One run of the flow; its timings from its spans."""
+    mark = f"bench-{i}-{secrets.token_hex(3)}"
+    started = time.perf_counter()
+    result = api.run(FLOW, {"request": f"{REQUEST} ({mark})"}, triggered_by="bench flow")
+    wall = time.perf_counter() - started
+    if result.status != "succeeded" or result.context.get("review", {}).get("verdict") != "OK":
+        raise RuntimeError(f"round {i}: {result.status} {result.error} {result.context.get('errors')}")
+    spans = list(span_model.objects.filter(run_id=result.run_id))
+    root = next(s for s in spans if not s.parent_span_id)
+    agents = sorted((s for s in spans if s.kind == "agent"), key=lambda s: s.start_ns)
+    commands = [s for s in spans if s.kind == "command"]
+    arrivals = [a.at for a in gw.stub_server.arrivals() if mark in a.text]
+    to_model = [at - s.start_ns / 1e9 for s, at in zip(agents, arrivals, strict=False)]
+    flow_s = _seconds(root)
+    gateway_s = sum(map(_seconds, agents))
+    sandbox_s = sum(map(_seconds, commands))
+    return {
+        "wall_s": wall,
+        "flow_span_s": flow_s,
+        "gateway_s": gateway_s,
+        "to_model_s": sum(to_model),
+        "sandbox_s": sandbox_s,
+        "agentflow_s": flow_s - gateway_s - sandbox_s,
+        "agent_runs": len(agents),
+    }
+
+
 def run() -> dict:
     common.setup("flow")
     from django.conf import settings
@@ -69,36 +97,12 @@ def run() -> dict:
         runner.run(batches.CONFIG_POLLING, gateway, batches.poll_config)  # its agents
         with listener(common.server_env(), gateway.pk):
             for i in range(ROUNDS + 1):  # round 0 warms the gateway's agent (not counted)
-                mark = f"bench-{i}-{secrets.token_hex(3)}"
-                started = time.perf_counter()
-                result = api.run(FLOW, {"request": f"{REQUEST} ({mark})"}, triggered_by="bench flow")
-                wall = time.perf_counter() - started
-                if result.status != "succeeded" or result.context.get("review", {}).get("verdict") != "OK":
-                    raise RuntimeError(f"round {i}: {result.status} {result.error} {result.context.get('errors')}")
-                spans = list(Span.objects.filter(run_id=result.run_id))
-                root = next(s for s in spans if s.parent_span_id in ("", None))
-                agents = [s for s in spans if s.kind == "agent"]
-                commands = [s for s in spans if s.kind == "command"]
-                arrivals = [a.at for a in gw.stub_server.arrivals() if mark in a.text]
-                to_model = [
-                    at - s.start_ns / 1e9 for s, at in zip(sorted(agents, key=lambda s: s.start_ns), arrivals)
-                ]
-                flow_s = _seconds(root)
-                gateway_s = sum(map(_seconds, agents))
-                sandbox_s = sum(map(_seconds, commands))
-                row = {
-                    "wall_s": wall,
-                    "flow_span_s": flow_s,
-                    "gateway_s": gateway_s,
-                    "to_model_s": sum(to_model),
-                    "sandbox_s": sandbox_s,
-                    "agentflow_s": flow_s - gateway_s - sandbox_s,
-                    "agent_runs": len(agents),
-                }
+                row = _round(i, gw, api, Span)
                 print(
-                    f"  round {i}{' (warm-up)' if i == 0 else ''}: wall {wall:.2f}s, flow span {flow_s:.2f}s = "
-                    f"gateway {gateway_s:.2f}s ({len(agents)} agent runs; {sum(to_model):.2f}s of it before "
-                    f"the model's request) + sandbox {sandbox_s:.2f}s + AgentFlow {row['agentflow_s']:.2f}s",
+                    f"  round {i}{' (warm-up)' if i == 0 else ''}: wall {row['wall_s']:.2f}s, flow span "
+                    f"{row['flow_span_s']:.2f}s = gateway {row['gateway_s']:.2f}s ({row['agent_runs']} agent "
+                    f"runs; {row['to_model_s']:.2f}s of it before the model's request) + sandbox "
+                    f"{row['sandbox_s']:.2f}s + AgentFlow {row['agentflow_s']:.2f}s",
                     flush=True,
                 )
                 if i:
