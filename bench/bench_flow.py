@@ -16,7 +16,9 @@ The split comes from the flow's own spans (flows.Span rows):
   arrival time), i.e. AgentFlow's send plus OpenClaw's preparation of the turn;
 * sandbox: the command run's child span (bubblewrap + pytest on the sample's tests);
 * AgentFlow: the rest of the flow's root span (the engine, the local steps, the waits between
-  a child's end and the engine noticing it, the span and state writes)."""
+  a child's end and the engine noticing it, the span and state writes); ``agent_end_to_step_end``
+  is the part from an agent run's end to its step's end (the engine polls the run every
+  ``flows.engine.POLL_SECONDS``, 0.2 s, in ``run_flow``)."""
 
 from __future__ import annotations
 
@@ -52,6 +54,9 @@ def _round(i: int, gw, api, span_model) -> dict:
     commands = [s for s in spans if s.kind == "command"]
     arrivals = [a.at for a in gw.stub_server.arrivals() if mark in a.text]
     to_model = [at - s.start_ns / 1e9 for s, at in zip(agents, arrivals, strict=False)]
+    by_id = {s.span_id: s for s in spans}
+    # An agent run's end → its step's end: the engine noticing (it polls) and the step's finish.
+    noticed = [(by_id[s.parent_span_id].end_ns - s.end_ns) / 1e9 for s in agents if s.parent_span_id in by_id]
     flow_s = _seconds(root)
     gateway_s = sum(map(_seconds, agents))
     sandbox_s = sum(map(_seconds, commands))
@@ -62,6 +67,7 @@ def _round(i: int, gw, api, span_model) -> dict:
         "to_model_s": sum(to_model),
         "sandbox_s": sandbox_s,
         "agentflow_s": flow_s - gateway_s - sandbox_s,
+        "agent_end_to_step_end_s": sum(noticed),
         "agent_runs": len(agents),
     }
 
@@ -102,7 +108,8 @@ def run() -> dict:
                     f"  round {i}{' (warm-up)' if i == 0 else ''}: wall {row['wall_s']:.2f}s, flow span "
                     f"{row['flow_span_s']:.2f}s = gateway {row['gateway_s']:.2f}s ({row['agent_runs']} agent "
                     f"runs; {row['to_model_s']:.2f}s of it before the model's request) + sandbox "
-                    f"{row['sandbox_s']:.2f}s + AgentFlow {row['agentflow_s']:.2f}s",
+                    f"{row['sandbox_s']:.2f}s + AgentFlow {row['agentflow_s']:.2f}s (of it "
+                    f"{row['agent_end_to_step_end_s']:.2f}s from the agent runs' ends to their steps' ends)",
                     flush=True,
                 )
                 if i:
