@@ -116,7 +116,10 @@ def test_the_coding_assistant_fixes_the_sample_bug_and_changes_files_only_with_w
     assert ctx["tests"]["returncode"] == 0 and ctx["tests"]["passed"]
     assert "4 passed" in ctx["tests"]["stdout"]
     assert ctx["review"]["verdict"] == "OK" and "4 passed" in ctx["review"]["summary"]
-    assert ctx["meta"]["draft"]["run_id"] and ctx["meta"]["draft"]["session_key"]
+    draft = ctx["meta"]["draft"]
+    assert draft["run_id"] and draft["session_key"].startswith(f"agent:main:af-{draft['run_id']}-")
+    # The tokens the gateway counted (read by the listener just after the run settled).
+    assert draft["usage"]["input_tokens"] > 0 and draft["model"] == "stub-model"
     summary = ctx["summary"]
     assert summary["json"]["changes"] == ["calc.py"] and summary["json"]["tests"]["passed"] is True
     assert "Tests: passed (exit 0)" in summary["report"] and "review: OK" in summary["report"]
@@ -125,7 +128,12 @@ def test_the_coding_assistant_fixes_the_sample_bug_and_changes_files_only_with_w
         kind="agent.prompt", triggered_by__startswith=f"flow run {result.run_id} "
     )
     assert [r.status for r in agent_runs] == ["succeeded", "succeeded"]  # one draft, one review
-    assert Span.objects.filter(run_id=result.run_id, kind="agent").count() == 2
+    agent_spans = Span.objects.filter(run_id=result.run_id, kind="agent")
+    assert agent_spans.count() == 2
+    assert all(
+        s.attributes["gen_ai.usage.input_tokens"] > 0 and s.attributes["gen_ai.request.model"] == "stub-model"
+        for s in agent_spans
+    )
 
     copy = tmp_path / "app"
     shutil.copytree(APP, copy, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
