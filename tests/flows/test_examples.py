@@ -62,13 +62,11 @@ def test_both_example_flows_validate():
 
 
 @pytest.fixture
-def gw(openclaw, redis_prefix, own_queues):
+def gw(live_openclaw, redis_prefix, own_queues):
     """The session's demo gateway as the only registered one, with its main agent on the stub."""
-    if not openclaw.is_running():
-        openclaw.start(timeout=120)
-    row = make_gateway("examples-gw", url=openclaw.url, token=openclaw.token)
+    row = make_gateway("examples-gw", url=live_openclaw.url, token=live_openclaw.token)
     make_agent(row, "main", model="stub/stub-model")
-    return openclaw
+    return live_openclaw
 
 
 @pytest.fixture
@@ -227,17 +225,31 @@ def test_a_question_the_knowledge_base_answers_is_answered_without_a_handoff(gw)
 
 
 @gateway_test
+def test_a_greeting_is_greeted_back_without_the_knowledge_base_or_a_handoff(gw):
+    with receiver(200) as hook, listening():
+        result = api.run(CHAT, chat_context("hi there", hook.url))
+    assert result.status == "succeeded", result.error
+    support = result.context["support"]
+    assert support["classification"]["intent"] == "greeting"
+    assert support["answer"] == "Hello Ada! How can I help?" and support["handed_off"] is False
+    assert "faq" not in support and hook.requests == []
+    assert audited(result)["history"][-1] == {"role": "assistant", "text": "Hello Ada! How can I help?"}
+
+
+@gateway_test
 @pytest.mark.parametrize(
-    ("message", "intent"),
+    ("message", "intent", "more"),
     [
-        ("This is terrible, my runs are broken and nobody answers!", "complaint"),
-        ("Do you ship to Mars by rocket?", "question"),
+        ("This is terrible, my runs are broken and nobody answers!", "complaint", {}),
+        ("Do you ship to Mars by rocket?", "question", {}),
+        # A known question under a threshold the run's context raises above its confidence (1.0).
+        ("How do I reset my password?", "question", {"support": {"threshold": 1.01}}),
     ],
-    ids=["complaint", "no-answer-in-the-knowledge-base"],
+    ids=["complaint", "no-answer-in-the-knowledge-base", "below-the-run's-threshold"],
 )
-def test_a_complaint_or_an_unknown_question_is_handed_off_retrying_a_503(gw, message, intent):
+def test_a_complaint_or_an_unsure_answer_is_handed_off_retrying_a_503(gw, message, intent, more):
     with receiver(503, 200) as hook, listening():
-        result = api.run(CHAT, chat_context(message, hook.url))
+        result = api.run(CHAT, chat_context(message, hook.url, **more))
     assert result.status == "succeeded", result.error
     support = result.context["support"]
     assert support["classification"]["intent"] == intent
