@@ -5,7 +5,7 @@
     python -m bench tree                            the app packages' module tree with line counts
 
 Names: gateway, batches, fanout, pages, memory, e2e, supervisor, queue, agent_rate, api_runs, alerts,
-stop, watch, schedules, webhooks, executor, tracers (all of them when none is given). ``--runs N``:
+stop, watch, schedules, webhooks, executor, tracers, flow (all of them when none is given). ``--runs N``:
 agent_rate's number of runs; ``--minutes N``: schedules' length (default 10); ``--seconds N``:
 webhooks' sustained run (default 60)."""
 
@@ -37,6 +37,7 @@ BENCHES = [
     "webhooks",
     "executor",
     "tracers",
+    "flow",
 ]
 
 

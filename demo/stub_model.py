@@ -10,6 +10,9 @@ Endpoints:
 * ``GET /v1/models`` -- lists ``stub-model``.
 * ``GET /healthz`` -- liveness.
 
+Skills: a prompt with a line ``AgentFlow skill: <name>`` is answered by ``demo.skills`` (the example
+flows' draft, review and classifier), not echoed.
+
 Trigger words in the operator text, for tests (demo/README.md has the full table):
 
 * ``[[slow]]`` -- stream each word 0.3 s apart, so a run can be aborted while in flight.
@@ -54,6 +57,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
+
+from demo import skills
 
 __all__ = [
     "DEFAULT_MODEL_ID",
@@ -241,7 +246,11 @@ def fault_for(model: str, fault_text: str) -> Fault | None:
 
 
 def build_reply(model: str, operator_text: str) -> str:
-    """The canned reply, including the ``[[big:N]]`` padding."""
+    """The canned reply, including the ``[[big:N]]`` padding; a prompt with a line
+    ``AgentFlow skill: <name>`` gets that skill's answer instead (demo/skills.py)."""
+    skilled = skills.reply(operator_text)
+    if skilled is not None:
+        return skilled
     reply = f"[stub:{model}] You said: {operator_text}"
     big = _BIG_TRIGGER.search(operator_text)
     if big:

@@ -122,12 +122,26 @@ def first_json(text: str) -> Any:
     raise StepError(f"agent: the reply has no JSON object ({text[:120]!r})")
 
 
+# The gateway listener settles an agent run from its terminal event, then reads its usage from
+# chat.history in the background (fleet/agent_runs.py on_terminal_event): wait this long for it,
+# or the step's metadata and span would have no tokens.
+USAGE_WAIT_SECONDS = 2.0
+
+
+def _usage_of(run: Run) -> dict[str, Any]:
+    deadline = time.monotonic() + USAGE_WAIT_SECONDS
+    while not run.usage and time.monotonic() < deadline:
+        time.sleep(0.05)
+        run.refresh_from_db(fields=["usage"])
+    return dict(run.usage or {})
+
+
 def agent_finish(env: Env, run: Run) -> Done:
     if run.status != "succeeded":
         raise StepError(f"agent run {run.pk} {run.status}: {run.error or 'no reply'}")
     text = run.result
     value = first_json(text) if env.args.get("parse") == "json" else text
-    usage = dict(run.usage or {})
+    usage = _usage_of(run)
     attempt = run.attempt_set.order_by("-number").first()
     model = usage.get("model") or run.params.get("model") or ""
     metadata = {
