@@ -23,6 +23,9 @@ ENTRIES = [
         max_args=8,
         timeout=120,
         ro_binds=PYTHON_PREFIXES,
+        # Not the plugins of AgentFlow's own virtualenv (Django, Playwright, schemathesis…): a
+        # sample's tests ran in 3.0 s with them, 0.3 s without.
+        env=(("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1"),),
         description="pytest on relative test paths inside the work directory.",
     ),
 ]

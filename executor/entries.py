@@ -37,6 +37,7 @@ class Entry:
     output_cap: int = 256 * 1024
     description: str = ""
     ro_binds: tuple[str, ...] = ()  # more read-only paths inside the sandbox (an interpreter's prefix)
+    env: tuple[tuple[str, str], ...] = ()  # added to the scrubbed environment (fixed at deploy, like argv)
 
     def build(self, args: list[str]) -> list[str]:
         """The argv for ``args``; :class:`Refused` naming the first bad argument."""

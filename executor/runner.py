@@ -105,8 +105,8 @@ def _bwrap(entry: Entry, work: Path, home: Path) -> list[str]:
     return argv + ["--"]
 
 
-def _env(home: str) -> dict[str, str]:
-    return {"PATH": SAFE_PATH, "HOME": home, "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
+def _env(home: str, entry: Entry) -> dict[str, str]:
+    return {**dict(entry.env), "PATH": SAFE_PATH, "HOME": home, "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
 
 
 def run(
@@ -155,11 +155,11 @@ def run(
         placed.write_text(content)
     if sandbox == "bwrap":
         full = _bwrap(entry, work, home) + _prlimit(entry) + argv
-        env = _env("/home/sandbox")
+        env = _env("/home/sandbox", entry)
     else:
         log.warning("executor: running %s UNSANDBOXED (AGENTFLOW_EXECUTOR_SANDBOX=none)", name)
         full = _prlimit(entry) + argv
-        env = _env(str(home))
+        env = _env(str(home), entry)
     started = time.monotonic()
     timed_out = False
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:

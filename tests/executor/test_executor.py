@@ -313,3 +313,12 @@ def test_a_command_run_through_the_queue(redis_prefix, settings):
     queue.start_next("executor-test")
     refused = Run.objects.get(pk=refused.pk)
     assert refused.status == "failed" and "executor is off" in refused.error
+
+
+def test_an_entrys_environment_is_added_but_cannot_replace_path_or_home():
+    from executor.entries import Entry
+
+    entry = Entry("x", ["true"], env=(("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1"), ("PATH", "/evil")))
+    env = runner._env("/home/sandbox", entry)
+    assert env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] == "1"
+    assert env["PATH"] == runner.SAFE_PATH and env["HOME"] == "/home/sandbox"
