@@ -240,6 +240,13 @@ def test_the_runs_list_filters_by_status_priority_job_and_kind(web):
     assert "No run matches the filters." in dom(web.get("/runs/", {"status": "lost"})).text
 
 
+def test_each_run_in_the_list_links_to_its_page_and_its_trace(web):
+    run = make_run(make_job(), status="succeeded")
+    cell = dom(web.get("/runs/")).find("tr", id=f"run-{run.pk}").find("td")
+    hrefs = [a.attrs["href"] for a in cell.find_all("a")]
+    assert hrefs == [f"/runs/{run.pk}/", f"/runs/{run.pk}/trace/"]
+
+
 @pytest.mark.parametrize(
     ("name", "value"), [("status", "exploded"), ("priority", "asap"), ("kind", "rm -rf")]
 )
