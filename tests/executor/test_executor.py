@@ -322,3 +322,21 @@ def test_an_entrys_environment_is_added_but_cannot_replace_path_or_home():
     env = runner._env("/home/sandbox", entry)
     assert env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] == "1"
     assert env["PATH"] == runner.SAFE_PATH and env["HOME"] == "/home/sandbox"
+
+
+def test_disabling_and_enabling_an_entry_in_the_admin_is_audited(client, admin_user):
+    from django.urls import reverse
+
+    client.force_login(admin_user)
+    add = reverse("admin:executor_disabledentry_add")
+    refused = client.post(add, {"name": "rm", "reason": "x"})
+    assert refused.status_code == 200 and not DisabledEntry.objects.exists()  # not in the allowlist
+    assert client.post(add, {"name": "sh", "reason": "incident 42"}).status_code == 302
+    entry = DisabledEntry.objects.get(name="sh")
+    delete = reverse("admin:executor_disabledentry_delete", args=[entry.pk])
+    assert client.post(delete, {"post": "yes"}).status_code == 302
+    rows = list(AuditEntry.objects.filter(target_type="command", target_id="sh").order_by("id"))
+    assert [(r.action, r.reason, r.actor_label) for r in rows] == [
+        ("executor.disable", "incident 42", admin_user.get_username()),
+        ("executor.enable", "", admin_user.get_username()),
+    ]
