@@ -17,7 +17,11 @@ def flows(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "dashboard/flows.html",
-        {"flows": flows_page.flow_rows(), "flow_runs": list(flows_page.recent_runs())},
+        {
+            "flows": flows_page.flow_rows(),
+            "flow_files": flows_page.flow_files(),
+            "flow_runs": list(flows_page.recent_runs()),
+        },
     )
 
 

@@ -458,6 +458,32 @@ def test_an_unknown_flow_is_a_404_and_an_empty_flows_page_says_so(web, db):
     assert page.find("table", id="flow-runs").find("p", cls="empty-title").text == "No flow has run yet."
 
 
+def test_the_flows_page_lists_the_flow_files_under_the_roots_valid_or_not(web, db, settings, tmp_path):
+    settings.AGENTFLOW_FLOWS_ROOTS = [str(tmp_path), str(tmp_path / "missing")]
+    (tmp_path / "team").mkdir()
+    (tmp_path / "team" / "good.yaml").write_text(SOURCE)
+    (tmp_path / "bad.yml").write_text("name: bad\nsteps:\n  - {id: a, type: teleport}\n")
+    (tmp_path / "notes.txt").write_text("not a flow")
+    run = make_run("flow", status="succeeded")
+    make_flow_run(run, "coding", status="succeeded", position="end")
+    rows = dom(web.get("/flows/")).find("table", id="flow-files").find("tbody").find_all("tr")
+    by_path = {r.find("th").text.strip(): r for r in rows}
+    assert set(by_path) == {str(tmp_path / "team" / "good.yaml"), str(tmp_path / "bad.yml")}
+    good = by_path[str(tmp_path / "team" / "good.yaml")]
+    assert good.find("strong").text == "coding" and good.find("td", data_label="Steps").text.strip() == "3"
+    assert good.find("td", data_label="Last run").find("a").attrs["href"] == f"/runs/{run.pk}/trace/"
+    bad = by_path[str(tmp_path / "bad.yml")]
+    assert bad.find("span", cls="chip-bad").text == "does not validate" and "teleport" in bad.text
+
+
+def test_the_example_flows_are_listed_with_their_project_paths(web, db):
+    rows = dom(web.get("/flows/")).find("table", id="flow-files").find("tbody").find_all("tr")
+    paths = {r.find("th").text.strip() for r in rows}
+    assert {"examples/flows/policies.yaml", "examples/multi_agent/coding_assistant/flow.yaml",
+            "examples/multi_agent/chat_bot/flow.yaml"} <= paths  # fmt: skip
+    assert not any(r.find_all("span", cls="chip-bad") for r in rows)
+
+
 # --- what the engine really writes ----------------------------------------------------------------
 
 
