@@ -78,6 +78,7 @@ urlpatterns = [
     path("stops/<id:stop_id>/requeue", stops.stop_requeue, name="stop-requeue"),
     path("fragments/stops/banner", stops.stop_banner, name="fragment-stop-banner"),
     path("flows/", flows.flows, name="flows"),
+    path("flows/run/", flows.run_flow, name="flow-run"),  # before the detail: "run" is no flow's page
     path("flows/<slug:name>/", flows.flow_detail, name="flow-detail"),
     path("jobs/", jobs.jobs, name="jobs"),
     path("jobs/<id:job_id>/", jobs.job_detail, name="job-detail"),

@@ -195,6 +195,12 @@ def test_the_trace_and_flows_pages_fit_a_phone_and_a_desktop_in_light_and_dark(
         page_checked(page, "flows", width, scheme)
         page.goto(f"{live_server_url}/flows/coding_assistant/")
         page_checked(page, "flow", width, scheme)
+        page.goto(f"{live_server_url}/flows/run/?flow=examples/flows/policies.yaml")
+        page.fill("#flow-context", "{not json")
+        page.click("#flow-run-form button[type=submit]")
+        assert "The context is not JSON" in page.locator("#form-errors").inner_text()
+        assert page.input_value("#flow-ref") == "examples/flows/policies.yaml"
+        page_checked(page, "flow-run", width, scheme)
     finally:
         context.close()
 

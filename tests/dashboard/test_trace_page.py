@@ -467,7 +467,7 @@ def test_the_flows_page_lists_the_flow_files_under_the_roots_valid_or_not(web, d
     run = make_run("flow", status="succeeded")
     make_flow_run(run, "coding", status="succeeded", position="end")
     rows = dom(web.get("/flows/")).find("table", id="flow-files").find("tbody").find_all("tr")
-    by_path = {r.find("th").text.strip(): r for r in rows}
+    by_path = {r.find("th").find("code").text: r for r in rows}
     assert set(by_path) == {str(tmp_path / "team" / "good.yaml"), str(tmp_path / "bad.yml")}
     good = by_path[str(tmp_path / "team" / "good.yaml")]
     assert good.find("strong").text == "coding" and good.find("td", data_label="Steps").text.strip() == "3"
@@ -478,7 +478,9 @@ def test_the_flows_page_lists_the_flow_files_under_the_roots_valid_or_not(web, d
 
 def test_the_example_flows_are_listed_with_their_project_paths(web, db):
     rows = dom(web.get("/flows/")).find("table", id="flow-files").find("tbody").find_all("tr")
-    paths = {r.find("th").text.strip() for r in rows}
+    paths = {r.find("th").find("code").text for r in rows}
+    run_links = {a.attrs["href"] for r in rows for a in r.find("th").find_all("a")}
+    assert "/flows/run/?flow=examples/flows/policies.yaml" in run_links
     assert {"examples/flows/policies.yaml", "examples/multi_agent/coding_assistant/flow.yaml",
             "examples/multi_agent/chat_bot/flow.yaml"} <= paths  # fmt: skip
     assert not any(r.find_all("span", cls="chip-bad") for r in rows)
