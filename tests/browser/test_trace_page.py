@@ -36,7 +36,14 @@ def make_traces() -> dict[str, int]:
     from django.utils import timezone
 
     from flows.models import Flow
-    from tests.support.factories import make_attempt, make_flow_run, make_gateway, make_run, make_span
+    from tests.support.factories import (
+        make_attempt,
+        make_flow_run,
+        make_gateway,
+        make_retried_agent_run,
+        make_run,
+        make_span,
+    )  # fmt: skip
 
     gateway = make_gateway("kb-gw")
     Flow.objects.create(
@@ -125,35 +132,14 @@ def make_traces() -> dict[str, int]:
         started_at=timezone.now() - timedelta(seconds=40),
     )
 
-    plain = make_run(
-        "agent.prompt",
-        job_name="nightly-report",
-        status="succeeded",
+    plain = make_retried_agent_run(
         gateway="kb-gw",
-        agent="main",
-        queued_at=t0,
-        started_at=t0 + timedelta(seconds=2),
-        finished_at=t0 + timedelta(seconds=21),
-        attempts=2,
-        usage={"input_tokens": 5_230, "output_tokens": 1_040, "cost": 0.0412},
-    )
-    make_attempt(
-        plain,
-        1,
-        status="failed",
-        error_class="timeout",
+        t0=t0,
+        first=(2, 10),
+        second=(12, 21),
         error="no reply within 8 s; the gateway's run was aborted",
-        session_key="agent:main:run-1",
-        started_at=t0 + timedelta(seconds=2),
-        finished_at=t0 + timedelta(seconds=10),
-    )
-    make_attempt(
-        plain,
-        2,
-        status="succeeded",
-        session_key="agent:main:run-2",
-        started_at=t0 + timedelta(seconds=12),
-        finished_at=t0 + timedelta(seconds=21),
+        usage={"input_tokens": 5_230, "output_tokens": 1_040, "cost": 0.0412},
+        job_name="nightly-report",
     )
     return {"flow": run.pk, "plain": plain.pk}
 

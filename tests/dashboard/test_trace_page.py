@@ -18,6 +18,7 @@ from tests.support.factories import (
     make_attempt,
     make_flow_run,
     make_gateway,
+    make_retried_agent_run,
     make_run,
     make_span,
 )
@@ -233,35 +234,14 @@ def test_spans_whose_parent_is_missing_hang_under_the_root(db):
 def agent_run(db):
     gateway = make_gateway("beta")
     t0 = timezone.now() - timedelta(minutes=2)
-    run = make_run(
-        "agent.prompt",
-        job_name="nightly-report",
-        status="succeeded",
+    run = make_retried_agent_run(
         gateway="beta",  # by name: the page finds the gateway's id
-        agent="main",
-        queued_at=t0,
-        started_at=t0 + timedelta(seconds=2),
-        finished_at=t0 + timedelta(seconds=10),
-        attempts=2,
-        usage={"input_tokens": 800, "output_tokens": 120, "cost": 0.004},
-    )
-    make_attempt(
-        run,
-        1,
-        status="failed",
-        error_class="timeout",
+        t0=t0,
+        first=(2, 5),
+        second=(6, 10),
         error="no reply within 3 s",
-        session_key="agent:main:run-1",
-        started_at=t0 + timedelta(seconds=2),
-        finished_at=t0 + timedelta(seconds=5),
-    )
-    make_attempt(
-        run,
-        2,
-        status="succeeded",
-        session_key="agent:main:run-2",
-        started_at=t0 + timedelta(seconds=6),
-        finished_at=t0 + timedelta(seconds=10),
+        usage={"input_tokens": 800, "output_tokens": 120, "cost": 0.004},
+        job_name="nightly-report",
     )
     return {"run": run, "gateway": gateway}
 

@@ -137,3 +137,26 @@ def make_span(flow_run: FlowRun, name: str, start_ms: float, end_ms: float, **fi
         end_ns=base + int(end_ms * 1_000_000),
         **fields,
     )
+
+
+def make_retried_agent_run(
+    *, gateway: str, t0, first: tuple[int, int], second: tuple[int, int], error: str, usage: dict, **fields
+):
+    """A finished agent run whose first attempt timed out and whose second succeeded; ``first`` and
+    ``second`` are (start, end) seconds after ``t0``, when it was queued (the trace pages' plain run)."""
+    from datetime import timedelta
+
+    run = make_run(
+        "agent.prompt", status="succeeded", gateway=gateway, agent="main", queued_at=t0,
+        started_at=t0 + timedelta(seconds=first[0]), finished_at=t0 + timedelta(seconds=second[1]),
+        attempts=2, usage=usage, **fields,
+    )  # fmt: skip
+    for number, (start, end), extra in (
+        (1, first, {"status": "failed", "error_class": "timeout", "error": error}),
+        (2, second, {"status": "succeeded"}),
+    ):
+        make_attempt(
+            run, number, session_key=f"agent:main:run-{number}", started_at=t0 + timedelta(seconds=start),
+            finished_at=t0 + timedelta(seconds=end), **extra,
+        )  # fmt: skip
+    return run
