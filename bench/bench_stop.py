@@ -11,8 +11,11 @@ and the workers try to start each one as soon as a slot frees), then ``stops.eng
 - ``chat.send`` reaching the gateway after ``engaged_at``: sessions the gateway created after it
   (every attempt is a fresh session key, so a session is a send), counted on the gateway side
   (``sessions.list`` ``createdAt``): target 0, while the workers race for the freed slots;
-- release, then requeue the held runs → the first requeued run running (a worker claimed it):
-  target ≤ 1 s (median and p99 reported).
+- release → the first requeued run running (the moment a worker claimed it: its new attempt's
+  ``started_at``): target ≤ 1 s. Alternate trials release and requeue in one call
+  (``stops.release_and_requeue``, the page's "also requeue" box: the target's figure) or
+  release, then requeue in a second call (reported beside it: the release's cron restore on
+  the gateway, about a second, comes first then).
 
 Between trials every run is cancelled (aborted on the gateway)."""
 
@@ -47,6 +50,7 @@ def _wait(predicate, timeout: float, what: str):
 def run() -> dict:
     common.setup("stop")
     from django.conf import settings
+    from django.utils import timezone
 
     from demo.gateway import DEFAULT_AGENTS, DemoGateway, ensure_installed
     from fleet import batches, services
@@ -73,7 +77,8 @@ def run() -> dict:
     engage_ms: list[float] = []
     late_sends = 0
     late_attempts = 0
-    requeue_ms: list[float] = []
+    one_ms: list[float] = []  # release_and_requeue (one call)
+    two_ms: list[float] = []  # release, then requeue (two calls)
     notes: list[str] = []
     with (
         tempfile.TemporaryDirectory() as state,
@@ -120,19 +125,44 @@ def run() -> dict:
                         .exclude(session_key="")
                         .count()
                     )
+                    released_at = timezone.now()
                     t2 = time.perf_counter()
-                    stops.release(system, stop_id=stop.pk, reason="bench")
-                    stops.requeue(system, "all")
-                    _wait(
-                        lambda ids=ids: Run.objects.filter(pk__in=ids, status=Run.Status.RUNNING).exists(),
+                    one_call = trial % 2 == 1  # alternate: release then requeue, or both at once
+                    if one_call:
+                        stops.release_and_requeue(system, stop_id=stop.pk, reason="bench")
+                    else:
+                        stops.release(system, stop_id=stop.pk, reason="bench")
+                    released_ms = (time.perf_counter() - t2) * 1000
+                    if not one_call:
+                        stops.requeue(system, "all")
+                    requeued_ms = (time.perf_counter() - t2) * 1000 - released_ms
+                    # The moment a worker claimed the first requeued run (its new attempt's start).
+                    first = _wait(
+                        lambda ids=ids, at=released_at: (
+                            Attempt.objects.filter(run_id__in=ids, started_at__gt=at)
+                            .order_by("started_at")
+                            .values_list("started_at", flat=True)
+                            .first()
+                        ),
                         30,
                         "a requeued run running",
                     )
-                    requeue_ms.append((time.perf_counter() - t2) * 1000)
+                    (one_ms if one_call else two_ms).append((first - released_at).total_seconds() * 1000)
                     controls.bulk(system, "cancel", {"gateway": str(gateway.pk)}, dry_run=False)
+                    how = "release with requeue" if one_call else "release, then requeue"
                     print(
                         f"  trial {trial + 1}/{TRIALS}: aborted in {engage_ms[-1]:.0f} ms, "
-                        f"release → running {requeue_ms[-1]:.0f} ms",
+                        f"{how} → running {(one_ms if one_call else two_ms)[-1]:.0f} ms",
+                        flush=True,
+                    )
+                    steps = ", ".join(f"{r['step']} {r['ms']:.0f}" for r in stop.steps)
+                    fs = fleet_state
+                    errors = fs.get("errors") or []
+                    print(
+                        f"    engage steps (ms): {steps}; gateway connect {fs.get('connect_ms')} ms, "
+                        f"aborts {fs.get('aborts_ms')} ms ({fs.get('chat_aborts')} chat.abort, "
+                        f"{fs.get('session_aborts')} sessions.abort, {len(errors)} errors {errors[:2]}); "
+                        f"release call {released_ms:.0f} ms, requeue call {requeued_ms:.0f} ms",
                         flush=True,
                     )
         finally:
@@ -140,11 +170,13 @@ def run() -> dict:
                 common.stop(proc)
             drain_broker()
     p50, p99 = common.percentile(engage_ms, 50), common.percentile(engage_ms, 99)
-    r50, r99 = common.percentile(requeue_ms, 50), common.percentile(requeue_ms, 99)
+    r50, r99 = common.percentile(one_ms, 50), common.percentile(one_ms, 99)
+    t50, t99 = common.percentile(two_ms, 50), common.percentile(two_ms, 99)
     print(
         f"  engage → {IN_FLIGHT} aborted: p50 {p50:.0f} ms, p99 {p99:.0f} ms over {TRIALS} trials; "
         f"sends after engaged_at: {late_sends} (gateway), {late_attempts} (AgentFlow); "
-        f"release → first requeued running: p50 {r50:.0f} ms, p99 {r99:.0f} ms"
+        f"release with requeue → first requeued running: p50 {r50:.0f} ms, p99 {r99:.0f} ms "
+        f"({len(one_ms)} trials); release, then requeue: p50 {t50:.0f} ms, p99 {t99:.0f} ms ({len(two_ms)})"
     )
     common.clear_redis()
     return {
@@ -156,8 +188,12 @@ def run() -> dict:
         "engage_abort_p99_ms": round(p99, 1),
         "late_sends_gateway": late_sends,
         "late_attempts": late_attempts,
-        "release_to_running_p50_ms": round(r50, 1),
-        "release_to_running_p99_ms": round(r99, 1),
+        "release_with_requeue_to_running_ms": [round(v, 1) for v in one_ms],
+        "release_with_requeue_to_running_p50_ms": round(r50, 1),
+        "release_with_requeue_to_running_p99_ms": round(r99, 1),
+        "release_then_requeue_to_running_ms": [round(v, 1) for v in two_ms],
+        "release_then_requeue_to_running_p50_ms": round(t50, 1),
+        "release_then_requeue_to_running_p99_ms": round(t99, 1),
         "notes": notes[:10],
         "targets": [
             {
@@ -173,7 +209,7 @@ def run() -> dict:
                 "ok": late_sends == 0,
             },
             {
-                "name": "release → first requeued run running",
+                "name": "release (with requeue) → first requeued run running",
                 "value": f"p99 {r99:.0f} ms",
                 "target": "≤ 1000 ms",
                 "ok": r99 <= 1000,

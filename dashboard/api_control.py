@@ -91,8 +91,9 @@ def emergency_stop(request: HttpRequest) -> dict[str, Any]:
 
 @openapi.operation(
     Operation(
-        "Release emergency stops (admin): by id, by scope, or all; nothing is replayed (see requeue).",
-        obj(released={"type": "array", "items": STOP}),
+        "Release emergency stops (admin): by id, by scope, or all; nothing is replayed (see requeue) "
+        'unless the body says "requeue": true (the held runs are then requeued at once).',
+        obj(released={"type": "array", "items": STOP}, requeued={"type": "integer"}),
         paginated=False,
         errors=(400, 401, 403, 404),
         tags=CONTROL,
@@ -103,16 +104,27 @@ def emergency_stop(request: HttpRequest) -> dict[str, Any]:
 @api_post
 def emergency_release(request: HttpRequest) -> dict[str, Any]:
     body = json_body(request)
-    _fields(body, ("reason", "scope", "id", *SCOPES))
+    _fields(body, ("reason", "scope", "id", "requeue", *SCOPES))
     reason = _str(body, "reason", max_length=2000, required=True)
+    then_requeue = body.get("requeue", False)
+    if not isinstance(then_requeue, bool):
+        raise ApiError(400, "'requeue' must be true or false", "bad_requeue")
     actor = access.actor(request, source="api")
     if "id" in body:
         if not isinstance(body["id"], int) or isinstance(body["id"], bool):
             raise ApiError(400, "'id' must be a stop's id (an integer)", "bad_id")
-        released = stops.release(actor, stop_id=body["id"], reason=reason)
+        which: dict[str, Any] = {"stop_id": body["id"]}
     else:
         scope, value = _scope(body, release=True)
-        released = stops.release(actor, scope=scope, value=value, reason=reason)
+        which = {"scope": scope, "value": value}
+    if then_requeue:
+        released, out = stops.release_and_requeue(actor, reason=reason, **which)
+        return {
+            "released": [stops.as_json(s) for s in released],
+            "requeued": out.requeued,
+            "skipped": out.skipped,
+        }
+    released = stops.release(actor, reason=reason, **which)
     return {"released": [stops.as_json(s) for s in released]}
 
 

@@ -139,6 +139,20 @@ def cancel_run(actor: Actor, run: Run, reason: str = "") -> Run:
     return run
 
 
+def retried_fields(actor: Actor) -> dict[str, Any]:
+    """What a retry resets on a run (its status aside): a new first attempt, by ``actor``."""
+    return {
+        "attempts": 0,
+        "error_class": "",
+        "error": "",
+        "result": "",
+        "finished_at": None,
+        "run_after": None,
+        "next_attempt_at": None,
+        "triggered_by": f"retry by {actor.label}"[:200],
+    }
+
+
 def _retry(actor: Actor, run: Run) -> None:
     if run.status not in RETRYABLE:
         raise ValidationError(
@@ -149,15 +163,7 @@ def _retry(actor: Actor, run: Run) -> None:
     try:
         with transaction.atomic():
             changed = Run.objects.filter(pk=run.pk, status__in=RETRYABLE).update(
-                status=status,
-                attempts=0,
-                error_class="",
-                error="",
-                result="",
-                finished_at=None,
-                run_after=None,
-                next_attempt_at=None,
-                triggered_by=f"retry by {actor.label}"[:200],
+                status=status, **retried_fields(actor)
             )
     except IntegrityError:
         raise ValidationError(

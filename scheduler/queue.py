@@ -1076,6 +1076,16 @@ def wake_up(priority: str) -> None:
     send_dispatch(priority)
 
 
+def wake_many(priority: str, count: int) -> int:
+    """``count`` runs of ``priority`` were queued at once (a requeue, a promotion): their
+    wake-ups. With coalesced wake-ups (AGENTFLOW_DISPATCH_PENDING_MAX > 0) at most that many
+    messages, since each dispatch starts runs until none is eligible (one message per run was
+    500 broker round trips for a 500-run requeue before the first could start); otherwise one
+    per run. Returns how many were sent."""
+    pending_max = settings.AGENTFLOW_DISPATCH_PENDING_MAX
+    return send_dispatch(priority, min(count, pending_max) if pending_max > 0 else count)
+
+
 def send_wake(run_id: int | None, countdown: float, *, at: float | None = None, member: str = "") -> None:
     """A wake-up at the end of a wait for admission: of a run (``run_id``) or of a key's next
     slot (``at``, epoch seconds), for the runs of the hold ``member``. The tick is the fallback

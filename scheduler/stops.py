@@ -41,7 +41,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -567,6 +567,27 @@ def release(
     """Release one stop (by id), or the engaged stop of a scope (``scope="all"``: every engaged
     stop). The hooks restore what they changed; the runs the stop holds stay held for
     :func:`requeue` (nothing is replayed automatically). Needs the admin role; audited."""
+    return _release(actor, stop_id, scope, value, reason, requeue_held=False)[0]
+
+
+def release_and_requeue(
+    actor: Actor,
+    *,
+    stop_id: int | None = None,
+    scope: str | None = None,
+    value: str = "",
+    reason: str = "",
+) -> tuple[list[EmergencyStop], Requeued]:
+    """:func:`release`, and the runs the released stops hold requeued at once (the operator's
+    one decision for both): as soon as the workers may start again, before the hooks' gateway
+    calls (restoring a gateway's cron takes about a second). The requeue is audited as its own
+    ``stop.requeue`` row. Returns the stops and what :func:`requeue` did, summed."""
+    return _release(actor, stop_id, scope, value, reason, requeue_held=True)
+
+
+def _release(
+    actor: Actor, stop_id: int | None, scope: str | None, value: str, reason: str, *, requeue_held: bool
+) -> tuple[list[EmergencyStop], Requeued]:
     if stop_id is not None:
         target = Target("stop", str(stop_id), f"stop {stop_id}")
     else:
@@ -585,14 +606,28 @@ def release(
             raise ValidationError("no such engaged emergency stop", code="not_engaged")
         notes: list[str] = []
         now = timezone.now()
+        released = []
         for stop in chosen:
             changed = EmergencyStop.objects.filter(pk=stop.pk, released_at__isnull=True).update(
                 released_at=now, released_by=actor.label[:200], release_reason=reason.strip()
             )
-            if not changed:
-                continue
-            stop.released_at = now
-            still = engaged()
+            if changed:
+                stop.released_at = now
+                released.append(stop)
+        # Workers may start again now (the mirror first), not after the hooks' gateway calls.
+        try:
+            sync_mirror()
+        except Exception:
+            notes.append("Redis did not answer: workers read the release from the database")
+        total = Requeued()
+        if requeue_held:
+            for stop in released:
+                done = requeue(actor, "all", stop=stop, reason=reason)
+                total.requeued += done.requeued
+                total.skipped += done.skipped
+                notes.append(f"stop {stop.pk}: {done.requeued} held run(s) requeued")
+        still = engaged()
+        for stop in released:
             for hook in hooks():
                 if hook.release is None:
                     continue
@@ -606,13 +641,18 @@ def release(
                     saved = {**stop.saved_state, f"{hook.name}:release": result.state}
                     EmergencyStop.objects.filter(pk=stop.pk).update(saved_state=saved)
             held = Run.objects.filter(stop=stop).count()
+            waiting = (
+                f"{held} run(s) wait for an operator to requeue or cancel them."
+                if held
+                else "No run waits for a decision."
+            )
             notify.send(
                 notify.Event(
                     kind="stop.released",
                     subject=f"Emergency stop released: {stop.scope_label}",
                     text=(
                         f"{actor.label} released stop {stop.pk} ({stop.scope_label}): {reason.strip()}\n"
-                        f"{held} run(s) wait for an operator to requeue or cancel them."
+                        + waiting
                         + "".join(f"\n- {n}" for n in notes)
                     ),
                     level="warning",
@@ -621,15 +661,11 @@ def release(
                     data={"stop": stop.pk, "held_runs": held},
                 )
             )
-        try:
-            sync_mirror()
-        except Exception:
-            notes.append("Redis did not answer: workers read the release from the database")
         transaction.on_commit(announce)
         ctl.note(f"released {', '.join(str(s.pk) for s in chosen)}" + "".join(f"; {n}" for n in notes))
     for stop in chosen:
         stop.refresh_from_db()
-    return chosen
+    return chosen, total
 
 
 def held_runs(stop: EmergencyStop | None = None) -> QuerySet[Run]:
@@ -678,18 +714,28 @@ def requeue(
         now = timezone.now()
         dispatch: dict[str, int] = {}
         if not cancel and not still and not QueuePause.objects.exists():
-            # The common case in one statement: every parked run back to queued, in its first
-            # order (selection goes by id), then the aborted ones one by one (a new attempt each).
+            # The common case in two statements: every parked run back to queued, in its first
+            # order (selection goes by id), and every aborted one queued for a new attempt (as
+            # controls.retry_run does). A dedupe key another run took meanwhile refuses the second
+            # statement: those runs then go one by one below, each with its reason.
             parked = chosen.filter(status=Run.Status.PARKED)
-            for priority, n in Counter(parked.values_list("priority", flat=True)).items():
-                dispatch[priority] = n
+            retried = chosen.filter(status__in=controls.RETRYABLE)
+            counts = Counter(parked.values_list("priority", flat=True))
             with transaction.atomic():
                 out.requeued += Run.objects.filter(pk__in=parked.values("pk")).update(
                     status=Run.Status.QUEUED, stop=None
                 )
-            for priority, n in dispatch.items():
-                transaction.on_commit(partial(queue.send_dispatch, priority, n))
-            dispatch = {}
+            retried_counts = Counter(retried.values_list("priority", flat=True))
+            try:
+                with transaction.atomic():
+                    out.requeued += Run.objects.filter(
+                        pk__in=list(retried.values_list("pk", flat=True))
+                    ).update(**controls.retried_fields(actor), status=Run.Status.QUEUED, stop=None)
+                counts += retried_counts
+            except IntegrityError:
+                pass
+            for priority, n in counts.items():
+                transaction.on_commit(partial(queue.wake_many, priority, n))
             chosen = chosen.exclude(status=Run.Status.QUEUED)
         for run in chosen:
             other = covering(run, still)
@@ -723,7 +769,7 @@ def requeue(
                     try:
                         controls._retry(actor, run)
                     except ValidationError as exc:
-                        out.skipped.append(f"run {run.pk}: {exc.messages[0]}")
+                        out.skipped.append(exc.messages[0])  # it names the run
                         continue
                     Run.objects.filter(pk=run.pk).update(stop=None)
                     out.requeued += 1
@@ -731,7 +777,7 @@ def requeue(
                     Run.objects.filter(pk=run.pk).update(stop=None)
                     out.skipped.append(f"run {run.pk} is {run.status}: nothing to requeue")
         for priority, n in dispatch.items():
-            transaction.on_commit(partial(queue.send_dispatch, priority, n))
+            transaction.on_commit(partial(queue.wake_many, priority, n))
         ctl.note(
             (f"{out.cancelled} cancelled" if cancel else f"{out.requeued} requeued")
             + (f", {len(out.skipped)} skipped" if out.skipped else "")

@@ -68,7 +68,7 @@ def promote_due(now: datetime) -> tuple[int, int]:
         by_priority = {p: rows.filter(priority=p).update(status=Run.Status.QUEUED) for p in queue.PRIORITIES}
     for priority, n in by_priority.items():
         if n:
-            transaction.on_commit(partial(queue.send_dispatch, priority, n))
+            transaction.on_commit(partial(queue.wake_many, priority, n))
     return sum(by_priority.values()), parked
 
 

@@ -97,17 +97,30 @@ def stop_engage(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def stop_release(request: HttpRequest, stop_id: int) -> HttpResponse:
+    then_requeue = request.POST.get("requeue") == "on"
     try:
-        (stop,) = stops.release(access.actor(request), stop_id=stop_id, reason=_reason(request))
+        if then_requeue:
+            (stop,), out = stops.release_and_requeue(
+                access.actor(request), stop_id=stop_id, reason=_reason(request)
+            )
+        else:
+            (stop,) = stops.release(access.actor(request), stop_id=stop_id, reason=_reason(request))
     except (ValidationError, PermissionDenied) as exc:
         text = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
         messages.error(request, f"Not released: {text}")
     else:
         held = stops.held_runs(stop).count()
-        messages.success(
-            request,
-            f"Released {stop.scope_label}. Nothing was replayed: {held} run(s) wait for your decision below.",
-        )
+        if then_requeue:
+            left = f" {held} run(s) could not be requeued: see below." if held else ""
+            messages.success(
+                request, f"Released {stop.scope_label} and requeued {out.requeued} run(s).{left}"
+            )
+        else:
+            messages.success(
+                request,
+                f"Released {stop.scope_label}. Nothing was replayed: "
+                f"{held} run(s) wait for your decision below.",
+            )
     return redirect("dashboard:stop-detail", stop_id)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import CommandError, call_command
 
-from scheduler import queue
+from scheduler import audit, queue, stops
 from scheduler.models import AuditEntry, EmergencyStop, Run
 from tests.support.factories import bearer
 
@@ -57,6 +57,30 @@ def test_engage_status_release_and_requeue_through_the_api(client, admin_token):
     ]
 
 
+def test_release_with_requeue_in_one_call(client, admin_token):
+    waiting = [queue.enqueue(kind="noop", params={}) for _ in range(3)]
+    stop = post(client, "/api/v1/control/emergency-stop/", {"reason": "x"}, **admin_token).json()
+    bad = post(
+        client,
+        "/api/v1/control/emergency-release/",
+        {"reason": "ok", "id": stop["id"], "requeue": "yes"},
+        **admin_token,
+    )
+    assert bad.status_code == 400 and "'requeue' must be true or false" in bad.json()["error"]
+    assert EmergencyStop.objects.get().is_engaged  # nothing happened
+    out = post(
+        client,
+        "/api/v1/control/emergency-release/",
+        {"reason": "ok", "id": stop["id"], "requeue": True},
+        **admin_token,
+    ).json()
+    assert out["requeued"] == 3 and out["skipped"] == [] and out["released"][0]["engaged"] is False
+    assert set(Run.objects.filter(pk__in=[r.pk for r in waiting]).values_list("status", flat=True)) == {
+        "queued"
+    }
+    assert client.get("/api/v1/control/status/", **admin_token).json()["held_runs"] == 0
+
+
 @pytest.mark.parametrize(
     ("body", "status", "fragment"),
     [
@@ -99,3 +123,27 @@ def test_the_commands_engage_list_release_and_decide(capsys):
     call_command("emergency_release", "--cancel", "all")
     assert "1 cancelled" in capsys.readouterr().out
     assert Run.objects.get().status == "cancelled"
+    second = queue.enqueue(kind="noop", params={})
+    call_command("emergency_stop", "--reason", "again")
+    capsys.readouterr()
+    call_command("emergency_release", "--all", "--reason", "over", "--and-requeue")
+    out = capsys.readouterr().out
+    assert "released" in out and "1 requeued" in out
+    assert Run.objects.get(pk=second.pk).status == "queued"
+
+
+def test_the_stop_page_releases_and_requeues_when_its_box_is_ticked(client, django_user_model):
+    user = django_user_model.objects.create_superuser("chief", "chief@example.invalid", "pw")
+    client.force_login(user)
+    waiting = queue.enqueue(kind="noop", params={})
+    stop = stops.engage(audit.Actor.system(), "global", reason="incident")
+    page = client.get(f"/stops/{stop.pk}/")
+    assert page.status_code == 200 and b'id="release-requeue"' in page.content
+    response = client.post(f"/stops/{stop.pk}/release", {"reason": "fixed", "requeue": "on"}, follow=True)
+    assert response.status_code == 200
+    assert "Released everything and requeued 1 run(s)." in response.content.decode()
+    assert Run.objects.get(pk=waiting.pk).status == "queued"
+    again = stops.engage(audit.Actor.system(), "global", reason="again")
+    response = client.post(f"/stops/{again.pk}/release", {"reason": "fixed"}, follow=True)
+    assert "Nothing was replayed: 1 run(s) wait" in response.content.decode()
+    assert Run.objects.get(pk=waiting.pk).status == "parked"

@@ -214,3 +214,78 @@ def test_a_stale_mirror_is_not_believed():
     run = noop()
     assert (run.status, run.stop_id) == ("queued", None)
     assert get_redis().hget(stops.mirror_key(), "global:") is None  # rewritten from the database
+
+
+def test_release_and_requeue_queues_what_it_held_before_the_hooks_run_and_audits_both():
+    running = noop(**{"async": True})
+    queue.start_next(WORKER)  # running when the stop engages: aborted, held
+    for _ in range(5):
+        noop()  # parked
+    stop = stops.engage(SYSTEM, "global", reason="incident")
+    seen: dict[str, object] = {}
+
+    def release_hook(stop_, state, still):
+        # The hooks (the gateway's cron restore) come after the requeue and the mirror.
+        seen["queued"] = Run.objects.filter(status="queued").count()
+        seen["mirrored"] = get_redis().hget(stops.mirror_key(), "global:")  # what workers read
+        return stops.HookResult(notes=["probe: ran"])
+
+    hook = stops.StopHook("probe", engage=lambda s, f: stops.HookResult(), release=release_hook)
+    previous = stops.register_hook(hook)
+    try:
+        released, out = stops.release_and_requeue(SYSTEM, stop_id=stop.pk, reason="fixed")
+    finally:
+        stops.unregister_hook("probe")
+        if previous is not None:
+            stops.register_hook(previous)
+    assert [s.pk for s in released] == [stop.pk] and not released[0].is_engaged
+    assert out.requeued == 6 and out.skipped == []
+    assert seen == {"queued": 6, "mirrored": None}  # requeued and startable before the hook ran
+    assert not stops.held_runs().exists()
+    aborted = Run.objects.get(pk=running.pk)
+    assert aborted.status == "queued" and aborted.attempts == 0 and aborted.error == ""
+    assert aborted.triggered_by == "retry by system"
+    actions = [a for a in AuditEntry.objects.order_by("id").values_list("action", flat=True) if "stop." in a]
+    assert actions[-2:] == ["stop.requeue", "stop.release"]  # the requeue inside the release
+
+
+def test_a_requeue_of_many_runs_sends_a_bounded_number_of_wake_ups(
+    settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    for _ in range(40):
+        noop()
+    stop = stops.engage(SYSTEM, "global", reason="incident")
+    stops.release(SYSTEM, stop_id=stop.pk, reason="fixed")
+    sent: list[tuple[str, int]] = []
+    monkeypatch.setattr(queue, "send_dispatch", lambda priority, count=1: sent.append((priority, count)))
+    with django_capture_on_commit_callbacks(execute=True):
+        out = stops.requeue(SYSTEM, "all")
+    assert out.requeued == 40
+    # Each dispatch starts runs until none is eligible: a few messages, not one per run.
+    assert sent == [("normal", settings.AGENTFLOW_DISPATCH_PENDING_MAX)]
+    settings.AGENTFLOW_DISPATCH_PENDING_MAX = 0  # coalescing off: one message per run
+    sent.clear()
+    queue.wake_many("high", 7)
+    assert sent == [("high", 7)]
+    monkeypatch.undo()
+    started = 0
+    while queue.start_next(WORKER) is not None:
+        started += 1
+    assert started == 40
+
+
+def test_requeue_falls_back_to_one_by_one_when_a_dedupe_key_was_taken_meanwhile():
+    held = queue.enqueue(kind="noop", params={"async": True}, dedupe_key="nightly")
+    queue.start_next(WORKER)
+    stop = stops.engage(SYSTEM, "global", reason="incident")
+    assert Run.objects.get(pk=held.pk).status == "aborted"
+    stops.release(SYSTEM, stop_id=stop.pk, reason="fixed")
+    newer = queue.enqueue(kind="noop", dedupe_key="nightly")  # the key is free again: a new run holds it
+    assert newer.pk != held.pk
+    other = noop()
+    Run.objects.filter(pk=other.pk).update(status="parked", stop=stop)
+    out = stops.requeue(SYSTEM, "all")
+    assert out.requeued == 1  # the parked run; the aborted one is refused with its reason
+    assert out.skipped == [f"run {held.pk}: another run with dedupe key 'nightly' is in progress"]
+    assert Run.objects.get(pk=held.pk).status == "aborted"
+    assert Run.objects.get(pk=other.pk).status == "queued"

@@ -1,5 +1,6 @@
 """``manage.py emergency_release (--id N | --scope S [--value V] | --all) --reason TEXT`` and then
-``--requeue all|ID,ID`` or ``--cancel all|ID,ID`` for the runs released stops hold."""
+``--requeue all|ID,ID`` or ``--cancel all|ID,ID`` for the runs released stops hold; with
+``--and-requeue`` the release requeues what the stops hold at once."""
 
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ class Command(BaseCommand):
         parser.add_argument("--reason", default="")
         parser.add_argument("--requeue", metavar="RUNS", help="'all' or run ids: queue the held runs again")
         parser.add_argument("--cancel", metavar="RUNS", help="'all' or run ids: cancel the held runs")
+        parser.add_argument(
+            "--and-requeue", action="store_true", help="release, and requeue every run the stops hold at once"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         actor = audit.Actor.command("emergency_release")
@@ -50,15 +54,26 @@ class Command(BaseCommand):
                 return
             if not reason.strip():
                 raise CommandError("--reason is required: say why it is safe to release")
+            which: dict[str, Any]
             if options["id"] is not None:
-                released = stops.release(actor, stop_id=options["id"], reason=reason)
+                which = {"stop_id": options["id"]}
             elif options["all"] or options["scope"] in (None, "global") and not options["value"]:
-                scope = "all" if options["all"] else "global"
-                released = stops.release(actor, scope=scope, reason=reason)
+                which = {"scope": "all" if options["all"] else "global"}
             else:
-                released = stops.release(actor, scope=options["scope"], value=options["value"], reason=reason)
+                which = {"scope": options["scope"], "value": options["value"]}
+            if options["and_requeue"]:
+                released, out = stops.release_and_requeue(actor, reason=reason, **which)
+            else:
+                released = stops.release(actor, reason=reason, **which)
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
+        if options["and_requeue"]:
+            for stop in released:
+                self.stdout.write(f"stop {stop.pk} ({stop.scope_label}) released")
+            self.stdout.write(f"{out.requeued} requeued")
+            for line in out.skipped:
+                self.stdout.write(f"  skipped {line}")
+            return
         for stop in released:
             held = stops.held_runs(stop).count()
             self.stdout.write(
