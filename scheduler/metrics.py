@@ -10,7 +10,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from agentflow.lib.redis import get_redis, key
+from agentflow.lib.redis import get_redis, key, write_pipeline
 
 from . import actions, registry
 from .models import BatchRun, Job, Priority, Run
@@ -121,7 +121,7 @@ def observe_run(run: Run) -> None:
     """A run reached a final state: count it and observe its wait and run time (in Redis, so
     every worker, the listener and the tick add up). Never raises."""
     try:
-        pipe = get_redis().pipeline(transaction=False)
+        pipe, execute = write_pipeline()  # inside redis.batched(): sent when the block ends
         pipe.hincrby(key("metrics", "runs"), f"{run.status}|{run.priority}|{job_label(run)}", 1)
         wait = run.wait_seconds
         if wait is not None:
@@ -129,7 +129,8 @@ def observe_run(run: Run) -> None:
         duration = run.execution_seconds
         if duration is not None:
             _observe(pipe, "run_duration", run.priority, max(0.0, duration))
-        pipe.execute()
+        if execute:
+            pipe.execute()
     except Exception:  # metrics must never break a run
         log.warning("could not record run metrics", exc_info=True)
 

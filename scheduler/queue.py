@@ -38,7 +38,7 @@ from django.utils import timezone
 from agentflow.lib import eventlog
 from agentflow.lib.dbbusy import retry_busy
 from agentflow.lib.logcontext import bind_run
-from agentflow.lib.redis import get_redis, key
+from agentflow.lib.redis import batched, get_redis, key, write_pipeline
 
 from . import actions, admission, alerts, conditions, errors, live, scopes, signals, stops, workers
 from .actions import AttemptContext, Finished, Started
@@ -695,7 +695,10 @@ def _advance_wheel(
         return
     next_position = dict(order)[claimed[0].priority]
     if next_position is not None:
-        redis.set(_wheel_key(), next_position)
+        pipe, execute = write_pipeline()  # inside redis.batched(): with the completion's writes
+        pipe.set(_wheel_key(), next_position)
+        if execute:
+            pipe.execute()
 
 
 def claim_next(worker: str, scope: Q | None = None) -> tuple[Run, Attempt] | None:
@@ -803,31 +806,46 @@ def _start(
         )
     else:
         member = str(attempt.pk)
-        stop_id = stops.enter(run, member)  # every start checks the emergency stop first
+        started = (
+            None  # a batch's runs are the batch page's (every 5 s for some)
+            if run.kind == "batch"
+            else (
+                "run.started",
+                {
+                    "run_id": run.pk,
+                    "job": run.job_name or run.kind,
+                    "attempt": attempt.number,
+                    "worker": worker,
+                },
+            )
+        )
+        # Every start checks the emergency stop first (and logs run.started in the same round trip).
+        stop_id = stops.enter(run, member, started)
         if stop_id is not None:
             stops.park_claimed(run, attempt, stop_id)
             log.info("run %s not started: emergency stop %s is engaged", run.pk, stop_id)
             return None, None
         ctx = AttemptContext(run=run, attempt=attempt, prompt=run.prompt, params=run.params, input=run.input)
-        if run.kind != "batch":  # a batch's runs are the batch page's (every 5 s for some)
-            eventlog.emit(
-                "run.started",
-                run_id=run.pk,
-                job=run.job_name or run.kind,
-                attempt=attempt.number,
-                worker=worker,
-            )
         try:
             outcome = spec.start(ctx)
         except Exception as exc:
             log.exception("run %s: action %s raised", run.pk, run.kind)
             outcome = Finished("failed", errors.SYSTEM, f"{type(exc).__name__}: {exc}")
-        late = stops.leave(run, member)
-        if late is not None and isinstance(outcome, Started):
-            # A stop engaged while this start was in progress and its fence gave up waiting.
-            attempt.session_key, attempt.external_id = outcome.session_key, outcome.external_id
-            stops.abort_started(run, attempt, late)
-            return run, None
+        if isinstance(outcome, Started):
+            late = stops.leave(run, member)
+            if late is not None:
+                # A stop engaged while this start was in progress and its fence gave up waiting.
+                attempt.session_key, attempt.external_id = outcome.session_key, outcome.external_id
+                stops.abort_started(run, attempt, late)
+                return run, None
+        else:
+            # Finished here: nothing was sent, so a stop engaged meanwhile has nothing to undo.
+            # The completion's best-effort Redis writes (this, the log lines, the metrics, the
+            # wheel) then share one round trip (redis.batched, below).
+            with batched():
+                stops.leave_later(run, member)
+                settled, claimed = _complete(attempt.pk, outcome, run, claim_for=worker if chain else None)
+            return settled or run, claimed
     if isinstance(outcome, Started):
         # No status filter: the result may already have settled the attempt (a fast agent run's
         # terminal event can reach the listener before this line); its session key is kept anyway.
@@ -840,7 +858,8 @@ def _start(
             )
         )
         return run, None
-    settled, claimed = _complete(attempt.pk, outcome, run, claim_for=worker if chain else None)
+    with batched():
+        settled, claimed = _complete(attempt.pk, outcome, run, claim_for=worker if chain else None)
     return settled or run, claimed
 
 
@@ -993,7 +1012,9 @@ def _settle(
         # It held a slot under a concurrency limit: offer the slot at once. The starved flag
         # alone races (a claim can take the last free slot without flagging the runs still
         # held back), and agent runs end in the listener, where no dispatch follows otherwise.
-        transaction.on_commit(lambda: send_dispatch(Priority.URGENT))
+        # Coalesced (wake_up): when 50 runs end at once (an emergency stop's aborts) a few
+        # waiting messages drain the queue instead of 50 dispatches competing for the CPU.
+        transaction.on_commit(lambda: wake_up(Priority.URGENT))
     # A run no limit applies to frees no slot a held-back run waits for: no starved-flag check
     # (it was a Redis round trip after every completion).
     return True

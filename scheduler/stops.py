@@ -45,7 +45,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from agentflow.lib.redis import get_redis, key
+from agentflow.lib import eventlog
+from agentflow.lib.redis import get_redis, key, write_pipeline
 
 from . import actions, audit, errors, live, notify, queue, scopes
 from .actions import Finished
@@ -196,16 +197,18 @@ def banner() -> list[dict[str, Any]]:
     return rows
 
 
-# KEYS: mirror, sending. ARGV: member ("" for intake: nothing registered), now, then the run's
-# fields. -1: the mirror is not there (the database decides); a stop's id: it covers the run;
-# 0: clear (and the send is registered).
+# KEYS: mirror, sending, the automation log's stream. ARGV: member ("" for intake: nothing
+# registered), now, the log line to append when clear ("" for none), the stream's approximate
+# length cap, then the run's fields. -1: the mirror is not there (the database decides); a
+# stop's id: it covers the run; 0: clear (the send is registered, the line appended).
 _ENTER = """
 if redis.call('HEXISTS', KEYS[1], '_synced') == 0 then return -1 end
-for i = 3, #ARGV do
+for i = 5, #ARGV do
   local v = redis.call('HGET', KEYS[1], ARGV[i])
   if v then return tonumber(v) end
 end
 if ARGV[1] ~= '' then redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1]) end
+if ARGV[3] ~= '' then redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'data', ARGV[3]) end
 return 0
 """
 
@@ -231,24 +234,40 @@ def _script(name: str, body: str) -> Any:
     return cached[1]
 
 
-def enter(run: Run, member: str) -> int | None:
+def enter(run: Run, member: str, started: tuple[str, Mapping[str, Any]] | None = None) -> int | None:
     """Before a worker starts ``run``: the id of the engaged stop that covers it (then it must not
     start), or None (it may; ``member`` is registered as sending until :func:`leave`). Redis down
-    or its mirror lost: the database decides (and the mirror is rewritten when Redis answers)."""
+    or its mirror lost: the database decides (and the mirror is rewritten when Redis answers).
+    ``started``: the automation log's line ``(event, fields)`` for a start that may go ahead,
+    appended in the same round trip (or by eventlog.emit when the database decided)."""
     if run.kind in EXEMPT_KINDS:
+        if started is not None:
+            eventlog.emit(started[0], **started[1])
         return None
+    line = eventlog.line(*started) if started is not None else ""
     try:
         found = int(
             _script("enter", _ENTER)(
-                keys=[mirror_key(), sending_key()], args=[member, time.time(), *_fields_for(run)]
+                keys=[mirror_key(), sending_key(), eventlog.stream_key()],
+                args=[member, time.time(), line, settings.AGENTFLOW_EVENT_LOG_MAX, *_fields_for(run)],
             )
         )
     except Exception:
         log.warning("stop check: Redis did not answer, the database decides", exc_info=True)
         stop = covering(run)
+        if stop is None and started is not None:
+            eventlog.emit(started[0], **started[1])  # (lost too while Redis is away: never raises)
         return stop.pk if stop is not None else None
     if found == 0:
         return None
+    decided = _decide(run, member, found)
+    if decided is None and started is not None:
+        eventlog.emit(started[0], **started[1])
+    return decided
+
+
+def _decide(run: Run, member: str, found: int) -> int | None:
+    """:func:`enter` when the mirror named a stop or was missing."""
     if found > 0 and EmergencyStop.objects.engaged().filter(pk=found).exists():
         return found
     # No mirror (Redis restarted empty), or a stale one (a stop the database does not have
@@ -283,6 +302,22 @@ def leave(run: Run, member: str) -> int | None:
         stop = covering(run)
         return stop.pk if stop is not None else None
     return found or None
+
+
+def leave_later(run: Run, member: str) -> None:
+    """:func:`leave` for a start that sent nothing and whose answer nobody needs (the action
+    finished at once): the send is unregistered in the open ``redis.batched()`` block's round
+    trip (or now, outside one). Never raises: a member left behind only makes the next fence
+    wait for it (at most AGENTFLOW_STOP_FENCE_SECONDS; the fence drops members an hour old)."""
+    if run.kind in EXEMPT_KINDS:
+        return
+    try:
+        pipe, execute = write_pipeline()
+        pipe.zrem(sending_key(), member)  # _LEAVE's first line, without the answer nobody reads
+        if execute:
+            pipe.execute()
+    except Exception:
+        log.warning("could not unregister run %s's start (Redis down?)", run.pk, exc_info=True)
 
 
 def _wait_for_sends(since: float, deadline: float) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 
-from .redis import get_redis, key
+from .redis import get_redis, key, write_pipeline
 
 log = logging.getLogger("agentflow.eventlog")
 
@@ -39,6 +39,13 @@ def _fields(event: str, fields: Mapping[str, Any]) -> dict[str, str]:
     return {"data": json.dumps(line, default=str, separators=(",", ":"))}
 
 
+def line(event: str, fields: Mapping[str, Any]) -> str:
+    """One event as the stream stores it (its ``data`` field), for a caller that appends it in
+    its own script (scheduler/stops.py: a worker's stop check and its ``run.started`` line in
+    one round trip)."""
+    return _fields(event, fields)["data"]
+
+
 def emit(event: str, **fields: Any) -> None:
     """Append one event (never raises)."""
     emit_many([(event, fields)])
@@ -49,7 +56,7 @@ def emit_many(events: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
     if not events:
         return
     try:
-        pipe: Any = get_redis().pipeline(transaction=False)
+        pipe, execute = write_pipeline()  # inside redis.batched(): sent when the block ends
         for event, fields in events:
             pipe.xadd(
                 stream_key(),
@@ -57,7 +64,8 @@ def emit_many(events: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
                 maxlen=settings.AGENTFLOW_EVENT_LOG_MAX,
                 approximate=True,
             )
-        pipe.execute()
+        if execute:
+            pipe.execute()
     except Exception:
         log.warning("could not write %d automation log event(s) (Redis down?)", len(events), exc_info=True)
 

@@ -4,8 +4,11 @@ and how pages tell that Redis is away."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -25,6 +28,43 @@ def get_redis() -> redis.Redis:
 def _new_pool_for_a_new_url(*, setting: str, **_kwargs: object) -> None:
     if setting == "REDIS_URL":  # tests (and only tests) change it at run time
         get_redis.cache_clear()
+
+
+_batch = threading.local()
+
+
+@contextmanager
+def batched() -> Iterator[None]:
+    """Fire-and-forget Redis writes made inside the block (the automation log's lines, the run
+    metrics, the wheel position: whoever asks :func:`write_pipeline`) go out together in one
+    round trip when the block ends, instead of one each (a queue worker made seven per no-op
+    run). Nested blocks join the outermost. A failure at the end is logged, never raised: such
+    writes are best effort by contract (their own callers never raise either)."""
+    if getattr(_batch, "pipe", None) is not None:
+        yield
+        return
+    pipe = get_redis().pipeline(transaction=False)
+    _batch.pipe = pipe
+    try:
+        yield
+    finally:
+        _batch.pipe = None
+        if len(pipe):
+            try:
+                pipe.execute()
+            except Exception:
+                logging.getLogger("agentflow.redis").warning(
+                    "could not write %d batched Redis command(s) (Redis down?)", len(pipe), exc_info=True
+                )
+
+
+def write_pipeline() -> tuple[Any, bool]:
+    """A pipeline for best-effort writes and whether the caller executes it: the open
+    :func:`batched` block's (False: it goes out when the block ends), else a new one (True)."""
+    pipe = getattr(_batch, "pipe", None)
+    if pipe is not None:
+        return pipe, False
+    return get_redis().pipeline(transaction=False), True
 
 
 def key(*parts: object) -> str:
