@@ -4,9 +4,9 @@
     python -m bench --baseline REF [--rounds N] ...  REF's bench and this tree's, side by side (compare.py)
     python -m bench tree                            the app packages' module tree with line counts
 
-Names: gateway, batches, fanout, pages, memory, e2e, supervisor, queue, agent_rate, api_runs, alerts,
-stop, watch, schedules, webhooks, executor, tracers, flow (all of them when none is given). ``--runs N``:
-agent_rate's number of runs; ``--minutes N``: schedules' length (default 10); ``--seconds N``:
+Names: gateway, batches, fanout, pages, memory, e2e, supervisor, queue, queue_drain, agent_rate, api_runs,
+alerts, stop, watch, schedules, webhooks, executor, tracers, flow (all of them when none is given).
+``--runs N``: agent_rate's number of runs; ``--minutes N``: schedules' length (default 10); ``--seconds N``:
 webhooks' sustained run (default 60)."""
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ BENCHES = [
     "e2e",
     "supervisor",
     "queue",
+    "queue_drain",
     "agent_rate",
     "api_runs",
     "alerts",
