@@ -117,15 +117,11 @@ def emergency_release(request: HttpRequest) -> dict[str, Any]:
     else:
         scope, value = _scope(body, release=True)
         which = {"scope": scope, "value": value}
+    released, out = stops.release_and_requeue(actor, reason=reason, then_requeue=then_requeue, **which)
+    answer: dict[str, Any] = {"released": [stops.as_json(s) for s in released]}
     if then_requeue:
-        released, out = stops.release_and_requeue(actor, reason=reason, **which)
-        return {
-            "released": [stops.as_json(s) for s in released],
-            "requeued": out.requeued,
-            "skipped": out.skipped,
-        }
-    released = stops.release(actor, reason=reason, **which)
-    return {"released": [stops.as_json(s) for s in released]}
+        answer.update(requeued=out.requeued, skipped=out.skipped)
+    return answer
 
 
 def _runs(body: dict[str, Any], name: str) -> str | list[int]:

@@ -240,11 +240,16 @@ def enter(run: Run, member: str, started: tuple[str, Mapping[str, Any]] | None =
     or its mirror lost: the database decides (and the mirror is rewritten when Redis answers).
     ``started``: the automation log's line ``(event, fields)`` for a start that may go ahead,
     appended in the same round trip (or by eventlog.emit when the database decided)."""
+    decided, logged = _check(run, member, eventlog.line(*started) if started is not None else "")
+    if decided is None and started is not None and not logged:
+        eventlog.emit(started[0], **started[1])  # the database decided (lost too while Redis is away)
+    return decided
+
+
+def _check(run: Run, member: str, line: str) -> tuple[int | None, bool]:
+    """:func:`enter`'s decision, and whether the stop check's script appended ``line``."""
     if run.kind in EXEMPT_KINDS:
-        if started is not None:
-            eventlog.emit(started[0], **started[1])
-        return None
-    line = eventlog.line(*started) if started is not None else ""
+        return None, False
     try:
         found = int(
             _script("enter", _ENTER)(
@@ -255,15 +260,10 @@ def enter(run: Run, member: str, started: tuple[str, Mapping[str, Any]] | None =
     except Exception:
         log.warning("stop check: Redis did not answer, the database decides", exc_info=True)
         stop = covering(run)
-        if stop is None and started is not None:
-            eventlog.emit(started[0], **started[1])  # (lost too while Redis is away: never raises)
-        return stop.pk if stop is not None else None
+        return (stop.pk if stop is not None else None), False
     if found == 0:
-        return None
-    decided = _decide(run, member, found)
-    if decided is None and started is not None:
-        eventlog.emit(started[0], **started[1])
-    return decided
+        return None, bool(line)
+    return _decide(run, member, found), False
 
 
 def _decide(run: Run, member: str, found: int) -> int | None:
@@ -602,7 +602,9 @@ def release(
     """Release one stop (by id), or the engaged stop of a scope (``scope="all"``: every engaged
     stop). The hooks restore what they changed; the runs the stop holds stay held for
     :func:`requeue` (nothing is replayed automatically). Needs the admin role; audited."""
-    return _release(actor, stop_id, scope, value, reason, requeue_held=False)[0]
+    return release_and_requeue(
+        actor, stop_id=stop_id, scope=scope, value=value, reason=reason, then_requeue=False
+    )[0]
 
 
 def release_and_requeue(
@@ -612,17 +614,13 @@ def release_and_requeue(
     scope: str | None = None,
     value: str = "",
     reason: str = "",
+    then_requeue: bool = True,
 ) -> tuple[list[EmergencyStop], Requeued]:
     """:func:`release`, and the runs the released stops hold requeued at once (the operator's
     one decision for both): as soon as the workers may start again, before the hooks' gateway
     calls (restoring a gateway's cron takes about a second). The requeue is audited as its own
-    ``stop.requeue`` row. Returns the stops and what :func:`requeue` did, summed."""
-    return _release(actor, stop_id, scope, value, reason, requeue_held=True)
-
-
-def _release(
-    actor: Actor, stop_id: int | None, scope: str | None, value: str, reason: str, *, requeue_held: bool
-) -> tuple[list[EmergencyStop], Requeued]:
+    ``stop.requeue`` row. Returns the stops and what :func:`requeue` did, summed (nothing with
+    ``then_requeue=False``: that is :func:`release`)."""
     if stop_id is not None:
         target = Target("stop", str(stop_id), f"stop {stop_id}")
     else:
@@ -655,7 +653,7 @@ def _release(
         except Exception:
             notes.append("Redis did not answer: workers read the release from the database")
         total = Requeued()
-        if requeue_held:
+        if then_requeue:
             for stop in released:
                 done = requeue(actor, "all", stop=stop, reason=reason)
                 total.requeued += done.requeued
@@ -753,22 +751,21 @@ def requeue(
             # order (selection goes by id), and every aborted one queued for a new attempt (as
             # controls.retry_run does). A dedupe key another run took meanwhile refuses the second
             # statement: those runs then go one by one below, each with its reason.
-            parked = chosen.filter(status=Run.Status.PARKED)
-            retried = chosen.filter(status__in=controls.RETRYABLE)
-            counts = Counter(parked.values_list("priority", flat=True))
-            with transaction.atomic():
-                out.requeued += Run.objects.filter(pk__in=parked.values("pk")).update(
-                    status=Run.Status.QUEUED, stop=None
-                )
-            retried_counts = Counter(retried.values_list("priority", flat=True))
-            try:
-                with transaction.atomic():
-                    out.requeued += Run.objects.filter(
-                        pk__in=list(retried.values_list("pk", flat=True))
-                    ).update(**controls.retried_fields(actor), status=Run.Status.QUEUED, stop=None)
-                counts += retried_counts
-            except IntegrityError:
-                pass
+            counts: Counter[str] = Counter()
+            for statuses, fields in (
+                ((Run.Status.PARKED,), {}),
+                (controls.RETRYABLE, controls.retried_fields(actor)),
+            ):
+                group = chosen.filter(status__in=statuses)
+                priorities = Counter(group.values_list("priority", flat=True))
+                try:
+                    with transaction.atomic():
+                        out.requeued += Run.objects.filter(pk__in=group.values("pk")).update(
+                            **fields, status=Run.Status.QUEUED, stop=None
+                        )
+                except IntegrityError:
+                    continue
+                counts += priorities
             for priority, n in counts.items():
                 transaction.on_commit(partial(queue.wake_many, priority, n))
             chosen = chosen.exclude(status=Run.Status.QUEUED)

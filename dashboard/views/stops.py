@@ -99,12 +99,9 @@ def stop_engage(request: HttpRequest) -> HttpResponse:
 def stop_release(request: HttpRequest, stop_id: int) -> HttpResponse:
     then_requeue = request.POST.get("requeue") == "on"
     try:
-        if then_requeue:
-            (stop,), out = stops.release_and_requeue(
-                access.actor(request), stop_id=stop_id, reason=_reason(request)
-            )
-        else:
-            (stop,) = stops.release(access.actor(request), stop_id=stop_id, reason=_reason(request))
+        (stop,), out = stops.release_and_requeue(
+            access.actor(request), stop_id=stop_id, reason=_reason(request), then_requeue=then_requeue
+        )
     except (ValidationError, PermissionDenied) as exc:
         text = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
         messages.error(request, f"Not released: {text}")

@@ -61,10 +61,9 @@ class Command(BaseCommand):
                 which = {"scope": "all" if options["all"] else "global"}
             else:
                 which = {"scope": options["scope"], "value": options["value"]}
-            if options["and_requeue"]:
-                released, out = stops.release_and_requeue(actor, reason=reason, **which)
-            else:
-                released = stops.release(actor, reason=reason, **which)
+            released, out = stops.release_and_requeue(
+                actor, reason=reason, then_requeue=options["and_requeue"], **which
+            )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
         if options["and_requeue"]:
