@@ -152,16 +152,21 @@ SQLITE_OPTIONS = {
     ),
     "transaction_mode": "IMMEDIATE",
     "timeout": 20,
+    # agentflow/lib/sqlite3: write transactions queue on a file lock that hands over at once
+    # (SQLite's busy handler sleeps 1, 2, 5 … ms between looks, so two workers ran as one).
+    "writer_lock": env_bool("AGENTFLOW_SQLITE_WRITER_LOCK", True),
 }
+SQLITE_ENGINE = "agentflow.lib.sqlite3"  # Django's SQLite backend plus that writer lock
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
     if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        DATABASES["default"]["ENGINE"] = SQLITE_ENGINE
         DATABASES["default"]["OPTIONS"] = {**SQLITE_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}
 else:
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            "ENGINE": SQLITE_ENGINE,
             "NAME": str(DATA_DIR / "agentflow.sqlite3"),
             "OPTIONS": dict(SQLITE_OPTIONS),
             # Kept between requests by each of the web process's AGENTFLOW_WEB_THREADS threads

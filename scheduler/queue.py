@@ -35,7 +35,7 @@ from django.db.models import Exists, Q
 from django.template import Context, Engine, TemplateSyntaxError
 from django.utils import timezone
 
-from agentflow.lib import eventlog
+from agentflow.lib import eventlog, rawsql
 from agentflow.lib.dbbusy import retry_busy
 from agentflow.lib.logcontext import bind_run
 from agentflow.lib.redis import batched, get_redis, key, write_pipeline
@@ -615,7 +615,7 @@ def _fast_claim_sql() -> str:
     if vendor not in _FAST_CLAIM_SQL:
         run, job, pause = Run._meta.db_table, Job._meta.db_table, QueuePause._meta.db_table
         stop = EmergencyStop._meta.db_table
-        columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in Run._meta.concrete_fields)
+        columns = rawsql.columns(Run)
         # PostgreSQL: a head another claimer is taking (row locked) is skipped for the next run of
         # its class, as parallel queue workers do: without it both choose the same head, one
         # UPDATE changes nothing and that claimer falls to the general path. Not for urgent: an
@@ -679,11 +679,14 @@ def _fast_take(worker: str, order: list[tuple[str, int | None]]) -> tuple[Run, A
     """The one-statement claim and its Attempt, inside the caller's transaction."""
     now = timezone.now()
     params: list[Any] = [connection.ops.adapt_datetimefield_value(now), *(p for p, _ in order)]
-    rows = list(Run.objects.raw(_fast_claim_sql(), params))
-    if not rows:
+    with connection.cursor() as cursor:  # compiled once (rawsql: the write lock is held meanwhile)
+        cursor.execute(_fast_claim_sql(), params)
+        row = cursor.fetchone()
+    if row is None:
         return None
-    run = rows[0]
-    attempt = Attempt.objects.create(id=uuid.uuid4(), run=run, number=1, worker=worker, started_at=now)
+    run = rawsql.from_row(Run, row)
+    attempt = Attempt(id=uuid.uuid4(), run=run, number=1, worker=worker, started_at=now)
+    rawsql.insert(attempt)
     return run, attempt
 
 
@@ -905,13 +908,14 @@ def _complete(
         )
     )
     with transaction.atomic():
-        changed = Attempt.objects.filter(pk=attempt_uuid, status=Attempt.Status.RUNNING).update(
-            status=outcome.status,
-            error_class=error_class,
-            error=outcome.error,
-            finished_at=now,
-            in_worker=False,
-        )
+        settled = {
+            "status": outcome.status,
+            "error_class": error_class,
+            "error": outcome.error,
+            "finished_at": now,
+            "in_worker": False,
+        }
+        changed = rawsql.update(Attempt, settled, id=attempt_uuid, status=Attempt.Status.RUNNING)
         if changed != 1:
             return None, None
         if known_run is not None:
@@ -1000,7 +1004,7 @@ def _settle(
         run.finished_at = now
     if conditional:
         values = {name: getattr(run, name) for name in SETTLED_FIELDS}
-        if Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(**values) != 1:
+        if rawsql.update(Run, values, id=run.pk, status=Run.Status.RUNNING) != 1:
             return False
     else:
         run.save(update_fields=SETTLED_FIELDS)
